@@ -1,0 +1,425 @@
+//! The `mgen` command line: argument parsing (clap), dispatch, output and
+//! exit codes.
+//!
+//! Exit status: 0 success, 1 diagnostics (bad input), 2 usage. Nothing here
+//! panics on user input; every failure is a rendered diagnostic. Output
+//! files are written atomically (a temporary file in the same directory,
+//! then a rename), so a failed run never leaves a half-written file.
+
+use crate::diag::{Code, Diagnostic, Diags, Sources};
+use crate::driver;
+use crate::ir::print;
+use crate::passes;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mgen",
+    version,
+    about = "Compile and simulate multi-task BERT on ReRAM processing-in-memory accelerators",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// What `compile --emit` prints.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Emit {
+    /// The syntax tree, as an outline (or JSON with --json).
+    Ast,
+    /// The textual IR after the pipeline (or JSON with --json).
+    Ir,
+    /// The sharing analysis and tree (model generator).
+    Sharing,
+    /// Crossbar placement.
+    Placement,
+    /// The task schedule.
+    Schedule,
+    /// ReRAM assembly.
+    Asm,
+    /// A program directory (needs -o).
+    Program,
+    /// Generated model weights (needs -o).
+    Weights,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Parse and check a .mgen (or .mir) file.
+    Check {
+        file: PathBuf,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compile a .mgen or .mir file.
+    Compile {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "ir")]
+        emit: Emit,
+        /// Write the output here instead of stdout.
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+        /// Comma-separated passes, or a pipeline name (see `mgen passes`).
+        #[arg(long)]
+        passes: Option<String>,
+        /// Print the IR to stderr after this pass (or `all`).
+        #[arg(long = "dump-ir-after", value_name = "PASS")]
+        dump_ir_after: Option<String>,
+        /// Every task its own full model, nothing shared.
+        #[arg(long)]
+        baseline: bool,
+        #[arg(long)]
+        json: bool,
+        /// Per-stage and per-pass timing on stderr.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Run a compiled program directory on the simulator.
+    Sim {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[arg(long = "dump-outputs")]
+        dump_outputs: Option<PathBuf>,
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[arg(long = "counts-only")]
+        counts_only: bool,
+        #[arg(long = "ideal-adc")]
+        ideal_adc: bool,
+    },
+    /// Compile and run a .mgen file.
+    Run {
+        file: PathBuf,
+        #[arg(long)]
+        reference: bool,
+        #[arg(long)]
+        baseline: bool,
+        #[arg(long = "counts-only")]
+        counts_only: bool,
+        #[arg(long = "ideal-adc")]
+        ideal_adc: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long = "dump-outputs")]
+        dump_outputs: Option<PathBuf>,
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Baseline against mgen, side by side.
+    Compare {
+        file: PathBuf,
+        #[arg(long = "counts-only")]
+        counts_only: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// List passes and pipelines.
+    Passes {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where a command's text goes, and how diagnostics are drawn.
+pub struct Io<'a> {
+    pub out: &'a mut dyn Write,
+    pub err: &'a mut dyn Write,
+    /// ANSI colours in diagnostics (only when stderr is a terminal).
+    pub color: bool,
+}
+
+/// Runs `mgen` with `args` (including the program name); returns the exit
+/// status.
+pub fn main_with(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let text = e.render().to_string();
+            return match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = write!(io.out, "{text}");
+                    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                        2
+                    } else {
+                        0
+                    }
+                }
+                _ => {
+                    let _ = write!(io.err, "{text}");
+                    2
+                }
+            };
+        }
+    };
+    let mut sources = Sources::new();
+    let json = matches!(
+        cli.cmd,
+        Cmd::Check { json: true, .. }
+            | Cmd::Compile { json: true, .. }
+            | Cmd::Passes { json: true }
+    );
+    match dispatch(cli.cmd, io, &mut sources) {
+        Ok(code) => code,
+        Err(diags) => {
+            if json {
+                let _ = writeln!(io.out, "{}", diags_json(&diags, &sources));
+            }
+            let _ = write!(io.err, "{}", diags.render(&sources, io.color));
+            1
+        }
+    }
+}
+
+/// Diagnostics as one JSON object, for `--json` runs that fail.
+fn diags_json(diags: &Diags, sources: &Sources) -> serde_json::Value {
+    let list: Vec<_> = diags
+        .0
+        .iter()
+        .map(|d| {
+            let at = d.labels.iter().find(|l| l.primary).map(|l| {
+                let (line, col) = sources.line_col(l.file, l.span.start);
+                serde_json::json!({ "file": sources.name(l.file), "line": line, "column": col, "label": l.message })
+            });
+            serde_json::json!({ "code": d.code.as_str(), "message": d.message, "at": at, "notes": d.notes })
+        })
+        .collect();
+    serde_json::json!({ "ok": false, "diagnostics": list })
+}
+
+fn not_yet(io: &mut Io, what: &str, issue: u32) -> i32 {
+    let _ = writeln!(
+        io.err,
+        "error: {what} is not implemented yet (tracked in issue #{issue})"
+    );
+    2
+}
+
+fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> {
+    match cmd {
+        Cmd::Check { file, json } => {
+            let f = driver::front(sources, &file)?;
+            let s = &f.spec;
+            let tasks: Vec<&str> = s
+                .workload
+                .tasks
+                .iter()
+                .map(|&t| s.tasks[t].name.as_str())
+                .collect();
+            if json {
+                let v = serde_json::json!({ "ok": true, "file": file.display().to_string(), "spec": s });
+                let _ = writeln!(io.out, "{v}");
+            } else {
+                let _ = writeln!(
+                    io.out,
+                    "ok: {}: hardware `{}`, {} model(s), {} task(s) [{}], workload `{}` ({} requests x seq {})",
+                    file.display(),
+                    s.hardware.name,
+                    s.models.len(),
+                    s.tasks.len(),
+                    tasks.join(", "),
+                    s.workload.name,
+                    s.workload.requests,
+                    s.workload.seq
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Compile {
+            file,
+            emit,
+            output,
+            passes: pass_list,
+            dump_ir_after,
+            baseline,
+            json,
+            verbose,
+        } => {
+            match emit {
+                Emit::Sharing => return Ok(not_yet(io, "`--emit sharing`", 4)),
+                Emit::Placement | Emit::Asm | Emit::Program => {
+                    return Ok(not_yet(io, &format!("`--emit {}`", emit_name(emit)), 5));
+                }
+                Emit::Schedule => return Ok(not_yet(io, "`--emit schedule`", 7)),
+                Emit::Weights => return Ok(not_yet(io, "`--emit weights`", 8)),
+                Emit::Ast | Emit::Ir => {}
+            }
+            if baseline && pass_list.is_some() {
+                let _ = writeln!(
+                    io.err,
+                    "error: `--baseline` and `--passes` cannot be used together"
+                );
+                return Ok(2);
+            }
+            let pipeline = passes::resolve(pass_list.as_deref().unwrap_or(if baseline {
+                "baseline"
+            } else {
+                "default"
+            }))?;
+            if let Some(d) = &dump_ir_after {
+                passes::check_dump_name(d)?;
+            }
+            let t0 = Instant::now();
+            let f = driver::front(sources, &file)?;
+            let t_front = t0.elapsed().as_secs_f64();
+            if emit == Emit::Ast {
+                let text = if json {
+                    serde_json::to_string(&f.ast).unwrap_or_default() + "\n"
+                } else {
+                    let id = f.file;
+                    crate::syntax::ast::outline(&f.ast, &|o| sources.line_col(id, o))
+                };
+                write_output(io, output.as_deref(), &text)?;
+                return Ok(0);
+            }
+            let t1 = Instant::now();
+            let mut m = driver::module(f, sources)?;
+            let t_lower = t1.elapsed().as_secs_f64();
+            let mut dumps = String::new();
+            let timings = passes::run_pipeline(&mut m, &pipeline, |name, m| {
+                if let Some(d) = &dump_ir_after
+                    && (d == "all" || d == name)
+                {
+                    dumps.push_str(&format!("// ---- IR after pass `{name}` ----\n"));
+                    dumps.push_str(&print::print(m));
+                }
+            })?;
+            let _ = write!(io.err, "{dumps}");
+            if verbose {
+                let _ = writeln!(io.err, "timing: parse + check  {:>9.3} ms", t_front * 1e3);
+                let _ = writeln!(
+                    io.err,
+                    "timing: {:<14} {:>9.3} ms",
+                    if driver::is_mir(&file) {
+                        "read .mir"
+                    } else {
+                        "lowering"
+                    },
+                    t_lower * 1e3
+                );
+                for t in &timings {
+                    let _ = writeln!(
+                        io.err,
+                        "timing: pass {:<9} {:>9.3} ms  ({} -> {} nodes)",
+                        t.name,
+                        t.seconds * 1e3,
+                        t.nodes_before,
+                        t.nodes_after
+                    );
+                }
+            }
+            let text = if json {
+                print::to_json(&m).to_string() + "\n"
+            } else {
+                print::print(&m)
+            };
+            write_output(io, output.as_deref(), &text)?;
+            Ok(0)
+        }
+        Cmd::Passes { json } => {
+            let reg = passes::registry();
+            if json {
+                let ps: Vec<_> = reg
+                    .iter()
+                    .map(|p| serde_json::json!({ "name": p.name(), "description": p.description(), "contract": p.contract() }))
+                    .collect();
+                let pl: Vec<_> = passes::PIPELINES
+                    .iter()
+                    .map(
+                        |(n, p, d)| serde_json::json!({ "name": n, "passes": p, "description": d }),
+                    )
+                    .collect();
+                let _ = writeln!(
+                    io.out,
+                    "{}",
+                    serde_json::json!({ "passes": ps, "pipelines": pl })
+                );
+            } else {
+                let _ = writeln!(io.out, "passes:");
+                for p in &reg {
+                    let _ = writeln!(io.out, "  {:<10} {}", p.name(), p.description());
+                }
+                let _ = writeln!(io.out, "pipelines:");
+                for (n, p, d) in passes::PIPELINES {
+                    let list = if p.is_empty() {
+                        "(no passes)".to_string()
+                    } else {
+                        p.join(",")
+                    };
+                    let _ = writeln!(io.out, "  {:<10} {:<14} {}", n, list, d);
+                }
+                let _ = writeln!(io.out, "The verifier runs after every pass.");
+            }
+            Ok(0)
+        }
+        Cmd::Sim { .. } => Ok(not_yet(io, "`mgen sim`", 6)),
+        Cmd::Run { .. } => Ok(not_yet(io, "`mgen run`", 3)),
+        Cmd::Compare { .. } => Ok(not_yet(io, "`mgen compare`", 7)),
+    }
+}
+
+fn emit_name(e: Emit) -> &'static str {
+    match e {
+        Emit::Ast => "ast",
+        Emit::Ir => "ir",
+        Emit::Sharing => "sharing",
+        Emit::Placement => "placement",
+        Emit::Schedule => "schedule",
+        Emit::Asm => "asm",
+        Emit::Program => "program",
+        Emit::Weights => "weights",
+    }
+}
+
+/// Writes `text` to `path` atomically, or to stdout.
+fn write_output(io: &mut Io, path: Option<&Path>, text: &str) -> Result<(), Diags> {
+    match path {
+        None => {
+            let _ = io.out.write_all(text.as_bytes());
+            Ok(())
+        }
+        Some(p) => write_atomic(p, text.as_bytes()),
+    }
+}
+
+/// Writes a file through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Diags> {
+    let fail = |e: std::io::Error| {
+        Diags::from(Diagnostic::error(
+            Code::E105,
+            format!("cannot write `{}`: {e}", path.display()),
+        ))
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(e));
+    }
+    Ok(())
+}

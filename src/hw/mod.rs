@@ -1,0 +1,97 @@
+//! The hardware model declared by a `hardware` block.
+//!
+//! Invariant: a [`Hardware`] built by the checker is valid — crossbar sides
+//! are powers of two, bit widths are in 1..=16, counts are positive and the
+//! total crossbar count fits in a `u64` — so later stages never re-check.
+
+pub mod energy;
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// How signed weights are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signs {
+    /// Weights biased to be non-negative; the bias is subtracted digitally
+    /// (ISAAC). One set of crossbars.
+    Offset,
+    /// A positive and a negative array per weight. Two sets of crossbars.
+    Differential,
+}
+
+impl Signs {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signs::Offset => "offset",
+            Signs::Differential => "differential",
+        }
+    }
+}
+
+/// A checked hardware description; defaults are ISAAC's.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hardware {
+    pub name: String,
+    pub rows: u64,
+    pub cols: u64,
+    pub cell_bits: u32,
+    pub weight_bits: u32,
+    pub input_bits: u32,
+    pub dac_bits: u32,
+    pub adc_bits: u32,
+    pub signs: Signs,
+    pub chips: u64,
+    /// Per chip.
+    pub tiles: u64,
+    pub cores_per_tile: u64,
+    pub crossbars_per_core: u64,
+    /// Bytes of eDRAM buffer per tile.
+    pub tile_buffer: u64,
+    /// Bytes of data memory per core.
+    pub core_buffer: u64,
+    /// Writes a cell survives.
+    pub endurance: f64,
+    /// Overrides of [`energy::TABLE`], by entry name, in pJ or ns.
+    pub overrides: BTreeMap<String, f64>,
+}
+
+impl Default for Hardware {
+    fn default() -> Self {
+        Hardware {
+            name: "isaac".into(),
+            rows: 128,
+            cols: 128,
+            cell_bits: 2,
+            weight_bits: 8,
+            input_bits: 8,
+            dac_bits: 1,
+            adc_bits: 8,
+            signs: Signs::Offset,
+            chips: 1,
+            tiles: 168,
+            cores_per_tile: 12,
+            crossbars_per_core: 8,
+            tile_buffer: 64 * 1024,
+            core_buffer: 2 * 1024,
+            endurance: 1e8,
+            overrides: BTreeMap::new(),
+        }
+    }
+}
+
+impl Hardware {
+    /// Crossbars on all chips.
+    pub fn crossbars(&self) -> u64 {
+        self.chips * self.tiles * self.cores_per_tile * self.crossbars_per_core
+    }
+
+    /// An energy (pJ) or time (ns) figure: the override if any, else the default.
+    pub fn figure(&self, name: &str) -> f64 {
+        self.overrides
+            .get(name)
+            .copied()
+            .or_else(|| energy::entry(name).map(|e| e.default))
+            .unwrap_or(0.0)
+    }
+}

@@ -1,0 +1,130 @@
+//! The verifier: checks the invariants listed in [`crate::ir`]. It runs
+//! after lowering, after reading a `.mir`, and after every pass.
+
+use super::*;
+use crate::diag::{Code, Diagnostic, Diags};
+
+/// Checks `m`; `after` names the stage for the messages.
+pub fn verify(m: &Module, after: &str) -> Result<(), Diags> {
+    let mut diags = Diags::default();
+    let mut bad = |id: Option<NodeId>, msg: String| {
+        let mut d = Diagnostic::error(
+            Code::E103,
+            format!("IR invariant broken after {after}: {msg}"),
+        );
+        if let Some(id) = id
+            && let Some(loc) = &m.graph[id.0].loc
+        {
+            d = d.at(
+                loc.file,
+                loc.span.clone(),
+                format!("node {} came from here", id),
+            );
+        }
+        diags.push(d.note("this is a bug in mgen or a hand-edited .mir file"));
+    };
+    if m.canonical_order().is_none() {
+        bad(None, "the graph has a cycle".into());
+        return Err(diags);
+    }
+    let n_tasks = m.spec.workload.tasks.len();
+    let all = TaskSet::all(n_tasks);
+    let mut outputs = vec![0usize; n_tasks];
+    let seq = m.spec.workload.seq;
+    for idx in m.graph.node_indices() {
+        let id = NodeId(idx);
+        let n = &m.graph[idx];
+        let mut slots: Vec<u8> = m
+            .graph
+            .edges_directed(idx, Direction::Incoming)
+            .map(|e| *e.weight())
+            .collect();
+        slots.sort();
+        if slots.iter().enumerate().any(|(i, s)| *s as usize != i) {
+            bad(
+                Some(id),
+                format!("{id} has operand slots {slots:?}, not 0..{}", slots.len()),
+            );
+            continue;
+        }
+        if n.params.iter().any(|p| p.0 as usize >= m.params.len()) {
+            bad(
+                Some(id),
+                format!("{id} names a parameter that does not exist"),
+            );
+            continue;
+        }
+        let ops = m.operands(id);
+        let shapes: Vec<&[u64]> = ops.iter().map(|o| m.graph[o.0].shape.as_slice()).collect();
+        let pshapes: Vec<&[u64]> = n
+            .params
+            .iter()
+            .map(|p| m.params[p.0 as usize].shape.as_slice())
+            .collect();
+        match shape::infer(&n.op, &shapes, &pshapes, seq) {
+            Ok(s) if s == n.shape => {}
+            Ok(s) => bad(
+                Some(id),
+                format!(
+                    "{id} ({}) has shape {:?} but its operands give {:?}",
+                    n.op.name(),
+                    n.shape,
+                    s
+                ),
+            ),
+            Err(e) => bad(Some(id), format!("{id}: {e}")),
+        }
+        if n.origin.is_empty() {
+            bad(Some(id), format!("{id} has no source location"));
+        }
+        if n.tasks.is_empty() || !n.tasks.is_subset(all) {
+            bad(
+                Some(id),
+                format!(
+                    "{id} has task set {:#x}, outside the workload's {n_tasks} tasks",
+                    n.tasks.0
+                ),
+            );
+        }
+        for o in &ops {
+            if !n.tasks.is_subset(m.graph[o.0].tasks) {
+                bad(
+                    Some(id),
+                    format!("{id} serves tasks its operand {o} does not"),
+                );
+            }
+        }
+        if let Op::Output { task } = n.op {
+            if task >= n_tasks {
+                bad(
+                    Some(id),
+                    format!("{id} is the output of task {task}, which does not exist"),
+                );
+            } else {
+                outputs[task] += 1;
+                if n.tasks != TaskSet::single(task) {
+                    bad(
+                        Some(id),
+                        format!("{id}, the output of one task, is marked for others"),
+                    );
+                }
+            }
+        }
+    }
+    let names = m.task_names();
+    for (t, count) in outputs.iter().enumerate() {
+        if *count != 1 {
+            bad(
+                None,
+                format!("task `{}` has {count} output nodes, not 1", names[t]),
+            );
+        }
+    }
+    let mut digests = std::collections::HashSet::new();
+    for p in &m.params {
+        if !digests.insert(&p.digest) {
+            bad(None, format!("two parameters share digest {}", p.digest));
+        }
+    }
+    if diags.is_empty() { Ok(()) } else { Err(diags) }
+}

@@ -1,0 +1,17 @@
+//! mgen: a compiler and simulator for multi-task BERT on ReRAM
+//! processing-in-memory accelerators.
+//!
+//! Stages, one module each: [`syntax`] (lexer, grammar, AST), [`spec`]
+//! (semantic checks: AST → checked specification), [`ir`] (dataflow IR,
+//! lowering, textual IR, verifier), [`passes`] (pass manager and passes),
+//! [`cli`] (the `mgen` command). Every fallible stage returns
+//! [`diag::Diags`].
+
+pub mod cli;
+pub mod diag;
+pub mod driver;
+pub mod hw;
+pub mod ir;
+pub mod passes;
+pub mod spec;
+pub mod syntax;

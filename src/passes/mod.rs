@@ -1,0 +1,138 @@
+//! The pass manager.
+//!
+//! Passes describe themselves ([`Pass::name`], [`Pass::description`]) and
+//! are registered by name in [`registry`]; [`PIPELINES`] names sequences of
+//! them. [`run_pipeline`] runs the verifier after every pass, so no pass
+//! sees (and codegen never receives) a module that breaks the IR's
+//! invariants; it times each pass and can dump the IR after any of them.
+
+pub mod merge;
+
+use crate::diag::{Code, Diagnostic, Diags};
+use crate::ir::{Module, verify};
+use std::time::Instant;
+
+/// A transformation of a [`Module`].
+pub trait Pass {
+    fn name(&self) -> &'static str;
+    fn description(&self) -> &'static str;
+    /// What the pass requires and ensures, for `mgen passes -v`.
+    fn contract(&self) -> &'static str {
+        ""
+    }
+    fn run(&self, m: &mut Module) -> Result<(), Diags>;
+}
+
+/// Runs the verifier as a pass.
+pub struct Verify;
+
+impl Pass for Verify {
+    fn name(&self) -> &'static str {
+        "verify"
+    }
+    fn description(&self) -> &'static str {
+        "check the IR's invariants (acyclic, shapes agree, operands defined, locations present, one output per task)"
+    }
+    fn run(&self, m: &mut Module) -> Result<(), Diags> {
+        verify::verify(m, "verify")
+    }
+}
+
+/// Every pass, by name.
+pub fn registry() -> Vec<Box<dyn Pass>> {
+    vec![Box::new(Verify), Box::new(merge::Merge)]
+}
+
+/// Named pipelines: name, passes, description.
+pub const PIPELINES: &[(&str, &[&str], &str)] = &[
+    (
+        "default",
+        &["merge"],
+        "what `mgen compile` runs: every optimisation that keeps outputs exact",
+    ),
+    (
+        "baseline",
+        &[],
+        "nothing shared: every task runs its own full model (`--baseline`)",
+    ),
+    ("none", &[], "lowering only"),
+];
+
+/// Resolves `--passes LIST` (comma-separated pass names, or one pipeline
+/// name) into passes.
+pub fn resolve(list: &str) -> Result<Vec<Box<dyn Pass>>, Diags> {
+    let list = list.trim();
+    if let Some((_, passes, _)) = PIPELINES.iter().find(|(n, _, _)| *n == list) {
+        return resolve(&passes.join(","));
+    }
+    let mut out: Vec<Box<dyn Pass>> = Vec::new();
+    let mut diags = Diags::default();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match registry().into_iter().find(|p| p.name() == name) {
+            Some(p) => out.push(p),
+            None => {
+                let mut known: Vec<&str> = registry().iter().map(|p| p.name()).collect();
+                known.extend(PIPELINES.iter().map(|p| p.0));
+                let mut d = Diagnostic::error(Code::E104, format!("unknown pass `{name}`"));
+                d = match crate::spec::check::suggest(name, &known) {
+                    Some(s) => d.help(format!("did you mean `{s}`?")),
+                    None => d.note(format!("passes and pipelines: {}", known.join(", "))),
+                };
+                diags.push(d.help("`mgen passes` lists them"));
+            }
+        }
+    }
+    if diags.is_empty() {
+        Ok(out)
+    } else {
+        Err(diags)
+    }
+}
+
+/// Checks a `--dump-ir-after` name: a pass name or `all`.
+pub fn check_dump_name(name: &str) -> Result<(), Diags> {
+    if name == "all" || registry().iter().any(|p| p.name() == name) {
+        return Ok(());
+    }
+    let known: Vec<&str> = registry().iter().map(|p| p.name()).collect();
+    Err(Diagnostic::error(
+        Code::E104,
+        format!("unknown pass `{name}` for --dump-ir-after"),
+    )
+    .note(format!("passes: {}, or `all`", known.join(", ")))
+    .into())
+}
+
+/// What happened in one pass, for `-v`.
+#[derive(Debug, Clone)]
+pub struct PassTiming {
+    pub name: &'static str,
+    pub seconds: f64,
+    pub nodes_before: usize,
+    pub nodes_after: usize,
+}
+
+/// Runs `passes` in order, verifying after each; `dump` is called with the
+/// pass name and module after each pass.
+pub fn run_pipeline(
+    m: &mut Module,
+    passes: &[Box<dyn Pass>],
+    mut dump: impl FnMut(&str, &Module),
+) -> Result<Vec<PassTiming>, Diags> {
+    let mut timings = Vec::new();
+    for p in passes {
+        let before = m.graph.node_count();
+        let t = Instant::now();
+        p.run(m)?;
+        let seconds = t.elapsed().as_secs_f64();
+        verify::verify(m, &format!("pass `{}`", p.name()))?;
+        timings.push(PassTiming {
+            name: p.name(),
+            seconds,
+            nodes_before: before,
+            nodes_after: m.graph.node_count(),
+        });
+        dump(p.name(), m);
+    }
+    Ok(timings)
+}

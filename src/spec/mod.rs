@@ -1,0 +1,352 @@
+//! The checked specification: what a `.mgen` file means.
+//!
+//! [`check::check`] turns an AST into a [`Spec`] or diagnostics. Invariants
+//! of a `Spec`: names are unique; every task's base is a model of the spec;
+//! the workload names at least one task, each once; every size is within the
+//! limits in [`limits`] (so lowering and weight generation never allocate
+//! absurd amounts); `seq <= max_seq` for every task's model; budgets fit
+//! their task's head. [`Spec::to_mgen`] prints it back as canonical `.mgen`
+//! text with every default explicit (the header of a `.mir` file).
+
+pub mod check;
+
+use crate::diag::FileId;
+use crate::hw::Hardware;
+use crate::syntax::ast::quote;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::ops::Range;
+
+/// Size limits checked before anything is allocated.
+pub mod limits {
+    /// Parameters of one model (about 16 GiB of f32).
+    pub const MAX_PARAMS: u128 = 1 << 32;
+    /// Elements of the largest activation of one request.
+    pub const MAX_ACTIVATION: u128 = 1 << 31;
+    pub const MAX_REQUESTS: u64 = 1_000_000;
+    pub const MAX_LAYERS: u64 = 1024;
+    pub const MAX_HIDDEN: u64 = 65_536;
+    pub const MAX_FFN: u64 = 262_144;
+    pub const MAX_VOCAB: u64 = 1 << 24;
+    pub const MAX_SEQ: u64 = 65_536;
+    pub const MAX_CLASSES: u64 = 1_000_000;
+}
+
+/// A place in a source file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Loc {
+    pub file: FileId,
+    pub span: Range<usize>,
+}
+
+/// The whole checked file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Spec {
+    pub hardware: Hardware,
+    pub models: Vec<Model>,
+    pub tasks: Vec<Task>,
+    pub workload: Workload,
+    /// The directory relative paths (weights, inputs) are resolved against.
+    pub root: String,
+    /// Where each declaration and each attribute was written, keyed by
+    /// `"kind name"` and `"kind name.attribute"` (e.g. `"task sst2.weights"`).
+    #[serde(skip)]
+    pub locs: BTreeMap<String, Loc>,
+}
+
+/// Where a model's or task's weights come from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum WeightSource {
+    /// Deterministic BERT-like initialisation from a seed (models).
+    Synthetic { seed: u64 },
+    /// The base plus a depth-graded sparse delta (tasks).
+    Finetuned { seed: u64, drift: f64 },
+    /// A safetensors file, relative to the spec's root.
+    File { path: String },
+}
+
+/// A BERT encoder declaration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Model {
+    pub name: String,
+    pub layers: u64,
+    pub hidden: u64,
+    pub heads: u64,
+    pub ffn: u64,
+    pub vocab: u64,
+    pub max_seq: u64,
+    pub type_vocab: u64,
+    pub layer_norm_eps: f64,
+    pub weights: WeightSource,
+}
+
+impl Model {
+    /// Parameters of the encoder, embeddings and pooler.
+    pub fn params(&self) -> u128 {
+        let h = self.hidden as u128;
+        let f = self.ffn as u128;
+        let emb = (self.vocab + self.max_seq + self.type_vocab) as u128 * h + 2 * h;
+        let layer = 4 * h * h + 4 * h + 2 * h * f + f + h + 4 * h;
+        emb + self.layers as u128 * layer + h * h + h
+    }
+}
+
+/// Pooling of the last hidden states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pool {
+    /// The `[CLS]` position.
+    Cls,
+    /// The masked mean over positions.
+    Mean,
+}
+
+impl Pool {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pool::Cls => "cls",
+            Pool::Mean => "mean",
+        }
+    }
+}
+
+/// What a task outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Head {
+    Classify { classes: u64, pool: Pool },
+    Regress { pool: Pool },
+    Embed { pool: Pool },
+}
+
+impl Head {
+    /// Width of the task's output row.
+    pub fn width(&self, hidden: u64) -> u64 {
+        match self {
+            Head::Classify { classes, .. } => *classes,
+            Head::Regress { .. } => 1,
+            Head::Embed { .. } => hidden,
+        }
+    }
+    pub fn pool(&self) -> Pool {
+        match self {
+            Head::Classify { pool, .. } | Head::Regress { pool } | Head::Embed { pool } => *pool,
+        }
+    }
+}
+
+/// A budget metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    Agreement,
+    Cosine,
+    Accuracy,
+    Pearson,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Agreement => "agreement",
+            Metric::Cosine => "cosine",
+            Metric::Accuracy => "accuracy",
+            Metric::Pearson => "pearson",
+        }
+    }
+}
+
+/// `keep METRIC >= BOUND`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Budget {
+    pub metric: Metric,
+    /// As written: percentage points for agreement and accuracy, a plain
+    /// number for cosine and pearson.
+    pub value: f64,
+    /// `reference - value` (accuracy, pearson) rather than an absolute bound.
+    pub relative: bool,
+    /// True when the task declared no budget and this default applies.
+    pub default: bool,
+}
+
+impl Budget {
+    /// The bound as a fraction / plain number (99% → 0.99).
+    pub fn amount(&self) -> f64 {
+        match self.metric {
+            Metric::Agreement | Metric::Accuracy => self.value / 100.0,
+            Metric::Cosine | Metric::Pearson => self.value,
+        }
+    }
+
+    pub fn to_mgen(&self) -> String {
+        let v = match self.metric {
+            Metric::Agreement | Metric::Accuracy => format!("{}%", self.value),
+            _ => format!("{}", self.value),
+        };
+        if self.relative {
+            format!("keep {} >= reference - {v};", self.metric.name())
+        } else {
+            format!("keep {} >= {v};", self.metric.name())
+        }
+    }
+}
+
+/// A fine-tuned task.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Task {
+    pub name: String,
+    /// Index into [`Spec::models`].
+    pub base: usize,
+    pub head: Head,
+    pub weights: WeightSource,
+    pub budgets: Vec<Budget>,
+    pub calibrate: Option<String>,
+}
+
+/// Where the workload's requests come from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum InputSource {
+    Synthetic { seed: u64 },
+    File { path: String },
+}
+
+/// The batch of requests every task serves.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Workload {
+    pub name: String,
+    pub requests: u64,
+    pub seq: u64,
+    pub inputs: InputSource,
+    /// Indices into [`Spec::tasks`], in the order written.
+    pub tasks: Vec<usize>,
+}
+
+impl Spec {
+    /// The model a task is fine-tuned from.
+    pub fn base_of(&self, task: usize) -> &Model {
+        &self.models[self.tasks[task].base]
+    }
+
+    /// The location of a declaration or attribute (see [`Spec::locs`]).
+    pub fn loc(&self, key: &str) -> Option<&Loc> {
+        self.locs.get(key)
+    }
+
+    /// Canonical `.mgen` text: every item, every attribute explicit.
+    pub fn to_mgen(&self) -> String {
+        let mut s = String::new();
+        let h = &self.hardware;
+        let _ = writeln!(s, "hardware {} {{", h.name);
+        let _ = writeln!(s, "    crossbar = {} x {};", h.rows, h.cols);
+        let _ = writeln!(s, "    cell_bits = {};", h.cell_bits);
+        let _ = writeln!(s, "    weight_bits = {};", h.weight_bits);
+        let _ = writeln!(s, "    input_bits = {};", h.input_bits);
+        let _ = writeln!(s, "    dac_bits = {};", h.dac_bits);
+        let _ = writeln!(s, "    adc_bits = {};", h.adc_bits);
+        let _ = writeln!(s, "    signs = {};", h.signs.name());
+        let _ = writeln!(
+            s,
+            "    chips = {}; tiles = {}; cores_per_tile = {}; crossbars_per_core = {};",
+            h.chips, h.tiles, h.cores_per_tile, h.crossbars_per_core
+        );
+        let _ = writeln!(
+            s,
+            "    tile_buffer = {} B; core_buffer = {} B;",
+            h.tile_buffer, h.core_buffer
+        );
+        let _ = writeln!(s, "    endurance = {};", h.endurance);
+        let energy: Vec<_> = h
+            .overrides
+            .iter()
+            .filter(|(k, _)| {
+                crate::hw::energy::entry(k).map(|e| e.kind) == Some(crate::hw::energy::Kind::Energy)
+            })
+            .collect();
+        if !energy.is_empty() {
+            let _ = write!(s, "    energy {{");
+            for (k, v) in energy {
+                let _ = write!(s, " {k} = {v} pJ;");
+            }
+            let _ = writeln!(s, " }}");
+        }
+        let timing: Vec<_> = h
+            .overrides
+            .iter()
+            .filter(|(k, _)| {
+                crate::hw::energy::entry(k).map(|e| e.kind) == Some(crate::hw::energy::Kind::Time)
+            })
+            .collect();
+        if !timing.is_empty() {
+            let _ = write!(s, "    timing {{");
+            for (k, v) in timing {
+                let _ = write!(s, " {k} = {v} ns;");
+            }
+            let _ = writeln!(s, " }}");
+        }
+        let _ = writeln!(s, "}}");
+        for m in &self.models {
+            let _ = writeln!(s, "model {} {{", m.name);
+            let _ = writeln!(
+                s,
+                "    layers = {}; hidden = {}; heads = {}; ffn = {}; vocab = {}; max_seq = {};",
+                m.layers, m.hidden, m.heads, m.ffn, m.vocab, m.max_seq
+            );
+            let _ = writeln!(
+                s,
+                "    type_vocab = {}; layer_norm_eps = {:e};",
+                m.type_vocab, m.layer_norm_eps
+            );
+            let _ = writeln!(s, "    weights = {};", weights_to_mgen(&m.weights));
+            let _ = writeln!(s, "}}");
+        }
+        for t in &self.tasks {
+            let _ = writeln!(s, "task {} {{", t.name);
+            let _ = writeln!(s, "    base = {};", self.models[t.base].name);
+            let head = match t.head {
+                Head::Classify { classes, pool } => {
+                    format!("classify({classes}, pool = {})", pool.name())
+                }
+                Head::Regress { pool } => format!("regress(pool = {})", pool.name()),
+                Head::Embed { pool } => format!("embed({})", pool.name()),
+            };
+            let _ = writeln!(s, "    head = {head};");
+            let _ = writeln!(s, "    weights = {};", weights_to_mgen(&t.weights));
+            for b in &t.budgets {
+                let _ = writeln!(s, "    {}", b.to_mgen());
+            }
+            if let Some(c) = &t.calibrate {
+                let _ = writeln!(s, "    calibrate = {};", quote(c));
+            }
+            let _ = writeln!(s, "}}");
+        }
+        let w = &self.workload;
+        let _ = writeln!(s, "workload {} {{", w.name);
+        let _ = writeln!(s, "    requests = {}; seq = {};", w.requests, w.seq);
+        let inputs = match &w.inputs {
+            InputSource::Synthetic { seed } => format!("synthetic(seed = {seed})"),
+            InputSource::File { path } => quote(path),
+        };
+        let _ = writeln!(s, "    inputs = {inputs};");
+        let names: Vec<_> = w
+            .tasks
+            .iter()
+            .map(|&t| self.tasks[t].name.as_str())
+            .collect();
+        let _ = writeln!(s, "    tasks = [{}];", names.join(", "));
+        let _ = writeln!(s, "}}");
+        s
+    }
+}
+
+fn weights_to_mgen(w: &WeightSource) -> String {
+    match w {
+        WeightSource::Synthetic { seed } => format!("synthetic(seed = {seed})"),
+        WeightSource::Finetuned { seed, drift } => {
+            format!("finetuned(seed = {seed}, drift = {drift})")
+        }
+        WeightSource::File { path } => quote(path),
+    }
+}
