@@ -287,16 +287,15 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             let t1 = Instant::now();
             let mut m = driver::module(f, sources)?;
             let t_lower = t1.elapsed().as_secs_f64();
-            let mut dumps = String::new();
+            let err = &mut *io.err;
             let timings = passes::run_pipeline(&mut m, &pipeline, |name, m| {
                 if let Some(d) = &dump_ir_after
                     && (d == "all" || d == name)
                 {
-                    dumps.push_str(&format!("// ---- IR after pass `{name}` ----\n"));
-                    dumps.push_str(&print::print(m));
+                    let _ = writeln!(err, "// ---- IR after pass `{name}` ----");
+                    let _ = write!(err, "{}", print::print(m));
                 }
             })?;
-            let _ = write!(io.err, "{dumps}");
             if verbose {
                 let _ = writeln!(io.err, "timing: parse + check  {:>9.3} ms", t_front * 1e3);
                 let _ = writeln!(
@@ -350,6 +349,9 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                 let _ = writeln!(io.out, "passes:");
                 for p in &reg {
                     let _ = writeln!(io.out, "  {:<10} {}", p.name(), p.description());
+                    if !p.contract().is_empty() {
+                        let _ = writeln!(io.out, "  {:<10} contract: {}", "", p.contract());
+                    }
                 }
                 let _ = writeln!(io.out, "pipelines:");
                 for (n, p, d) in passes::PIPELINES {

@@ -77,6 +77,23 @@ impl Sources {
         Some(line_start + col_off)
     }
 
+    /// The length in bytes of the line holding `offset`.
+    pub fn line_len_at(&self, id: FileId, offset: usize) -> usize {
+        let text = self.text(id);
+        let o = offset.min(text.len());
+        let start = text.as_bytes()[..o]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        let end = text.as_bytes()[o..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| o + i)
+            .unwrap_or(text.len());
+        end - start
+    }
+
     fn clamp(&self, id: FileId, span: &Range<usize>) -> Range<usize> {
         let len = self.lens.get(id).copied().unwrap_or(0);
         let text = self.text(id);
@@ -213,8 +230,30 @@ impl Diagnostic {
         self
     }
 
-    /// Renders with codespan-reporting; `color` adds ANSI colours.
+    /// Renders with codespan-reporting; `color` adds ANSI colours. A label
+    /// on a line longer than [`MAX_SHOWN_LINE`] bytes is shown as
+    /// `file:line:col` only, so a huge line is never copied to the terminal.
     pub fn render(&self, sources: &Sources, color: bool) -> String {
+        if self
+            .labels
+            .iter()
+            .any(|l| sources.line_len_at(l.file, l.span.start) > MAX_SHOWN_LINE)
+        {
+            let mut out = format!("error[{}]: {}\n", self.code.as_str(), self.message);
+            for l in &self.labels {
+                let (line, col) = sources.line_col(l.file, l.span.start);
+                out.push_str(&format!(
+                    "  --> {}:{line}:{col}: {} (line too long to show)\n",
+                    sources.name(l.file),
+                    l.message
+                ));
+            }
+            for n in &self.notes {
+                out.push_str(&format!("  = {n}\n"));
+            }
+            out.push('\n');
+            return out;
+        }
         let labels = self
             .labels
             .iter()
@@ -245,6 +284,9 @@ impl Diagnostic {
         out.unwrap_or_else(|_| format!("error[{}]: {}\n", self.code.as_str(), self.message))
     }
 }
+
+/// Lines longer than this are not reproduced in diagnostics.
+pub const MAX_SHOWN_LINE: usize = 4096;
 
 /// How many diagnostics one run reports before it stops listing them.
 pub const MAX_REPORTED: usize = 25;

@@ -107,6 +107,9 @@ pub fn read(
         .map(|(i, n)| (n.to_string(), i))
         .collect();
     let mut nodes: HashMap<u64, NodeId> = HashMap::new();
+    // Definitions that failed: their uses fail silently, so one error is
+    // reported once rather than at every later use.
+    let mut failed: std::collections::HashSet<u64> = std::collections::HashSet::new();
     let mut params: HashMap<u64, ParamId> = HashMap::new();
     let mut root_seen = false;
     for stmt in &graph.body {
@@ -143,8 +146,21 @@ pub fn read(
                         r.err(&target.span, format!("`%{index}` is defined twice"), "defined again");
                         continue;
                     }
-                    if let Some(id) = read_node(&mut r, &mut m, &nodes, &params, &task_index, value, ty.as_ref(), meta, span) {
-                        nodes.insert(*index, id);
+                    let uses_failed = match &value.kind {
+                        ValueKind::Call { args, .. } => args.iter().any(|a| matches!(a.value.kind, ValueKind::NodeRef { index } if failed.contains(&index))),
+                        _ => false,
+                    };
+                    if uses_failed {
+                        failed.insert(*index);
+                        continue;
+                    }
+                    match read_node(&mut r, &mut m, &nodes, &params, &task_index, value, ty.as_ref(), meta, span) {
+                        Some(id) => {
+                            nodes.insert(*index, id);
+                        }
+                        None => {
+                            failed.insert(*index);
+                        }
                     }
                 }
                 _ => r.err(span, "expected `%N = ...` or `$N = ...`", "here"),
@@ -287,7 +303,13 @@ fn read_node(
     }
     let num = |r: &mut Reader, k: &str| -> Option<f64> {
         match named.get(k).map(|v| &v.kind) {
-            Some(ValueKind::Number { value, .. }) => Some(*value),
+            Some(ValueKind::Number { value, .. })
+                if value.is_finite()
+                    && (k != "heads"
+                        || (value.fract() == 0.0 && *value >= 1.0 && *value < 1e9)) =>
+            {
+                Some(*value)
+            }
             _ => {
                 r.err(
                     &v.span,

@@ -7,6 +7,15 @@ use crate::diag::{Code, Diagnostic, Diags};
 /// Checks `m`; `after` names the stage for the messages.
 pub fn verify(m: &Module, after: &str) -> Result<(), Diags> {
     let mut diags = Diags::default();
+    // Name nodes as the printer would (`%k` in canonical order).
+    let canon: std::collections::HashMap<NodeId, usize> = m
+        .canonical_order()
+        .map(|o| o.into_iter().enumerate().map(|(i, n)| (n, i)).collect())
+        .unwrap_or_default();
+    let name = |id: &NodeId| match canon.get(id) {
+        Some(k) => format!("%{k}"),
+        None => format!("{id}"),
+    };
     let mut bad = |id: Option<NodeId>, msg: String| {
         let mut d = Diagnostic::error(
             Code::E103,
@@ -43,14 +52,18 @@ pub fn verify(m: &Module, after: &str) -> Result<(), Diags> {
         if slots.iter().enumerate().any(|(i, s)| *s as usize != i) {
             bad(
                 Some(id),
-                format!("{id} has operand slots {slots:?}, not 0..{}", slots.len()),
+                format!(
+                    "{} has operand slots {slots:?}, not 0..{}",
+                    name(&id),
+                    slots.len()
+                ),
             );
             continue;
         }
         if n.params.iter().any(|p| p.0 as usize >= m.params.len()) {
             bad(
                 Some(id),
-                format!("{id} names a parameter that does not exist"),
+                format!("{} names a parameter that does not exist", name(&id)),
             );
             continue;
         }
@@ -66,22 +79,24 @@ pub fn verify(m: &Module, after: &str) -> Result<(), Diags> {
             Ok(s) => bad(
                 Some(id),
                 format!(
-                    "{id} ({}) has shape {:?} but its operands give {:?}",
+                    "{} ({}) has shape {:?} but its operands give {:?}",
+                    name(&id),
                     n.op.name(),
                     n.shape,
                     s
                 ),
             ),
-            Err(e) => bad(Some(id), format!("{id}: {e}")),
+            Err(e) => bad(Some(id), format!("{}: {e}", name(&id))),
         }
         if n.origin.is_empty() {
-            bad(Some(id), format!("{id} has no source location"));
+            bad(Some(id), format!("{} has no source location", name(&id)));
         }
         if n.tasks.is_empty() || !n.tasks.is_subset(all) {
             bad(
                 Some(id),
                 format!(
-                    "{id} has task set {:#x}, outside the workload's {n_tasks} tasks",
+                    "{} has task set {:#x}, outside the workload's {n_tasks} tasks",
+                    name(&id),
                     n.tasks.0
                 ),
             );
@@ -90,7 +105,11 @@ pub fn verify(m: &Module, after: &str) -> Result<(), Diags> {
             if !n.tasks.is_subset(m.graph[o.0].tasks) {
                 bad(
                     Some(id),
-                    format!("{id} serves tasks its operand {o} does not"),
+                    format!(
+                        "{} serves tasks its operand {} does not",
+                        name(&id),
+                        name(o)
+                    ),
                 );
             }
         }
@@ -98,14 +117,20 @@ pub fn verify(m: &Module, after: &str) -> Result<(), Diags> {
             if task >= n_tasks {
                 bad(
                     Some(id),
-                    format!("{id} is the output of task {task}, which does not exist"),
+                    format!(
+                        "{} is the output of task {task}, which does not exist",
+                        name(&id)
+                    ),
                 );
             } else {
                 outputs[task] += 1;
                 if n.tasks != TaskSet::single(task) {
                     bad(
                         Some(id),
-                        format!("{id}, the output of one task, is marked for others"),
+                        format!(
+                            "{}, the output of one task, is marked for others",
+                            name(&id)
+                        ),
                     );
                 }
             }

@@ -16,7 +16,7 @@ use std::time::Instant;
 pub trait Pass {
     fn name(&self) -> &'static str;
     fn description(&self) -> &'static str;
-    /// What the pass requires and ensures, for `mgen passes -v`.
+    /// What the pass requires and ensures (shown by `mgen passes`).
     fn contract(&self) -> &'static str {
         ""
     }
@@ -67,7 +67,14 @@ pub fn resolve(list: &str) -> Result<Vec<Box<dyn Pass>>, Diags> {
     }
     let mut out: Vec<Box<dyn Pass>> = Vec::new();
     let mut diags = Diags::default();
+    let mut names: Vec<&str> = Vec::new();
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match PIPELINES.iter().find(|(n, _, _)| *n == name) {
+            Some((_, passes, _)) => names.extend(passes.iter()),
+            None => names.push(name),
+        }
+    }
+    for name in names {
         match registry().into_iter().find(|p| p.name() == name) {
             Some(p) => out.push(p),
             None => {

@@ -529,10 +529,11 @@ impl Cx {
                         "not a unit mgen knows",
                     )
                 };
-                if let Some(s) = suggest(&unit.name, &units) {
-                    d = d.help(format!("did you mean `{s}`?"));
-                } else {
-                    d = d.help(format!("{} takes one of: {}", what, units.join(", ")));
+                match suggest(&unit.name, &units) {
+                    Some(s) if unit_kind_of(&unit.name).is_none() => {
+                        d = d.help(format!("did you mean `{s}`?"))
+                    }
+                    _ => d = d.help(format!("`{what}` takes one of: {}", units.join(", "))),
                 }
                 self.err(d);
                 None
@@ -638,7 +639,8 @@ impl Cx {
     ) -> Option<BTreeMap<&'static str, &'v Value>> {
         let mut out: BTreeMap<&'static str, &'v Value> = BTreeMap::new();
         let mut ok = true;
-        for (i, a) in args.iter().enumerate() {
+        let mut positional = 0;
+        for a in args {
             let key = match &a.name {
                 Some(n) => match params.iter().find(|p| **p == n.name) {
                     Some(p) => *p,
@@ -657,8 +659,11 @@ impl Cx {
                         continue;
                     }
                 },
-                None => match params.get(i) {
-                    Some(p) => *p,
+                None => match params.get(positional) {
+                    Some(p) => {
+                        positional += 1;
+                        *p
+                    }
                     None => {
                         self.err(
                             Diagnostic::error(
@@ -1486,7 +1491,27 @@ impl Cx {
             });
         }
         budgets.sort_by_key(|b| b.metric);
-        let _ = model_list;
+        if let (Some(bi), Head::Classify { classes, .. }) = (base, head) {
+            let h = model_list.get(bi).map(|m| m.hidden).unwrap_or(0);
+            if classes as u128 * h as u128 > super::limits::MAX_PARAMS {
+                self.err(
+                    Diagnostic::error(
+                        Code::E019,
+                        format!(
+                            "the head of task `{}` has {classes} x {h} weights; the limit is {}",
+                            item.name.name,
+                            super::limits::MAX_PARAMS
+                        ),
+                    )
+                    .at(
+                        self.file,
+                        b.attrs["head"].span.clone(),
+                        "too large to hold",
+                    ),
+                );
+                return None;
+            }
+        }
         Some(Task {
             name: item.name.name.clone(),
             base: base?,
@@ -1702,6 +1727,23 @@ impl Cx {
             }
         }
         let _ = list_span;
+        if let Some(InputSource::Synthetic { .. }) = &inputs {
+            for (t, span) in &list {
+                let task = &tasks[*t];
+                if task.calibrate.is_none()
+                    && let Some(bu) = task.budgets.iter().find(|b| b.relative)
+                {
+                    self.err(
+                        Diagnostic::error(
+                            Code::E017,
+                            format!("task `{}` keeps `{}` against labels, but has no labelled inputs", task.name, bu.metric.name()),
+                        )
+                        .at(self.file, span.clone(), "synthetic inputs carry no labels")
+                        .help(format!("give task `{}` a `calibrate = \"FILE.jsonl\";` with labels, or use `keep agreement` / `keep cosine`", task.name)),
+                    );
+                }
+            }
+        }
         if self.diags.len() > before {
             return None;
         }

@@ -135,8 +135,9 @@ fn expected_list(expected: &[String], mir: bool) -> String {
             "Ident" => "a name".to_string(),
             "Number" => "a number".to_string(),
             "Str" => "a string".to_string(),
-            "NodeRef" => "a node `%N`".to_string(),
-            "ParamRef" => "a parameter `$N`".to_string(),
+            "NodeRef" if mir => "a node `%N`".to_string(),
+            "ParamRef" if mir => "a parameter `$N`".to_string(),
+            "NodeRef" | "ParamRef" => continue,
             "\"graph\"" if !mir => continue,
             "\"×\"" => continue,
             q if q.starts_with('"') && q.ends_with('"') && q.len() >= 2 => {
@@ -185,15 +186,29 @@ fn parse_error(
                 l..r,
                 expected_list(&expected, mir),
             );
-            if expected.iter().any(|x| x == "\";\"") {
-                // Point at the end of the previous token: a missing `;` is the usual cause.
-                if let Some(prev) = tokens.iter().rev().find(|t| t.2 <= l) {
-                    if text[prev.2..l].contains('\n') {
-                        d = d
-                            .also(id, prev.2..prev.2, "perhaps a `;` is missing here")
-                            .help("every attribute ends with `;`");
-                    }
-                }
+            // A missing `;` at the end of a line is the usual cause: find the
+            // line break just before the error (or before the token before it,
+            // as in `max_seq = 16 <newline> weights = ...`, read as `16 weights`).
+            let idx = tokens.partition_point(|t| t.0 < l);
+            let gap_has_newline =
+                |a: usize, b: usize| text.get(a..b).is_some_and(|g| g.contains('\n'));
+            let at = if idx >= 1
+                && gap_has_newline(tokens[idx - 1].2, l)
+                && expected.iter().any(|x| x == "\";\"")
+            {
+                Some(tokens[idx - 1].2)
+            } else if idx >= 2
+                && matches!(tok, Tok::Eq)
+                && gap_has_newline(tokens[idx - 2].2, tokens[idx - 1].0)
+            {
+                Some(tokens[idx - 2].2)
+            } else {
+                None
+            };
+            if let Some(at) = at {
+                d = d
+                    .also(id, at..at, "perhaps a `;` is missing here")
+                    .help("every attribute ends with `;`");
             }
             if !mir && matches!(tok, Tok::Graph) {
                 d = d.note("`graph` blocks belong in textual-IR (.mir) files");

@@ -1,0 +1,1 @@
+check examples/glue8.mgen

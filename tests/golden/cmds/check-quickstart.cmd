@@ -1,0 +1,1 @@
+check examples/quickstart.mgen
