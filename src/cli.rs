@@ -136,6 +136,8 @@ pub struct Io<'a> {
     pub err: &'a mut dyn Write,
     /// ANSI colours in diagnostics (only when stderr is a terminal).
     pub color: bool,
+    /// Progress bars on stderr (only when it is a terminal).
+    pub progress: bool,
 }
 
 /// Runs `mgen` with `args` (including the program name); returns the exit
@@ -211,6 +213,25 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
     match cmd {
         Cmd::Check { file, json } => {
             let f = driver::front(sources, &file)?;
+            // Checkpoints are opened and checked too (names, shapes, dtypes, config.json).
+            let f = match f.mir {
+                Some(_) => {
+                    let spec = f.spec.clone();
+                    driver::module_and_store(f, sources)?;
+                    driver::Front {
+                        file: 0,
+                        ast: crate::syntax::ast::File { items: vec![] },
+                        spec,
+                        mir: None,
+                    }
+                }
+                None => {
+                    crate::weights::Store::for_spec(&f.spec)?;
+                    f
+                }
+            };
+            // And the workload's inputs.
+            crate::data::load(&f.spec, sources)?;
             let s = &f.spec;
             let tasks: Vec<&str> = s
                 .workload
@@ -367,7 +388,69 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             Ok(0)
         }
         Cmd::Sim { .. } => Ok(not_yet(io, "`mgen sim`", 6)),
-        Cmd::Run { .. } => Ok(not_yet(io, "`mgen run`", 3)),
+        Cmd::Run {
+            file,
+            reference,
+            baseline,
+            counts_only,
+            ideal_adc,
+            json,
+            dump_outputs,
+            report,
+        } => {
+            if !reference || counts_only || ideal_adc || report.is_some() {
+                return Ok(not_yet(
+                    io,
+                    "`mgen run` on the simulator (use `--reference` for the float reference)",
+                    6,
+                ));
+            }
+            let f = driver::front(sources, &file)?;
+            let (mut m, store) = driver::module_and_store(f, sources)?;
+            passes::run_pipeline(
+                &mut m,
+                &passes::resolve(if baseline { "baseline" } else { "default" })?,
+                |_, _| {},
+            )?;
+            let batch = crate::data::load(&m.spec, sources)?;
+            let t = Instant::now();
+            let plan = crate::reference::Plan::new(&m, &store)?;
+            let outputs = crate::run::with_progress(&plan, &batch, io.progress);
+            let seconds = t.elapsed().as_secs_f64();
+            if let Some(dir) = &dump_outputs {
+                crate::run::dump_outputs(dir, &outputs)?;
+            }
+            let summary = crate::run::summarize(&m, &outputs, &batch);
+            if json {
+                let v = serde_json::json!({
+                    "mode": "reference",
+                    "file": file.display().to_string(),
+                    "requests": batch.requests.len(),
+                    "seq": batch.seq,
+                    "seconds": seconds,
+                    "notes": store.notes,
+                    "tasks": summary,
+                });
+                let _ = writeln!(io.out, "{v}");
+            } else {
+                let _ = write!(
+                    io.out,
+                    "{}",
+                    crate::run::summary_text(&summary, batch.requests.len(), batch.seq)
+                );
+                for n in &store.notes {
+                    let _ = writeln!(io.out, "note: {n}");
+                }
+                if let Some(dir) = &dump_outputs {
+                    let _ = writeln!(
+                        io.out,
+                        "outputs: {}/TASK.npy (float32, [requests, width])",
+                        dir.display()
+                    );
+                }
+            }
+            Ok(0)
+        }
         Cmd::Compare { .. } => Ok(not_yet(io, "`mgen compare`", 7)),
     }
 }

@@ -152,6 +152,26 @@ pub enum Code {
     E020,
     /// A construct not allowed in this kind of file.
     E021,
+    /// A weights checkpoint cannot be read.
+    E201,
+    /// A checkpoint is not a valid safetensors file (truncated, a header that lies).
+    E202,
+    /// A checkpoint lacks a tensor the model needs.
+    E203,
+    /// A tensor has the wrong shape.
+    E204,
+    /// A tensor has an unsupported dtype.
+    E205,
+    /// `config.json` disagrees with the declaration.
+    E206,
+    /// An inputs file cannot be read or is malformed.
+    E207,
+    /// A request does not fit the model (token id out of range, too long).
+    E208,
+    /// A tokenizer is needed but missing or failing.
+    E209,
+    /// The textual IR's weights do not match its declarations.
+    E210,
     /// A malformed textual-IR definition.
     E101,
     /// A textual-IR reference to an undefined node or parameter.

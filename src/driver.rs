@@ -6,6 +6,7 @@ use crate::diag::{Code, Diagnostic, Diags, FileId, Sources};
 use crate::ir::{MAX_TASKS, Module, lower, read};
 use crate::spec::{Spec, check};
 use crate::syntax::{self, ast};
+use crate::weights::Store;
 use std::path::Path;
 
 /// A checked source file.
@@ -113,11 +114,38 @@ pub fn front(sources: &mut Sources, path: &Path) -> Result<Front, Diags> {
     )
 }
 
-/// The module of a checked file: lowered from the spec, or as read from a
-/// `.mir`.
+/// The module of a checked file (lowered from the spec, or as read from a
+/// `.mir`) and its weight store.
+pub fn module_and_store(front: Front, sources: &Sources) -> Result<(Module, Store), Diags> {
+    let store = Store::for_spec(&front.spec)?;
+    let m = match front.mir {
+        Some(m) => {
+            // A .mir's params must be the weights its declarations resolve to.
+            for p in &m.params {
+                if !store.knows(&p.digest) {
+                    let mut d = Diagnostic::error(
+                        Code::E210,
+                        format!("parameter `{}` of `{}` has digest {}, which its declarations do not produce", p.name, p.source, p.digest),
+                    )
+                    .help("the weights changed since the .mir was written: compile the .mgen again");
+                    if let Some(l) = m
+                        .spec
+                        .loc(&format!("model {}.weights", p.source))
+                        .or(m.spec.loc(&format!("task {}.weights", p.source)))
+                    {
+                        d = d.at(l.file, l.span.clone(), "these weights");
+                    }
+                    return Err(d.into());
+                }
+            }
+            m
+        }
+        None => lower::lower(front.spec, sources, &store)?,
+    };
+    Ok((m, store))
+}
+
+/// The module of a checked file (see [`module_and_store`]).
 pub fn module(front: Front, sources: &Sources) -> Result<Module, Diags> {
-    match front.mir {
-        Some(m) => Ok(m),
-        None => lower::lower(front.spec, sources),
-    }
+    module_and_store(front, sources).map(|(m, _)| m)
 }

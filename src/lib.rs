@@ -8,10 +8,14 @@
 //! [`diag::Diags`].
 
 pub mod cli;
+pub mod data;
 pub mod diag;
 pub mod driver;
 pub mod hw;
 pub mod ir;
 pub mod passes;
+pub mod reference;
+pub mod run;
 pub mod spec;
 pub mod syntax;
+pub mod weights;

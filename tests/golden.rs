@@ -24,6 +24,7 @@ fn run(args: &[String]) -> String {
             out: &mut out,
             err: &mut err,
             color: false,
+            progress: false,
         },
     );
     format!(

@@ -7,86 +7,24 @@
 //! is left to the passes. Every node gets the source location of the
 //! declaration it came from, and every weight a content digest.
 //!
-//! Digests of synthetic weights are computed from how they are generated
-//! (seed, drift, tensor name, shape), so identical declarations give
-//! identical digests without materialising a byte; see [`digest`].
+//! Digests come from the [`Store`]: for synthetic weights they are computed
+//! from how the weights are generated (seed, drift, tensor name, shape), so
+//! identical declarations give identical digests without materialising a
+//! byte; for checkpoints they are hashes of the tensors' contents.
 
 use super::*;
+use crate::diag::{Code, Diagnostic};
 use crate::diag::{Diags, Sources};
-use crate::spec::{Head, WeightSource};
-use sha2::{Digest as _, Sha256};
+use crate::spec::Head;
+use crate::weights::Store;
 use std::collections::HashMap;
-
-/// Content digests of weight tensors.
-pub mod digest {
-    use super::*;
-
-    /// 16 hex digits of SHA-256 over the parts.
-    pub fn of(parts: &[&str]) -> String {
-        let mut h = Sha256::new();
-        for p in parts {
-            h.update((p.len() as u64).to_le_bytes());
-            h.update(p.as_bytes());
-        }
-        let d = h.finalize();
-        d[..8].iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    fn shape(s: &[u64]) -> String {
-        format!("{s:?}")
-    }
-
-    /// A pre-trained (model) tensor.
-    pub fn base(w: &WeightSource, name: &str, s: &[u64]) -> String {
-        match w {
-            WeightSource::Synthetic { seed } => {
-                of(&["synthetic", &seed.to_string(), name, &shape(s)])
-            }
-            WeightSource::File { path } => of(&["file", path, name, &shape(s)]),
-            WeightSource::Finetuned { seed, drift } => of(&[
-                "finetuned",
-                &seed.to_string(),
-                &drift.to_bits().to_string(),
-                name,
-                &shape(s),
-            ]),
-        }
-    }
-
-    /// A task's tensor that exists in its base: the base's digest when the
-    /// task does not change it.
-    pub fn task(w: &WeightSource, base_digest: &str, name: &str, s: &[u64]) -> String {
-        match w {
-            WeightSource::Finetuned { drift, .. } if *drift == 0.0 => base_digest.to_string(),
-            WeightSource::Finetuned { seed, drift } => of(&[
-                "finetuned",
-                base_digest,
-                &seed.to_string(),
-                &drift.to_bits().to_string(),
-                name,
-            ]),
-            WeightSource::File { path } => of(&["file", path, name, &shape(s)]),
-            WeightSource::Synthetic { seed } => {
-                of(&["synthetic", &seed.to_string(), name, &shape(s)])
-            }
-        }
-    }
-
-    /// A task head's tensor (no counterpart in the base).
-    pub fn head(w: &WeightSource, name: &str, s: &[u64]) -> String {
-        match w {
-            WeightSource::Finetuned { seed, .. } | WeightSource::Synthetic { seed } => {
-                of(&["head", &seed.to_string(), name, &shape(s)])
-            }
-            WeightSource::File { path } => of(&["file", path, name, &shape(s)]),
-        }
-    }
-}
 
 struct Lowerer<'a> {
     m: Module,
     sources: &'a Sources,
+    store: &'a Store,
     interned: HashMap<String, ParamId>,
+    missing: Vec<String>,
 }
 
 impl Lowerer<'_> {
@@ -156,7 +94,7 @@ impl Lowerer<'_> {
 
 /// Lowers every task of the workload. Infallible for a checked spec; the
 /// `Result` carries verifier diagnostics should an invariant break.
-pub fn lower(spec: Spec, sources: &Sources) -> Result<Module, Diags> {
+pub fn lower(spec: Spec, sources: &Sources, store: &Store) -> Result<Module, Diags> {
     let mut lw = Lowerer {
         m: Module {
             spec,
@@ -164,7 +102,9 @@ pub fn lower(spec: Spec, sources: &Sources) -> Result<Module, Diags> {
             params: Vec::new(),
         },
         sources,
+        store,
         interned: HashMap::new(),
+        missing: Vec::new(),
     };
     let n_tasks = lw.m.spec.workload.tasks.len();
     let all = TaskSet::all(n_tasks);
@@ -190,6 +130,14 @@ pub fn lower(spec: Spec, sources: &Sources) -> Result<Module, Diags> {
         let t = lw.m.spec.workload.tasks[ti];
         lower_task(&mut lw, ti, t, ids, mask);
     }
+    if let Some(name) = lw.missing.first() {
+        return Err(Diagnostic::error(
+            Code::E103,
+            format!("lowering found no weights for tensor `{name}`"),
+        )
+        .note("this is a bug in mgen: the weight layout and the lowering disagree")
+        .into());
+    }
     let m = lw.m;
     verify::verify(&m, "lowering")?;
     Ok(m)
@@ -202,16 +150,16 @@ fn lower_task(lw: &mut Lowerer, ti: usize, t: usize, ids: NodeId, mask: NodeId) 
     let at_w = lw.origin(&format!("task {}.weights", task.name));
     let at_h = lw.origin(&format!("task {}.head", task.name));
     let (h, f) = (model.hidden, model.ffn);
-    // A tensor of the task's model: base digest, then the task's change.
+    // A tensor of the task's model, as the weight store resolved it.
     let w = |lw: &mut Lowerer, name: String, shape: Vec<u64>| -> ParamId {
-        let bd = digest::base(&model.weights, &name, &shape);
-        let td = digest::task(&task.weights, &bd, &name, &shape);
-        let source = if td == bd {
-            model.name.as_str()
-        } else {
-            task.name.as_str()
+        let (digest, source) = match lw.store.lookup(t, &name) {
+            Some((d, s)) => (d.clone(), s.clone()),
+            None => {
+                lw.missing.push(name.clone());
+                (format!("{:016x}", lw.missing.len()), task.name.clone())
+            }
         };
-        lw.param(source, name, shape, td)
+        lw.param(&source, name, shape, digest)
     };
     let word = w(
         lw,
@@ -292,11 +240,8 @@ fn lower_task(lw: &mut Lowerer, ti: usize, t: usize, ids: NodeId, mask: NodeId) 
             } else {
                 pooled
             };
-            let cw_shape = vec![n, h];
-            let cw = digest::head(&task.weights, "classifier.weight", &cw_shape);
-            let cb = digest::head(&task.weights, "classifier.bias", &[n]);
-            let cw = lw.param(&task.name, "classifier.weight".into(), cw_shape, cw);
-            let cb = lw.param(&task.name, "classifier.bias".into(), vec![n], cb);
+            let cw = w(lw, "classifier.weight".into(), vec![n, h]);
+            let cb = w(lw, "classifier.bias".into(), vec![n]);
             lw.node(Op::Linear, &[feat], vec![cw, cb], ts, Layer::Head, &at_h)
         }
     };

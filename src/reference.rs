@@ -1,0 +1,334 @@
+//! The float32 reference executor: evaluates the IR with ndarray.
+//!
+//! It is the oracle for every pass and for the simulator: it implements
+//! each op exactly as documented in `docs/ir.md` (Hugging Face BERT
+//! semantics: erf GELU, LayerNorm over the last axis, −10000 added to the
+//! attention scores of padded keys, masked mean pooling). Requests are
+//! independent and evaluated in parallel; each request's arithmetic is
+//! sequential, so outputs are bit-identical from run to run on a machine.
+//! A node's value is freed as soon as its last user has read it.
+
+use crate::data::Batch;
+use crate::diag::{Code, Diagnostic, Diags};
+use crate::ir::{InputKind, Module, NodeId, Op};
+use crate::spec::Pool;
+use crate::weights::Store;
+use ndarray::{
+    Array1, Array2, Array3, ArrayD, ArrayView1, ArrayView2, Axis, Ix1, Ix2, Ix3, Zip, s,
+};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One task's outputs: `[requests, width]` (logits, regression value or
+/// embedding), in workload order.
+#[derive(Debug, Clone)]
+pub struct TaskOutput {
+    pub name: String,
+    pub values: Array2<f32>,
+}
+
+/// The value the attention mask adds to scores of padded keys.
+pub const MASK_VALUE: f32 = -10000.0;
+
+/// A compiled evaluation plan: canonical order, operands, last uses and
+/// the materialised params.
+pub struct Plan<'a> {
+    m: &'a Module,
+    order: Vec<NodeId>,
+    pos: HashMap<NodeId, usize>,
+    operands: Vec<Vec<usize>>,
+    /// For each step, the value slots that die after it.
+    frees: Vec<Vec<usize>>,
+    params: Vec<Arc<ArrayD<f32>>>,
+    outputs: Vec<(usize, usize)>,
+}
+
+fn eval_error(msg: String) -> Diags {
+    Diagnostic::error(Code::E103, msg)
+        .note("the weights changed under mgen, or this is a bug")
+        .into()
+}
+
+impl<'a> Plan<'a> {
+    /// Orders the graph and materialises every parameter it uses.
+    pub fn new(m: &'a Module, store: &Store) -> Result<Plan<'a>, Diags> {
+        let order = m
+            .canonical_order()
+            .ok_or_else(|| eval_error("the graph has a cycle".into()))?;
+        let pos: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        let operands: Vec<Vec<usize>> = order
+            .iter()
+            .map(|n| m.operands(*n).iter().map(|o| pos[o]).collect())
+            .collect();
+        let mut last = vec![usize::MAX; order.len()];
+        for (i, ops) in operands.iter().enumerate() {
+            for &o in ops {
+                last[o] = i;
+            }
+        }
+        let mut frees = vec![Vec::new(); order.len()];
+        for (v, &l) in last.iter().enumerate() {
+            if l != usize::MAX {
+                frees[l].push(v);
+            }
+        }
+        let mut params = Vec::with_capacity(m.params.len());
+        for p in &m.params {
+            let t = store
+                .tensor(&p.digest)
+                .map_err(|e| eval_error(format!("weights `{}` of `{}`: {e}", p.name, p.source)))?;
+            let want: Vec<usize> = p.shape.iter().map(|&d| d as usize).collect();
+            if t.shape() != want.as_slice() {
+                return Err(eval_error(format!(
+                    "weights `{}` have shape {:?}, the IR says {:?}",
+                    p.name,
+                    t.shape(),
+                    want
+                )));
+            }
+            params.push(t);
+        }
+        let mut outputs: Vec<(usize, usize)> = order
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| match m.node(*n).op {
+                Op::Output { task } => Some((task, i)),
+                _ => None,
+            })
+            .collect();
+        outputs.sort();
+        Ok(Plan {
+            m,
+            order,
+            pos,
+            operands,
+            frees,
+            params,
+            outputs,
+        })
+    }
+
+    /// The step of a node in the plan.
+    pub fn step_of(&self, id: NodeId) -> Option<usize> {
+        self.pos.get(&id).copied()
+    }
+
+    /// Evaluates one request; returns each task's output row (workload order).
+    pub fn run_one(&self, ids: &[u32], mask: &[f32]) -> Vec<Vec<f32>> {
+        let mut vals: Vec<Option<ArrayD<f32>>> = vec![None; self.order.len()];
+        let mut outs: Vec<Vec<f32>> = vec![Vec::new(); self.outputs.len()];
+        for (i, id) in self.order.iter().enumerate() {
+            let n = self.m.node(*id);
+            let args: Vec<&ArrayD<f32>> = self.operands[i]
+                .iter()
+                .filter_map(|&o| vals[o].as_ref())
+                .collect();
+            let ps: Vec<&ArrayD<f32>> = n
+                .params
+                .iter()
+                .map(|p| self.params[p.0 as usize].as_ref())
+                .collect();
+            let v = eval(&n.op, &args, &ps, ids, mask);
+            if let Op::Output { task } = n.op
+                && let Some(slot) = outs.get_mut(task)
+            {
+                *slot = v.iter().copied().collect();
+            }
+            vals[i] = Some(v);
+            for &f in &self.frees[i] {
+                vals[f] = None;
+            }
+        }
+        outs
+    }
+
+    /// Evaluates the whole batch.
+    pub fn run(&self, batch: &Batch) -> Vec<TaskOutput> {
+        let rows: Vec<Vec<Vec<f32>>> = batch
+            .requests
+            .par_iter()
+            .map(|r| self.run_one(&r.ids, &r.mask()))
+            .collect();
+        self.assemble(&rows)
+    }
+
+    /// Per-request rows (as [`Plan::run_one`] returns them) → per-task arrays.
+    pub fn assemble(&self, rows: &[Vec<Vec<f32>>]) -> Vec<TaskOutput> {
+        let names = self.m.task_names();
+        (0..self.outputs.len())
+            .map(|t| {
+                let width = rows.first().map(|r| r[t].len()).unwrap_or(0);
+                let mut values = Array2::<f32>::zeros((rows.len(), width));
+                for (i, r) in rows.iter().enumerate() {
+                    values.row_mut(i).assign(&ArrayView1::from(&r[t]));
+                }
+                TaskOutput {
+                    name: names[t].to_string(),
+                    values,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Evaluates the module over a batch (see [`Plan`]).
+pub fn run(m: &Module, store: &Store, batch: &Batch) -> Result<Vec<TaskOutput>, Diags> {
+    Ok(Plan::new(m, store)?.run(batch))
+}
+
+fn v2(a: &ArrayD<f32>) -> ArrayView2<'_, f32> {
+    a.view()
+        .into_dimensionality::<Ix2>()
+        .expect("verified shape")
+}
+fn v1(a: &ArrayD<f32>) -> ArrayView1<'_, f32> {
+    a.view()
+        .into_dimensionality::<Ix1>()
+        .expect("verified shape")
+}
+
+/// `x · Wᵀ + b` for `x` of rank 1 or 2.
+pub fn linear(x: &ArrayD<f32>, w: &ArrayD<f32>, b: &ArrayD<f32>) -> ArrayD<f32> {
+    let w = v2(w);
+    let b = v1(b);
+    if x.ndim() == 1 {
+        let mut y = w.dot(&v1(x));
+        y += &b;
+        y.into_dyn()
+    } else {
+        let mut y = v2(x).dot(&w.t());
+        y += &b;
+        y.into_dyn()
+    }
+}
+
+/// LayerNorm over the last axis.
+pub fn layernorm(x: &ArrayD<f32>, g: &ArrayD<f32>, b: &ArrayD<f32>, eps: f32) -> ArrayD<f32> {
+    let (g, b) = (v1(g), v1(b));
+    let mut y = x.clone();
+    let last = Axis(y.ndim() - 1);
+    for mut row in y.lanes_mut(last) {
+        let n = row.len() as f32;
+        let mean = row.sum() / n;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+        let inv = 1.0 / (var + eps).sqrt();
+        Zip::from(&mut row)
+            .and(&g)
+            .and(&b)
+            .for_each(|v, &g, &b| *v = (*v - mean) * inv * g + b);
+    }
+    y
+}
+
+/// Softmax over the last axis.
+pub fn softmax(x: &ArrayD<f32>) -> ArrayD<f32> {
+    let mut y = x.clone();
+    let last = Axis(y.ndim() - 1);
+    for mut row in y.lanes_mut(last) {
+        let max = row.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut sum = 0.0;
+        for v in row.iter_mut() {
+            *v = (*v - max).exp();
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        row.mapv_inplace(|v| v * inv);
+    }
+    y
+}
+
+/// The erf form of GELU.
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+fn eval(op: &Op, a: &[&ArrayD<f32>], p: &[&ArrayD<f32>], ids: &[u32], mask: &[f32]) -> ArrayD<f32> {
+    match op {
+        Op::Input(InputKind::Ids) => Array1::from_iter(ids.iter().map(|&i| i as f32)).into_dyn(),
+        Op::Input(InputKind::Mask) => Array1::from(mask.to_vec()).into_dyn(),
+        Op::Embed => {
+            let (w, pos, typ) = (v2(p[0]), v2(p[1]), v2(p[2]));
+            let ids = v1(a[0]);
+            let mut y = Array2::<f32>::zeros((ids.len(), w.ncols()));
+            for (s, (mut row, &id)) in y.rows_mut().into_iter().zip(ids.iter()).enumerate() {
+                let id = (id as usize).min(w.nrows() - 1);
+                Zip::from(&mut row)
+                    .and(w.row(id))
+                    .and(pos.row(s))
+                    .and(typ.row(0))
+                    .for_each(|o, &a, &b, &c| *o = a + b + c);
+            }
+            y.into_dyn()
+        }
+        Op::LayerNorm { eps } => layernorm(a[0], p[0], p[1], *eps as f32),
+        Op::Linear => linear(a[0], p[0], p[1]),
+        Op::Qk { heads } => {
+            let (q, k) = (v2(a[0]), v2(a[1]));
+            let (s, h) = q.dim();
+            let heads = *heads as usize;
+            let dh = h / heads;
+            let mut y = Array3::<f32>::zeros((heads, s, s));
+            for hd in 0..heads {
+                let qh = q.slice(s![.., hd * dh..(hd + 1) * dh]);
+                let kh = k.slice(s![.., hd * dh..(hd + 1) * dh]);
+                y.index_axis_mut(Axis(0), hd).assign(&qh.dot(&kh.t()));
+            }
+            y.into_dyn()
+        }
+        Op::Scale { factor } => {
+            let f = *factor as f32;
+            a[0].mapv(|v| v * f)
+        }
+        Op::Mask => {
+            let m = v1(a[1]);
+            let mut y = a[0]
+                .clone()
+                .into_dimensionality::<Ix3>()
+                .expect("verified shape");
+            for mut row in y.lanes_mut(Axis(2)) {
+                Zip::from(&mut row)
+                    .and(&m)
+                    .for_each(|v, &mk| *v += (1.0 - mk) * MASK_VALUE);
+            }
+            y.into_dyn()
+        }
+        Op::Softmax => softmax(a[0]),
+        Op::Av { heads } => {
+            let pr = a[0]
+                .view()
+                .into_dimensionality::<Ix3>()
+                .expect("verified shape");
+            let v = v2(a[1]);
+            let (s, h) = v.dim();
+            let heads = *heads as usize;
+            let dh = h / heads;
+            let mut y = Array2::<f32>::zeros((s, h));
+            for hd in 0..heads {
+                let vh = v.slice(s![.., hd * dh..(hd + 1) * dh]);
+                let o = pr.index_axis(Axis(0), hd).dot(&vh);
+                y.slice_mut(s![.., hd * dh..(hd + 1) * dh]).assign(&o);
+            }
+            y.into_dyn()
+        }
+        Op::Add => a[0] + a[1],
+        Op::Gelu => a[0].mapv(gelu),
+        Op::Tanh => a[0].mapv(f32::tanh),
+        Op::Pool(Pool::Cls) => v2(a[0]).row(0).to_owned().into_dyn(),
+        Op::Pool(Pool::Mean) => {
+            let x = v2(a[0]);
+            let m = v1(a[1]);
+            let mut acc = Array1::<f32>::zeros(x.ncols());
+            let mut count = 0.0f32;
+            for (row, &mk) in x.rows().into_iter().zip(m.iter()) {
+                if mk != 0.0 {
+                    acc.scaled_add(mk, &row);
+                    count += mk;
+                }
+            }
+            acc.mapv_inplace(|v| v / count.max(1e-9));
+            acc.into_dyn()
+        }
+        Op::Output { .. } => a[0].clone(),
+    }
+}

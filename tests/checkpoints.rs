@@ -1,0 +1,356 @@
+//! Safetensors checkpoints: the fixtures under tests/golden/data (generated
+//! here; `BLESS=1` rewrites them), f16/bf16/prefix handling, task files that
+//! hold only their differences, and every malformed case (the golden cases
+//! E201–E210 show their diagnostics).
+
+use mgen::diag::Sources;
+use mgen::spec::{Head, Model, Pool, WeightSource};
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+use std::path::Path;
+
+const DATA: &str = "tests/golden/data";
+
+fn tiny() -> Model {
+    Model {
+        name: "tiny".into(),
+        layers: 1,
+        hidden: 8,
+        heads: 2,
+        ffn: 16,
+        vocab: 20,
+        max_seq: 8,
+        type_vocab: 2,
+        layer_norm_eps: 1e-12,
+        weights: WeightSource::Synthetic { seed: 1 },
+    }
+}
+
+struct T {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The tiny model's tensors (with a pooler, without a classifier).
+fn base_tensors() -> Vec<T> {
+    let m = tiny();
+    mgen::weights::layout(&m, &Head::Regress { pool: Pool::Cls })
+        .into_iter()
+        .filter(|t| !t.name.starts_with("classifier"))
+        .map(|t| {
+            let a = mgen::weights::synthetic(42, &t.name, &t.shape);
+            T {
+                name: t.name.clone(),
+                dtype: Dtype::F32,
+                shape: t.shape.iter().map(|&d| d as usize).collect(),
+                bytes: f32_bytes(a.as_slice().unwrap()),
+            }
+        })
+        .collect()
+}
+
+fn serialize(ts: &[T]) -> Vec<u8> {
+    let views: Vec<(String, TensorView)> = ts
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                TensorView::new(t.dtype, t.shape.clone(), &t.bytes).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::tensor::serialize(views, None).unwrap()
+}
+
+fn config(hidden: u64) -> Vec<u8> {
+    serde_json::to_vec_pretty(&serde_json::json!({
+        "hidden_size": hidden, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
+        "vocab_size": 20, "max_position_embeddings": 8, "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu"
+    }))
+    .unwrap()
+}
+
+fn to_half(ts: &[T], bf: bool, prefix: &str) -> Vec<T> {
+    ts.iter()
+        .map(|t| {
+            let v: Vec<f32> = t
+                .bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let bytes: Vec<u8> = if bf {
+                v.iter()
+                    .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+                    .collect()
+            } else {
+                v.iter()
+                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                    .collect()
+            };
+            T {
+                name: format!("{prefix}{}", t.name),
+                dtype: if bf { Dtype::BF16 } else { Dtype::F16 },
+                shape: t.shape.clone(),
+                bytes,
+            }
+        })
+        .collect()
+}
+
+/// Every fixture file, by path under tests/golden/data.
+fn fixtures() -> Vec<(String, Vec<u8>)> {
+    let base = base_tensors();
+    let good = serialize(&base);
+    let mut v = vec![
+        ("tiny/model.safetensors".to_string(), good.clone()),
+        ("tiny/config.json".into(), config(8)),
+        (
+            "f16/model.safetensors".into(),
+            serialize(&to_half(&base, false, "bert.")),
+        ),
+        (
+            "bf16/model.safetensors".into(),
+            serialize(&to_half(&base, true, "")),
+        ),
+        ("badconfig/model.safetensors".into(), good.clone()),
+        ("badconfig/config.json".into(), config(16)),
+        (
+            "truncated/model.safetensors".into(),
+            good[..good.len() / 2].to_vec(),
+        ),
+    ];
+    let mut lying = good.clone();
+    let n = u64::from_le_bytes(lying[..8].try_into().unwrap());
+    lying[..8].copy_from_slice(&(n + 1_000_000).to_le_bytes());
+    v.push(("lying/model.safetensors".into(), lying));
+    let q = "encoder.layer.0.attention.self.query.weight";
+    let missing: Vec<T> = base
+        .iter()
+        .filter(|t| t.name != "encoder.layer.0.output.dense.weight")
+        .map(|t| T {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            bytes: t.bytes.clone(),
+        })
+        .collect();
+    v.push(("missing/model.safetensors".into(), serialize(&missing)));
+    let shape: Vec<T> = base
+        .iter()
+        .map(|t| {
+            if t.name == q {
+                T {
+                    name: t.name.clone(),
+                    dtype: Dtype::F32,
+                    shape: vec![8, 7],
+                    bytes: t.bytes[..8 * 7 * 4].to_vec(),
+                }
+            } else {
+                T {
+                    name: t.name.clone(),
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    bytes: t.bytes.clone(),
+                }
+            }
+        })
+        .collect();
+    v.push(("shape/model.safetensors".into(), serialize(&shape)));
+    let dtype: Vec<T> = base
+        .iter()
+        .map(|t| T {
+            name: t.name.clone(),
+            dtype: if t.name == q { Dtype::I32 } else { t.dtype },
+            shape: t.shape.clone(),
+            bytes: t.bytes.clone(),
+        })
+        .collect();
+    v.push(("dtype/model.safetensors".into(), serialize(&dtype)));
+    // A task file with only what fine-tuning changed: one matrix and the head.
+    let changed: Vec<f32> = base
+        .iter()
+        .find(|t| t.name == q)
+        .unwrap()
+        .bytes
+        .chunks_exact(4)
+        .map(|c| 1.01 * f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let head_w: Vec<f32> = (0..16).map(|i| (i as f32 - 7.5) / 10.0).collect();
+    let delta = vec![
+        T {
+            name: q.into(),
+            dtype: Dtype::F32,
+            shape: vec![8, 8],
+            bytes: f32_bytes(&changed),
+        },
+        T {
+            name: "classifier.weight".into(),
+            dtype: Dtype::F32,
+            shape: vec![2, 8],
+            bytes: f32_bytes(&head_w),
+        },
+        T {
+            name: "classifier.bias".into(),
+            dtype: Dtype::F32,
+            shape: vec![2],
+            bytes: f32_bytes(&[0.1, -0.1]),
+        },
+    ];
+    v.push(("taskdelta/model.safetensors".into(), serialize(&delta)));
+    v
+}
+
+#[test]
+fn fixtures_are_current() {
+    let bless = std::env::var_os("BLESS").is_some();
+    for (rel, bytes) in fixtures() {
+        let p = Path::new(DATA).join(&rel);
+        if bless {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, &bytes).unwrap();
+        } else {
+            let on_disk = std::fs::read(&p)
+                .unwrap_or_else(|_| panic!("{} missing: run with BLESS=1", p.display()));
+            assert!(
+                on_disk == bytes,
+                "{} is stale: run with BLESS=1",
+                p.display()
+            );
+        }
+    }
+}
+
+const SPEC: &str = r#"
+model m { layers = 1; hidden = 8; heads = 2; ffn = 16; vocab = 20; max_seq = 8; weights = "BASE"; }
+task t { base = m; head = classify(2); weights = TASK; }
+workload w { requests = 3; seq = 8; inputs = synthetic(seed = 5); tasks = [t]; }
+"#;
+
+fn run(
+    base: &str,
+    task: &str,
+) -> (
+    mgen::ir::Module,
+    Vec<mgen::reference::TaskOutput>,
+    Vec<String>,
+) {
+    let src = SPEC.replace("BASE", base).replace("TASK", task);
+    let mut sources = Sources::new();
+    let f = mgen::driver::front_bytes(&mut sources, "c.mgen", src.as_bytes(), DATA, false)
+        .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
+    let (m, store) = mgen::driver::module_and_store(f, &sources)
+        .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
+    let batch = mgen::data::load(&m.spec, &mut sources).unwrap();
+    let out = mgen::reference::run(&m, &store, &batch).unwrap();
+    (m, out, store.notes.clone())
+}
+
+#[test]
+fn half_precision_and_prefixed_names_load() {
+    let (_, f32_out, _) = run("tiny/model.safetensors", "finetuned(seed = 1, drift = 0)");
+    for other in ["f16/model.safetensors", "bf16/model.safetensors"] {
+        let (_, out, _) = run(other, "finetuned(seed = 1, drift = 0)");
+        let diff = (&out[0].values - &f32_out[0].values)
+            .mapv(f32::abs)
+            .fold(0.0f32, |a, &b| a.max(b));
+        assert!(diff > 0.0 && diff < 0.05, "{other}: {diff}");
+    }
+}
+
+#[test]
+fn a_task_file_with_only_its_differences_shares_the_rest_with_its_base() {
+    let (m, _, notes) = run("tiny/model.safetensors", "\"taskdelta/model.safetensors\"");
+    let from_task: Vec<&str> = m
+        .params
+        .iter()
+        .filter(|p| p.source == "t")
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(
+        from_task,
+        vec![
+            "encoder.layer.0.attention.self.query.weight",
+            "classifier.weight",
+            "classifier.bias"
+        ]
+    );
+    assert!(notes.is_empty(), "{notes:?}");
+    // Without a classifier in the task file, the head is synthesised and the report says so.
+    let (_, _, notes) = run("tiny/model.safetensors", "\"tiny/model.safetensors\"");
+    assert!(notes.iter().any(|n| n.contains("synthesised")), "{notes:?}");
+}
+
+#[test]
+fn identical_files_give_identical_digests() {
+    let (m, _, _) = run("tiny/model.safetensors", "\"badconfig/model.safetensors\"");
+    // badconfig/model.safetensors has the same bytes as tiny/: only the head is the task's.
+    assert!(
+        m.params
+            .iter()
+            .filter(|p| p.source == "t")
+            .all(|p| p.name.starts_with("classifier"))
+    );
+}
+
+#[test]
+fn synthetic_weights_are_bit_identical_across_runs_and_follow_the_drift_profile() {
+    let a = mgen::weights::synthetic(7, "encoder.layer.3.attention.self.query.weight", &[64, 64]);
+    let b = mgen::weights::synthetic(7, "encoder.layer.3.attention.self.query.weight", &[64, 64]);
+    assert_eq!(
+        a.as_slice()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect::<Vec<_>>(),
+        b.as_slice()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect::<Vec<_>>()
+    );
+    // Relative delta per layer, measured on a finetuned 6-layer model.
+    let src = "model m { layers = 6; hidden = 64; heads = 4; ffn = 128; vocab = 50; max_seq = 8; weights = synthetic(seed = 7); }
+task t { base = m; head = regress; weights = finetuned(seed = 9, drift = 0.05); }
+workload w { requests = 1; seq = 8; inputs = synthetic(seed = 1); tasks = [t]; }";
+    let mut sources = Sources::new();
+    let f = mgen::driver::front_bytes(&mut sources, "d.mgen", src.as_bytes(), ".", false).unwrap();
+    let (m, store) = mgen::driver::module_and_store(f, &sources).unwrap();
+    let mut rel = Vec::new();
+    for l in 0..6 {
+        let name = format!("encoder.layer.{l}.intermediate.dense.weight");
+        let t = m
+            .params
+            .iter()
+            .find(|p| p.name == name && p.source == "t")
+            .unwrap();
+        let base = mgen::weights::synthetic(7, &name, &[128, 64]);
+        let tuned = store.tensor(&t.digest).unwrap();
+        let d = (&*tuned - &base).mapv(|x| x * x).sum().sqrt() / base.mapv(|x| x * x).sum().sqrt();
+        let changed = tuned
+            .iter()
+            .zip(base.iter())
+            .filter(|(a, b)| a != b)
+            .count() as f64
+            / base.len() as f64;
+        assert!(
+            (changed - mgen::weights::DELTA_DENSITY).abs() < 0.05,
+            "layer {l}: {changed} of the entries changed"
+        );
+        let expected = 0.05 * mgen::weights::drift_profile(mgen::weights::Part::Layer(l), 6);
+        assert!(
+            (d as f64 / expected - 1.0).abs() < 0.15,
+            "layer {l}: relative delta {d}, expected about {expected}"
+        );
+        rel.push(d);
+    }
+    assert!(
+        rel.windows(2).all(|w| w[1] > w[0]),
+        "the delta grows with depth: {rel:?}"
+    );
+}
