@@ -1,0 +1,635 @@
+//! Weights: the tensor layout of a BERT task model, deterministic synthetic
+//! weights, safetensors checkpoints, and content digests.
+//!
+//! A [`Store`] is built from a checked spec before lowering. It knows, for
+//! every tensor of every task of the workload, its digest (equal digests ⇔
+//! equal contents) and a [`Recipe`] to materialise it; tensors are
+//! generated or read lazily, once per digest, and cached.
+//!
+//! Synthetic weights (`synthetic(seed = S)`): every tensor has its own
+//! random stream keyed by (S, tensor name) — see [`rng::Rng::keyed`] — so
+//! the same seed gives bit-identical weights on every machine. Matrices and
+//! embeddings ~ 0.04·z, LayerNorm gains 1 + 0.05·z, biases and LayerNorm
+//! shifts 0.02·z (z approximately standard normal).
+//!
+//! Fine-tuned weights (`finetuned(seed = S, drift = D)`): base + δ where δ
+//! is sparse (a quarter of the entries, chosen by the stream) and scaled so
+//! that ‖δ‖/‖W‖ ≈ D·p, with a depth profile p that grows with the layer:
+//! p = 0.25 for the embeddings, 0.25 + 1.5·l/(L−1) for encoder layer l of L
+//! (the mean over layers is 1), 1.75 for the pooler. Task heads
+//! (`classifier.*`) are drawn from the task's seed: weight ~ (3/√h)·z,
+//! bias 0.
+
+pub mod checkpoint;
+pub mod rng;
+
+use crate::diag::{Code, Diagnostic, Diags};
+use crate::spec::{Head, Model, Pool, Spec, WeightSource};
+use checkpoint::Checkpoint;
+use ndarray::{ArrayD, IxDyn};
+use rng::Rng;
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Which part of the model a tensor belongs to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Part {
+    Embedding,
+    Layer(u64),
+    Pooler,
+    Classifier,
+}
+
+/// One tensor of a task model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<u64>,
+    pub part: Part,
+}
+
+/// Every tensor a task model with this base and head needs, with Hugging
+/// Face names.
+pub fn layout(m: &Model, head: &Head) -> Vec<TensorSpec> {
+    let (h, f) = (m.hidden, m.ffn);
+    let mut v = Vec::new();
+    let mut t =
+        |name: String, shape: Vec<u64>, part: Part| v.push(TensorSpec { name, shape, part });
+    t(
+        "embeddings.word_embeddings.weight".into(),
+        vec![m.vocab, h],
+        Part::Embedding,
+    );
+    t(
+        "embeddings.position_embeddings.weight".into(),
+        vec![m.max_seq, h],
+        Part::Embedding,
+    );
+    t(
+        "embeddings.token_type_embeddings.weight".into(),
+        vec![m.type_vocab, h],
+        Part::Embedding,
+    );
+    t(
+        "embeddings.LayerNorm.weight".into(),
+        vec![h],
+        Part::Embedding,
+    );
+    t("embeddings.LayerNorm.bias".into(), vec![h], Part::Embedding);
+    for l in 0..m.layers {
+        let p = format!("encoder.layer.{l}.");
+        let part = Part::Layer(l);
+        for (n, o, i) in [
+            ("attention.self.query", h, h),
+            ("attention.self.key", h, h),
+            ("attention.self.value", h, h),
+            ("attention.output.dense", h, h),
+        ] {
+            t(format!("{p}{n}.weight"), vec![o, i], part);
+            t(format!("{p}{n}.bias"), vec![o], part);
+        }
+        t(
+            format!("{p}attention.output.LayerNorm.weight"),
+            vec![h],
+            part,
+        );
+        t(format!("{p}attention.output.LayerNorm.bias"), vec![h], part);
+        t(format!("{p}intermediate.dense.weight"), vec![f, h], part);
+        t(format!("{p}intermediate.dense.bias"), vec![f], part);
+        t(format!("{p}output.dense.weight"), vec![h, f], part);
+        t(format!("{p}output.dense.bias"), vec![h], part);
+        t(format!("{p}output.LayerNorm.weight"), vec![h], part);
+        t(format!("{p}output.LayerNorm.bias"), vec![h], part);
+    }
+    if !matches!(head, Head::Embed { .. }) {
+        if head.pool() == Pool::Cls {
+            t("pooler.dense.weight".into(), vec![h, h], Part::Pooler);
+            t("pooler.dense.bias".into(), vec![h], Part::Pooler);
+        }
+        let n = head.width(h);
+        t("classifier.weight".into(), vec![n, h], Part::Classifier);
+        t("classifier.bias".into(), vec![n], Part::Classifier);
+    }
+    v
+}
+
+/// Depth profile of fine-tuning drift (see the module docs).
+pub fn drift_profile(part: Part, layers: u64) -> f64 {
+    match part {
+        Part::Embedding => 0.25,
+        Part::Layer(l) if layers > 1 => 0.25 + 1.5 * l as f64 / (layers - 1) as f64,
+        Part::Layer(_) => 1.0,
+        Part::Pooler | Part::Classifier => 1.75,
+    }
+}
+
+/// The fraction of entries a fine-tuning delta touches.
+pub const DELTA_DENSITY: f64 = 0.25;
+
+/// 16 hex digits of SHA-256 over length-prefixed parts.
+pub fn digest_of(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    let d = h.finalize();
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How to materialise a tensor.
+#[derive(Debug, Clone)]
+pub enum Recipe {
+    Synthetic {
+        seed: u64,
+        name: String,
+        shape: Vec<u64>,
+    },
+    Finetuned {
+        base: String,
+        seed: u64,
+        drift: f64,
+        factor: f64,
+        name: String,
+    },
+    Head {
+        seed: u64,
+        name: String,
+        shape: Vec<u64>,
+    },
+    File {
+        path: PathBuf,
+        name: String,
+    },
+}
+
+/// Digests, recipes and the tensor cache of one spec.
+pub struct Store {
+    recipes: HashMap<String, Recipe>,
+    files: HashMap<PathBuf, Arc<Checkpoint>>,
+    cache: Mutex<HashMap<String, Arc<ArrayD<f32>>>>,
+    /// (spec task index, tensor name) → (digest, source model or task).
+    by_task: HashMap<(usize, String), (String, String)>,
+    /// Things the report should say (e.g. a head synthesised from a seed).
+    pub notes: Vec<String>,
+}
+
+fn seed_of_name(name: &str) -> u64 {
+    let d = Sha256::digest(name.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_le_bytes(b) >> 11
+}
+
+impl Store {
+    /// Resolves every tensor of every workload task. File checkpoints are
+    /// read and checked here (names, shapes, dtypes, `config.json`), with
+    /// diagnostics at the `weights = ...` line.
+    pub fn for_spec(spec: &Spec) -> Result<Store, Diags> {
+        let mut s = Store {
+            recipes: HashMap::new(),
+            files: HashMap::new(),
+            cache: Mutex::new(HashMap::new()),
+            by_task: HashMap::new(),
+            notes: Vec::new(),
+        };
+        let mut diags = Diags::default();
+        let root = PathBuf::from(&spec.root);
+        for &t in &spec.workload.tasks {
+            if let Err(d) = s.register_task(spec, &root, t) {
+                diags.extend(d);
+            }
+        }
+        if diags.is_empty() { Ok(s) } else { Err(diags) }
+    }
+
+    fn at(spec: &Spec, key: &str, d: Diagnostic, label: &str) -> Diagnostic {
+        match spec.loc(key) {
+            Some(l) => d.at(l.file, l.span.clone(), label),
+            None => d,
+        }
+    }
+
+    fn file(
+        &mut self,
+        spec: &Spec,
+        root: &Path,
+        path: &str,
+        key: &str,
+    ) -> Result<Arc<Checkpoint>, Diags> {
+        let full = root.join(path);
+        if let Some(c) = self.files.get(&full) {
+            return Ok(c.clone());
+        }
+        let c = Checkpoint::open(&full).map_err(|e| {
+            let code = match e {
+                checkpoint::Error::Io(_) => Code::E201,
+                checkpoint::Error::Config(_) => Code::E206,
+                _ => Code::E202,
+            };
+            let mut d = Self::at(spec, key, Diagnostic::error(code, format!("checkpoint `{}`: {e}", full.display())), "these weights");
+            if code == Code::E201 {
+                d = d.help("`scripts/fetch-weights.sh` fetches the bundled examples' checkpoints; paths are relative to the .mgen file");
+            }
+            Diags::from(d)
+        })?;
+        let c = Arc::new(c);
+        self.files.insert(full, c.clone());
+        Ok(c)
+    }
+
+    fn check_config(spec: &Spec, m: &Model, c: &Checkpoint) -> Result<(), Diags> {
+        let Some(cfg) = &c.config else { return Ok(()) };
+        let mut diags = Diags::default();
+        let key = format!("model {}", m.name);
+        for (json, attr, declared) in [
+            ("hidden_size", "hidden", m.hidden),
+            ("num_hidden_layers", "layers", m.layers),
+            ("num_attention_heads", "heads", m.heads),
+            ("intermediate_size", "ffn", m.ffn),
+            ("vocab_size", "vocab", m.vocab),
+            ("max_position_embeddings", "max_seq", m.max_seq),
+            ("type_vocab_size", "type_vocab", m.type_vocab),
+        ] {
+            if let Some(v) = cfg.get(json).and_then(|v| v.as_u64())
+                && v != declared
+            {
+                let loc_key = if spec.loc(&format!("{key}.{attr}")).is_some() {
+                    format!("{key}.{attr}")
+                } else {
+                    format!("{key}.weights")
+                };
+                diags.push(
+                    Self::at(
+                        spec,
+                        &loc_key,
+                        Diagnostic::error(Code::E206, format!("model `{}` declares {attr} = {declared}, but its config.json says {json} = {v}", m.name)),
+                        "disagrees with config.json",
+                    )
+                    .note(format!("config: {}", c.path.with_file_name("config.json").display())),
+                );
+            }
+        }
+        if let Some(act) = cfg.get("hidden_act").and_then(|v| v.as_str())
+            && act != "gelu"
+        {
+            diags.push(Self::at(
+                spec,
+                &format!("{key}.weights"),
+                Diagnostic::error(Code::E206, format!("config.json says hidden_act = \"{act}\"; mgen's BERT uses the erf GELU (\"gelu\")")),
+                "unsupported activation",
+            ));
+        }
+        if diags.is_empty() { Ok(()) } else { Err(diags) }
+    }
+
+    fn check_entry(
+        spec: &Spec,
+        key: &str,
+        c: &Checkpoint,
+        ts: &TensorSpec,
+    ) -> Result<Option<String>, Diags> {
+        let Some(e) = c.entries.get(&ts.name) else {
+            return Ok(None);
+        };
+        if e.shape != ts.shape {
+            return Err(Self::at(
+                spec,
+                key,
+                Diagnostic::error(
+                    Code::E204,
+                    format!(
+                        "tensor `{}` in `{}` has shape {:?}; the declaration needs {:?}",
+                        e.stored,
+                        c.path.display(),
+                        e.shape,
+                        ts.shape
+                    ),
+                ),
+                "these weights",
+            )
+            .into());
+        }
+        if !Checkpoint::readable(e.dtype) {
+            return Err(Self::at(
+                spec,
+                key,
+                Diagnostic::error(
+                    Code::E205,
+                    format!(
+                        "tensor `{}` in `{}` has dtype {:?}",
+                        e.stored,
+                        c.path.display(),
+                        e.dtype
+                    ),
+                ),
+                "these weights",
+            )
+            .help("mgen reads F32, F16 and BF16 tensors")
+            .into());
+        }
+        Ok(Some(e.digest.clone()))
+    }
+
+    fn register_task(&mut self, spec: &Spec, root: &Path, t: usize) -> Result<(), Diags> {
+        let task = spec.tasks[t].clone();
+        let model = spec.models[task.base].clone();
+        let mkey = format!("model {}.weights", model.name);
+        let tkey = format!("task {}.weights", task.name);
+        let base_file = match &model.weights {
+            WeightSource::File { path } => {
+                let c = self.file(spec, root, path, &mkey)?;
+                Self::check_config(spec, &model, &c)?;
+                Some(c)
+            }
+            _ => None,
+        };
+        let task_file = match &task.weights {
+            WeightSource::File { path } => Some(self.file(spec, root, path, &tkey)?),
+            _ => None,
+        };
+        let task_seed = match task.weights {
+            WeightSource::Finetuned { seed, .. } | WeightSource::Synthetic { seed } => seed,
+            WeightSource::File { .. } => seed_of_name(&task.name),
+        };
+        let mut synthesized_head = false;
+        let mut synthesized_pooler = false;
+        for ts in layout(&model, &task.head) {
+            let (digest, source) = if ts.part == Part::Classifier {
+                match task_file
+                    .as_ref()
+                    .map(|c| Self::check_entry(spec, &tkey, c, &ts))
+                    .transpose()?
+                    .flatten()
+                {
+                    Some(d) => {
+                        let path = task_file
+                            .as_ref()
+                            .map(|c| c.path.clone())
+                            .unwrap_or_default();
+                        self.recipes.insert(
+                            d.clone(),
+                            Recipe::File {
+                                path,
+                                name: ts.name.clone(),
+                            },
+                        );
+                        (d, task.name.clone())
+                    }
+                    None => {
+                        if task_file.is_some() {
+                            synthesized_head = true;
+                        }
+                        let d = digest_of(&[
+                            "head",
+                            &task_seed.to_string(),
+                            &ts.name,
+                            &format!("{:?}", ts.shape),
+                        ]);
+                        self.recipes.insert(
+                            d.clone(),
+                            Recipe::Head {
+                                seed: task_seed,
+                                name: ts.name.clone(),
+                                shape: ts.shape.clone(),
+                            },
+                        );
+                        (d, task.name.clone())
+                    }
+                }
+            } else {
+                // The base's tensor.
+                let base = match &base_file {
+                    Some(c) => match Self::check_entry(spec, &mkey, c, &ts)? {
+                        Some(d) => {
+                            self.recipes.insert(
+                                d.clone(),
+                                Recipe::File {
+                                    path: c.path.clone(),
+                                    name: ts.name.clone(),
+                                },
+                            );
+                            d
+                        }
+                        None if ts.part == Part::Pooler => {
+                            synthesized_pooler = true;
+                            let seed = seed_of_name(&model.name);
+                            let d = digest_of(&[
+                                "synthetic",
+                                &seed.to_string(),
+                                &ts.name,
+                                &format!("{:?}", ts.shape),
+                            ]);
+                            self.recipes.insert(
+                                d.clone(),
+                                Recipe::Synthetic {
+                                    seed,
+                                    name: ts.name.clone(),
+                                    shape: ts.shape.clone(),
+                                },
+                            );
+                            d
+                        }
+                        None => {
+                            return Err(Self::at(
+                                spec,
+                                &mkey,
+                                Diagnostic::error(Code::E203, format!("`{}` has no tensor `{}` (nor `bert.{}`)", c.path.display(), ts.name, ts.name)),
+                                "these weights",
+                            )
+                            .note(format!("a {}-layer BERT needs {} tensors; see docs/language.md, \"Weights\"", model.layers, layout(&model, &Head::Embed { pool: Pool::Mean }).len()))
+                            .into());
+                        }
+                    },
+                    None => {
+                        // The checker allows only `synthetic(...)` or a path for a model.
+                        let seed = match model.weights {
+                            WeightSource::Synthetic { seed }
+                            | WeightSource::Finetuned { seed, .. } => seed,
+                            WeightSource::File { .. } => seed_of_name(&model.name),
+                        };
+                        let d = digest_of(&[
+                            "synthetic",
+                            &seed.to_string(),
+                            &ts.name,
+                            &format!("{:?}", ts.shape),
+                        ]);
+                        self.recipes.insert(
+                            d.clone(),
+                            Recipe::Synthetic {
+                                seed,
+                                name: ts.name.clone(),
+                                shape: ts.shape.clone(),
+                            },
+                        );
+                        d
+                    }
+                };
+                match &task.weights {
+                    WeightSource::Finetuned { drift, .. } if *drift == 0.0 => {
+                        (base, model.name.clone())
+                    }
+                    WeightSource::Finetuned { seed, drift } => {
+                        let d = digest_of(&[
+                            "finetuned",
+                            &base,
+                            &seed.to_string(),
+                            &drift.to_bits().to_string(),
+                            &ts.name,
+                        ]);
+                        self.recipes.insert(
+                            d.clone(),
+                            Recipe::Finetuned {
+                                base,
+                                seed: *seed,
+                                drift: *drift,
+                                factor: drift_profile(ts.part, model.layers),
+                                name: ts.name.clone(),
+                            },
+                        );
+                        (d, task.name.clone())
+                    }
+                    WeightSource::File { .. } => match task_file
+                        .as_ref()
+                        .map(|c| Self::check_entry(spec, &tkey, c, &ts))
+                        .transpose()?
+                        .flatten()
+                    {
+                        Some(d) => {
+                            let path = task_file
+                                .as_ref()
+                                .map(|c| c.path.clone())
+                                .unwrap_or_default();
+                            self.recipes.insert(
+                                d.clone(),
+                                Recipe::File {
+                                    path,
+                                    name: ts.name.clone(),
+                                },
+                            );
+                            let source = if d == base {
+                                model.name.clone()
+                            } else {
+                                task.name.clone()
+                            };
+                            (d, source)
+                        }
+                        None => (base, model.name.clone()),
+                    },
+                    WeightSource::Synthetic { .. } => (base, model.name.clone()),
+                }
+            };
+            self.by_task.insert((t, ts.name.clone()), (digest, source));
+        }
+        if synthesized_head {
+            self.notes.push(format!("task `{}`: no classifier in its checkpoint; the head was synthesised from seed {task_seed}", task.name));
+        }
+        if synthesized_pooler {
+            self.notes.push(format!(
+                "model `{}`: no pooler in its checkpoint; `pooler.dense` was synthesised",
+                model.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// The digest and source of a task's tensor (spec task index).
+    pub fn lookup(&self, task: usize, name: &str) -> Option<&(String, String)> {
+        self.by_task.get(&(task, name.to_string()))
+    }
+
+    /// Whether a digest is known.
+    pub fn knows(&self, digest: &str) -> bool {
+        self.recipes.contains_key(digest)
+    }
+
+    /// Materialises a tensor (cached).
+    pub fn tensor(&self, digest: &str) -> Result<Arc<ArrayD<f32>>, String> {
+        if let Some(t) = self
+            .cache
+            .lock()
+            .map_err(|_| "weight cache poisoned".to_string())?
+            .get(digest)
+        {
+            return Ok(t.clone());
+        }
+        let recipe = self
+            .recipes
+            .get(digest)
+            .ok_or_else(|| format!("no weights with digest {digest}"))?;
+        let t = Arc::new(self.make(recipe)?);
+        self.cache
+            .lock()
+            .map_err(|_| "weight cache poisoned".to_string())?
+            .insert(digest.to_string(), t.clone());
+        Ok(t)
+    }
+
+    fn make(&self, r: &Recipe) -> Result<ArrayD<f32>, String> {
+        match r {
+            Recipe::Synthetic { seed, name, shape } => Ok(synthetic(*seed, name, shape)),
+            Recipe::Head { seed, name, shape } => {
+                let mut rng = Rng::keyed(*seed, &format!("head:{name}"));
+                let h = *shape.last().unwrap_or(&1) as f64;
+                let std = if name.ends_with(".bias") {
+                    0.0
+                } else {
+                    3.0 / h.sqrt()
+                };
+                Ok(fill(shape, || (std * rng.normal()) as f32))
+            }
+            Recipe::File { path, name } => {
+                let c = self
+                    .files
+                    .get(path)
+                    .ok_or_else(|| format!("checkpoint `{}` not loaded", path.display()))?;
+                c.tensor(name)
+            }
+            Recipe::Finetuned {
+                base,
+                seed,
+                drift,
+                factor,
+                name,
+            } => {
+                let b = self.tensor(base)?;
+                let n = b.len().max(1) as f64;
+                let rms = (b.iter().map(|&x| x as f64 * x as f64).sum::<f64>() / n).sqrt();
+                let sigma = drift * factor * rms / DELTA_DENSITY.sqrt();
+                let mut rng = Rng::keyed(*seed, &format!("delta:{name}"));
+                let mut out = (*b).clone();
+                for x in out.iter_mut() {
+                    let r = rng.next_u64();
+                    // One draw decides both whether the entry moves and by how much.
+                    if (r >> 62) == 0 {
+                        let mut g = Rng::new(r);
+                        *x += (sigma * g.normal()) as f32;
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+fn fill(shape: &[u64], mut f: impl FnMut() -> f32) -> ArrayD<f32> {
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let n: usize = dims.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| f()).collect();
+    ArrayD::from_shape_vec(IxDyn(&dims), v).unwrap_or_else(|_| ArrayD::zeros(IxDyn(&dims)))
+}
+
+/// A synthetic pre-trained tensor (see the module docs for the scales).
+pub fn synthetic(seed: u64, name: &str, shape: &[u64]) -> ArrayD<f32> {
+    let mut rng = Rng::keyed(seed, name);
+    let (mean, std) = if name.ends_with("LayerNorm.weight") {
+        (1.0, 0.05)
+    } else if name.ends_with(".bias") {
+        (0.0, 0.02)
+    } else {
+        (0.0, 0.04)
+    };
+    fill(shape, || (mean + std * rng.normal()) as f32)
+}
