@@ -306,7 +306,7 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                 return Ok(0);
             }
             let t1 = Instant::now();
-            let mut m = driver::module(f, sources)?;
+            let (mut m, store) = driver::module_and_store(f, sources)?;
             let t_lower = t1.elapsed().as_secs_f64();
             let err = &mut *io.err;
             let timings = passes::run_pipeline(&mut m, &pipeline, |name, m| {
@@ -340,10 +340,41 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                     );
                 }
             }
-            let text = if json {
-                print::to_json(&m).to_string() + "\n"
-            } else {
-                print::print(&m)
+            let text = match emit {
+                Emit::Placement => {
+                    let p = match &m.placement {
+                        Some(p) => p.clone(),
+                        None => crate::backend::place::place(&m)?,
+                    };
+                    if json {
+                        crate::backend::place::json(&p).to_string() + "\n"
+                    } else {
+                        crate::backend::place::text(&m, &p)
+                    }
+                }
+                Emit::Asm => {
+                    let batch = crate::data::load(&m.spec, sources)?;
+                    let prog = crate::backend::program::program(&m, &store, &batch)?;
+                    if json {
+                        serde_json::to_string(&prog).unwrap_or_default() + "\n"
+                    } else {
+                        prog.to_masm()
+                    }
+                }
+                Emit::Program => {
+                    let batch = crate::data::load(&m.spec, sources)?;
+                    let pkg = crate::backend::program::package(&m, &store, &batch, false)?;
+                    let dir = output.clone().unwrap_or_default();
+                    crate::backend::program::write_dir(&pkg, &dir)?;
+                    let _ = writeln!(
+                        io.out,
+                        "wrote {}/program.masm, crossbars.safetensors, manifest.json",
+                        dir.display()
+                    );
+                    return Ok(0);
+                }
+                _ if json => print::to_json(&m).to_string() + "\n",
+                _ => print::print(&m),
             };
             write_output(io, output.as_deref(), &text)?;
             Ok(0)
@@ -387,7 +418,27 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             }
             Ok(0)
         }
-        Cmd::Sim { .. } => Ok(not_yet(io, "`mgen sim`", 6)),
+        Cmd::Sim {
+            dir,
+            json,
+            dump_outputs,
+            report,
+            counts_only,
+            ideal_adc,
+        } => {
+            let pkg = crate::backend::program::read_dir(&dir, sources)?;
+            let functional = !pkg.images.is_empty() || pkg.prog.images.is_empty();
+            simulate_and_report(
+                io,
+                &pkg,
+                counts_only || !functional,
+                ideal_adc,
+                json,
+                dump_outputs.as_deref(),
+                report.as_deref(),
+                &[],
+            )
+        }
         Cmd::Run {
             file,
             reference,
@@ -398,13 +449,6 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             dump_outputs,
             report,
         } => {
-            if !reference || counts_only || ideal_adc || report.is_some() {
-                return Ok(not_yet(
-                    io,
-                    "`mgen run` on the simulator (use `--reference` for the float reference)",
-                    6,
-                ));
-            }
             let f = driver::front(sources, &file)?;
             let (mut m, store) = driver::module_and_store(f, sources)?;
             passes::run_pipeline(
@@ -413,6 +457,19 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                 |_, _| {},
             )?;
             let batch = crate::data::load(&m.spec, sources)?;
+            if !reference {
+                let pkg = crate::backend::program::package(&m, &store, &batch, counts_only)?;
+                return simulate_and_report(
+                    io,
+                    &pkg,
+                    counts_only,
+                    ideal_adc,
+                    json,
+                    dump_outputs.as_deref(),
+                    report.as_deref(),
+                    &store.notes,
+                );
+            }
             let t = Instant::now();
             let plan = crate::reference::Plan::new(&m, &store)?;
             let outputs = crate::run::with_progress(&plan, &batch, io.progress);
@@ -455,6 +512,75 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
     }
 }
 
+#[allow(clippy::too_many_arguments)]
+fn simulate_and_report(
+    io: &mut Io,
+    pkg: &crate::sim::Package,
+    counts_only: bool,
+    ideal_adc: bool,
+    json: bool,
+    dump: Option<&Path>,
+    report: Option<&Path>,
+    notes: &[String],
+) -> Result<i32, Diags> {
+    let totals = crate::sim::count(&pkg.prog, &pkg.hw, pkg.requests.len());
+    let mut metrics = Vec::new();
+    let mode = if counts_only {
+        "counts"
+    } else if ideal_adc {
+        "functional, ideal ADC"
+    } else {
+        "functional"
+    };
+    if !counts_only {
+        let t = Instant::now();
+        let outs = crate::sim::simulate(pkg, ideal_adc, io.progress)?;
+        let seconds = t.elapsed().as_secs_f64();
+        if let Some(r) = &pkg.reference {
+            metrics = crate::sim::metrics(&pkg.tasks, &outs, r);
+        }
+        if let Some(dir) = dump {
+            let named: Vec<crate::reference::TaskOutput> = pkg
+                .tasks
+                .iter()
+                .zip(outs)
+                .map(|(t, v)| crate::reference::TaskOutput {
+                    name: t.name.clone(),
+                    values: v,
+                })
+                .collect();
+            crate::run::dump_outputs(dir, &named)?;
+        }
+        let _ = seconds;
+    }
+    let v = crate::sim::report_json(
+        &totals,
+        &metrics,
+        mode,
+        serde_json::json!({ "notes": notes }),
+    );
+    if let Some(dir) = report {
+        crate::report::write(dir, &v, pkg)?;
+    }
+    if json {
+        let _ = writeln!(io.out, "{v}");
+    } else {
+        let _ = write!(
+            io.out,
+            "{}",
+            crate::sim::report_text(&totals, &metrics, mode)
+        );
+        for n in notes {
+            let _ = writeln!(io.out, "note: {n}");
+        }
+        if let Some(d) = report {
+            let _ = writeln!(io.out, "report: {}/report.json and SVG charts", d.display());
+        }
+    }
+    Ok(0)
+}
+
+#[allow(dead_code)]
 fn emit_name(e: Emit) -> &'static str {
     match e {
         Emit::Ast => "ast",

@@ -172,6 +172,14 @@ pub enum Code {
     E209,
     /// The textual IR's weights do not match its declarations.
     E210,
+    /// A matrix larger than the whole machine.
+    E301,
+    /// Malformed assembly (`.masm`).
+    E302,
+    /// A malformed or tampered program directory.
+    E303,
+    /// A program fails at run time (names the instruction).
+    E304,
     /// A malformed textual-IR definition.
     E101,
     /// A textual-IR reference to an undefined node or parameter.

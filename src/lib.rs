@@ -7,6 +7,7 @@
 //! [`cli`] (the `mgen` command). Every fallible stage returns
 //! [`diag::Diags`].
 
+pub mod backend;
 pub mod cli;
 pub mod data;
 pub mod diag;
@@ -15,7 +16,9 @@ pub mod hw;
 pub mod ir;
 pub mod passes;
 pub mod reference;
+pub mod report;
 pub mod run;
+pub mod sim;
 pub mod spec;
 pub mod syntax;
 pub mod weights;

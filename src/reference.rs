@@ -116,6 +116,16 @@ impl<'a> Plan<'a> {
 
     /// Evaluates one request; returns each task's output row (workload order).
     pub fn run_one(&self, ids: &[u32], mask: &[f32]) -> Vec<Vec<f32>> {
+        self.run_observed(ids, mask, &mut |_, _| {})
+    }
+
+    /// [`Plan::run_one`], showing every node's value to `observe`.
+    pub fn run_observed(
+        &self,
+        ids: &[u32],
+        mask: &[f32],
+        observe: &mut dyn FnMut(NodeId, &ArrayD<f32>),
+    ) -> Vec<Vec<f32>> {
         let mut vals: Vec<Option<ArrayD<f32>>> = vec![None; self.order.len()];
         let mut outs: Vec<Vec<f32>> = vec![Vec::new(); self.outputs.len()];
         for (i, id) in self.order.iter().enumerate() {
@@ -130,6 +140,7 @@ impl<'a> Plan<'a> {
                 .map(|p| self.params[p.0 as usize].as_ref())
                 .collect();
             let v = eval(&n.op, &args, &ps, ids, mask);
+            observe(*id, &v);
             if let Op::Output { task } = n.op
                 && let Some(slot) = outs.get_mut(task)
             {

@@ -6,11 +6,11 @@
 
 pub mod energy;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// How signed weights are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Signs {
     /// Weights biased to be non-negative; the bias is subtracted digitally
@@ -30,7 +30,7 @@ impl Signs {
 }
 
 /// A checked hardware description; defaults are ISAAC's.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hardware {
     pub name: String,
     pub rows: u64,

@@ -100,6 +100,7 @@ pub fn lower(spec: Spec, sources: &Sources, store: &Store) -> Result<Module, Dia
             spec,
             graph: Graph::default(),
             params: Vec::new(),
+            placement: None,
         },
         sources,
         store,

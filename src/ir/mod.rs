@@ -239,6 +239,8 @@ pub struct Module {
     pub spec: Spec,
     pub graph: Graph,
     pub params: Vec<Param>,
+    /// Set by the `place` pass (a side table; not printed in `.mir`).
+    pub placement: Option<crate::backend::place::Placement>,
 }
 
 impl Module {

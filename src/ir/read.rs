@@ -99,6 +99,7 @@ pub fn read(
         spec,
         graph: Graph::default(),
         params: Vec::new(),
+        placement: None,
     };
     let task_index: HashMap<String, usize> = m
         .task_names()

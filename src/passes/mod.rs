@@ -8,6 +8,25 @@
 
 pub mod merge;
 
+/// `place`: see [`crate::backend::place`].
+pub struct Place;
+
+impl Pass for Place {
+    fn name(&self) -> &'static str {
+        "place"
+    }
+    fn description(&self) -> &'static str {
+        "tile every static-weight matrix onto crossbars (row blocks x column blocks x bit slices x signs); phases when the chip is too small"
+    }
+    fn contract(&self) -> &'static str {
+        "requires a verified module; ensures every linear node has a placement and no two matrices of one phase share a crossbar"
+    }
+    fn run(&self, m: &mut Module) -> Result<(), Diags> {
+        m.placement = Some(crate::backend::place::place(m)?);
+        Ok(())
+    }
+}
+
 use crate::diag::{Code, Diagnostic, Diags};
 use crate::ir::{Module, verify};
 use std::time::Instant;
@@ -40,7 +59,7 @@ impl Pass for Verify {
 
 /// Every pass, by name.
 pub fn registry() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(Verify), Box::new(merge::Merge)]
+    vec![Box::new(Verify), Box::new(merge::Merge), Box::new(Place)]
 }
 
 /// Named pipelines: name, passes, description.

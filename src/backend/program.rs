@@ -1,0 +1,473 @@
+//! Program packages: building one from a placed module (calibration,
+//! quantisation, constants, reference outputs), and program directories.
+//!
+//! A program directory (`mgen compile --emit program -o DIR`) holds
+//! `program.masm` (the assembly), `crossbars.safetensors` (per image `iK.q`
+//! the quantised weights `[out, in]` as I16 and `iK.scale` the per-row
+//! scales; per constant `cK`; per task `ref.TASK` the float-reference
+//! outputs) and `manifest.json` (format, hardware, tasks, requests, the
+//! SHA-256 of the two other files). Reading checks the digests first, so a
+//! truncated or tampered directory is an error (E303), not a wrong result.
+
+use super::codegen::codegen;
+use super::isa::{self, Program};
+use super::quant::{QMatrix, input_scale, quantize_weights};
+use crate::data::{Batch, Request};
+use crate::diag::{Code, Diagnostic, Diags, Sources};
+use crate::hw::Hardware;
+use crate::ir::{Module, NodeId, Op};
+use crate::reference::Plan;
+use crate::sim::{Package, TaskInfo};
+use crate::spec::Head;
+use crate::weights::Store;
+use ndarray::{Array1, Array2, ArrayD, IxDyn};
+use rayon::prelude::*;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+fn task_infos(m: &Module) -> Vec<TaskInfo> {
+    m.spec
+        .workload
+        .tasks
+        .iter()
+        .map(|&t| {
+            let task = &m.spec.tasks[t];
+            let h = m.spec.base_of(t).hidden;
+            TaskInfo {
+                name: task.name.clone(),
+                kind: match task.head {
+                    Head::Classify { .. } => "classify".into(),
+                    Head::Regress { .. } => "regress".into(),
+                    Head::Embed { .. } => "embed".into(),
+                },
+                width: task.head.width(h),
+            }
+        })
+        .collect()
+}
+
+/// Runs the float reference over the batch, recording the largest input
+/// magnitude of every `linear` node (the static activation scales) and the
+/// outputs.
+pub fn calibrate(
+    m: &Module,
+    store: &Store,
+    batch: &Batch,
+) -> Result<(HashMap<NodeId, f64>, Vec<Array2<f32>>), Diags> {
+    let plan = Plan::new(m, store)?;
+    let linear_inputs: HashMap<NodeId, Vec<NodeId>> = {
+        let mut h: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+        for id in m.graph.node_indices().map(NodeId) {
+            if matches!(m.node(id).op, Op::Linear) {
+                h.entry(m.operands(id)[0]).or_default().push(id);
+            }
+        }
+        h
+    };
+    let maxes: Mutex<HashMap<NodeId, f64>> = Mutex::new(HashMap::new());
+    let rows: Vec<Vec<Vec<f32>>> = batch
+        .requests
+        .par_iter()
+        .map(|r| {
+            let mut local: HashMap<NodeId, f64> = HashMap::new();
+            let out = plan.run_observed(&r.ids, &r.mask(), &mut |id, v| {
+                if let Some(users) = linear_inputs.get(&id) {
+                    let mx = v.iter().fold(0.0f32, |a, &b| a.max(b.abs())) as f64;
+                    for u in users {
+                        let e = local.entry(*u).or_insert(0.0);
+                        *e = e.max(mx);
+                    }
+                }
+            });
+            if let Ok(mut g) = maxes.lock() {
+                for (k, v) in local {
+                    let e = g.entry(k).or_insert(0.0);
+                    *e = e.max(v);
+                }
+            }
+            out
+        })
+        .collect();
+    let outputs = plan.assemble(&rows).into_iter().map(|o| o.values).collect();
+    let bits = m.spec.hardware.input_bits;
+    let scales = maxes
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, input_scale(v, bits)))
+        .collect();
+    Ok((scales, outputs))
+}
+
+/// Static activation scales are calibrated on at most this many requests
+/// (the first ones of the workload).
+pub const CALIBRATION_REQUESTS: usize = 16;
+
+/// The requests activation scales are calibrated on.
+pub fn calibration_batch(batch: &Batch) -> Batch {
+    Batch {
+        seq: batch.seq,
+        requests: batch
+            .requests
+            .iter()
+            .take(CALIBRATION_REQUESTS)
+            .cloned()
+            .collect(),
+    }
+}
+
+/// The program of a placed module with calibrated scales (`--emit asm`).
+pub fn program(m: &Module, store: &Store, batch: &Batch) -> Result<Program, Diags> {
+    let placement = match &m.placement {
+        Some(p) => p.clone(),
+        None => super::place::place(m)?,
+    };
+    let (scales, _) = calibrate(m, store, &calibration_batch(batch))?;
+    Ok(codegen(m, &placement, &scales))
+}
+
+/// Builds a package. With `counts_only`, nothing is calibrated or
+/// materialised (images and constants are left empty).
+pub fn package(
+    m: &Module,
+    store: &Store,
+    batch: &Batch,
+    counts_only: bool,
+) -> Result<Package, Diags> {
+    let placement = match &m.placement {
+        Some(p) => p.clone(),
+        None => super::place::place(m)?,
+    };
+    let (scales, reference) = if counts_only {
+        (HashMap::new(), None)
+    } else {
+        let (s, _) = calibrate(m, store, &calibration_batch(batch))?;
+        let r = Plan::new(m, store)?
+            .run(batch)
+            .into_iter()
+            .map(|o| o.values)
+            .collect();
+        (s, Some(r))
+    };
+    let prog = codegen(m, &placement, &scales);
+    let hw = m.spec.hardware.clone();
+    let (images, consts) = if counts_only {
+        (Vec::new(), Vec::new())
+    } else {
+        let images: Result<Vec<QMatrix>, Diags> = placement
+            .matrices
+            .par_iter()
+            .map(|mp| {
+                let w = store
+                    .tensor(&m.params[mp.param.0 as usize].digest)
+                    .map_err(|e| Diags::from(Diagnostic::error(Code::E103, e)))?;
+                let w2 = w
+                    .view()
+                    .into_dimensionality::<ndarray::Ix2>()
+                    .map_err(|_| {
+                        Diags::from(Diagnostic::error(Code::E103, "a matrix is not 2-D"))
+                    })?;
+                Ok(quantize_weights(w2, hw.weight_bits))
+            })
+            .collect();
+        let mut consts = Vec::new();
+        // Codegen numbers constants in first use; rebuild that map from the IR.
+        let by_key = const_params(m, &prog);
+        for (i, _) in prog.consts.iter().enumerate() {
+            let digest = &by_key[i];
+            consts.push(
+                store
+                    .tensor(digest)
+                    .map_err(|e| Diags::from(Diagnostic::error(Code::E103, e)))?,
+            );
+        }
+        (images?, consts)
+    };
+    Ok(Package {
+        prog,
+        hw,
+        tasks: task_infos(m),
+        requests: batch.requests.clone(),
+        seq: batch.seq,
+        images,
+        consts,
+        reference,
+    })
+}
+
+/// The digest of each constant of `prog`, in constant order (the same
+/// first-use order codegen assigns).
+fn const_params(m: &Module, prog: &Program) -> Vec<String> {
+    let order = m.canonical_order().unwrap_or_default();
+    let mut seen: Vec<crate::ir::ParamId> = Vec::new();
+    for id in &order {
+        let n = m.node(*id);
+        let pids: Vec<crate::ir::ParamId> = match n.op {
+            Op::Embed => n.params.clone(),
+            Op::LayerNorm { .. } => n.params.clone(),
+            Op::Linear => vec![n.params[1]],
+            _ => vec![],
+        };
+        for p in pids {
+            if !seen.contains(&p) {
+                seen.push(p);
+            }
+        }
+    }
+    let _ = prog;
+    seen.into_iter()
+        .map(|p| m.params[p.0 as usize].digest.clone())
+        .collect()
+}
+
+fn sha(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn f32_bytes(a: &ArrayD<f32>) -> Vec<u8> {
+    a.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn io_err(what: String) -> Diags {
+    Diagnostic::error(Code::E105, what).into()
+}
+
+/// Writes a program directory (atomically per file).
+pub fn write_dir(pkg: &Package, dir: &Path) -> Result<(), Diags> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| io_err(format!("cannot create `{}`: {e}", dir.display())))?;
+    let masm = pkg.prog.to_masm();
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (k, q) in pkg.images.iter().enumerate() {
+        let (o, i) = q.q.dim();
+        owned.push((
+            format!("i{k}.q"),
+            Dtype::I16,
+            vec![o, i],
+            q.q.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+        owned.push((
+            format!("i{k}.scale"),
+            Dtype::F32,
+            vec![o],
+            q.scale.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+    }
+    for (k, c) in pkg.consts.iter().enumerate() {
+        owned.push((
+            format!("c{k}"),
+            Dtype::F32,
+            c.shape().to_vec(),
+            f32_bytes(c),
+        ));
+    }
+    if let Some(r) = &pkg.reference {
+        for (t, a) in pkg.tasks.iter().zip(r) {
+            owned.push((
+                format!("ref.{}", t.name),
+                Dtype::F32,
+                vec![a.nrows(), a.ncols()],
+                a.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ));
+        }
+    }
+    let views: Vec<(String, TensorView)> = owned
+        .iter()
+        .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| io_err(format!("cannot encode the crossbar images: {e}")))?;
+    let st = safetensors::tensor::serialize(views, None)
+        .map_err(|e| io_err(format!("cannot encode the crossbar images: {e}")))?;
+    let manifest = serde_json::json!({
+        "format": "mgen-program",
+        "version": 1,
+        "hardware": pkg.hw,
+        "tasks": pkg.tasks,
+        "seq": pkg.seq,
+        "requests": pkg.requests.iter().map(|r| serde_json::json!({ "ids": &r.ids[..r.len], "text": r.text })).collect::<Vec<_>>(),
+        "functional": !pkg.images.is_empty() || pkg.prog.images.is_empty(),
+        "outputs": pkg.tasks.iter().map(|t| format!("{}.npy", t.name)).collect::<Vec<_>>(),
+        "sha256": { "program.masm": sha(masm.as_bytes()), "crossbars.safetensors": sha(&st) },
+    });
+    crate::cli::write_atomic(&dir.join("program.masm"), masm.as_bytes())?;
+    crate::cli::write_atomic(&dir.join("crossbars.safetensors"), &st)?;
+    crate::cli::write_atomic(
+        &dir.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    Ok(())
+}
+
+fn bad_dir(dir: &Path, msg: String) -> Diags {
+    Diagnostic::error(
+        Code::E303,
+        format!("program directory `{}`: {msg}", dir.display()),
+    )
+    .help("write it again with `mgen compile FILE --emit program -o DIR`")
+    .into()
+}
+
+/// Reads a program directory.
+pub fn read_dir(dir: &Path, sources: &mut Sources) -> Result<Package, Diags> {
+    let read = |name: &str, limit: u64| -> Result<Vec<u8>, Diags> {
+        let p = dir.join(name);
+        let meta = std::fs::metadata(&p)
+            .map_err(|e| bad_dir(dir, format!("cannot read `{name}`: {e}")))?;
+        if meta.len() > limit {
+            return Err(bad_dir(
+                dir,
+                format!(
+                    "`{name}` is {} bytes, over the limit of {limit}",
+                    meta.len()
+                ),
+            ));
+        }
+        std::fs::read(&p).map_err(|e| bad_dir(dir, format!("cannot read `{name}`: {e}")))
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&read("manifest.json", 1 << 30)?)
+        .map_err(|e| bad_dir(dir, format!("manifest.json is not valid JSON: {e}")))?;
+    if manifest["format"] != "mgen-program" || manifest["version"] != 1 {
+        return Err(bad_dir(
+            dir,
+            "manifest.json is not an mgen program manifest (format/version)".into(),
+        ));
+    }
+    let masm = read("program.masm", 1 << 30)?;
+    let st = read("crossbars.safetensors", 64 << 30)?;
+    for (name, bytes) in [("program.masm", &masm), ("crossbars.safetensors", &st)] {
+        if manifest["sha256"][name].as_str() != Some(sha(bytes).as_str()) {
+            return Err(bad_dir(
+                dir,
+                format!(
+                    "`{name}` does not match the SHA-256 in manifest.json (truncated or edited)"
+                ),
+            ));
+        }
+    }
+    let hw: Hardware = serde_json::from_value(manifest["hardware"].clone())
+        .map_err(|e| bad_dir(dir, format!("bad hardware in manifest.json: {e}")))?;
+    let tasks: Vec<TaskInfo> = serde_json::from_value(manifest["tasks"].clone())
+        .map_err(|e| bad_dir(dir, format!("bad tasks in manifest.json: {e}")))?;
+    let seq = manifest["seq"]
+        .as_u64()
+        .ok_or_else(|| bad_dir(dir, "no `seq` in manifest.json".into()))? as usize;
+    let mut requests = Vec::new();
+    for r in manifest["requests"]
+        .as_array()
+        .ok_or_else(|| bad_dir(dir, "no `requests` in manifest.json".into()))?
+    {
+        let ids: Vec<u32> = r["ids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_u64())
+                    .map(|x| x as u32)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ids.is_empty() || ids.len() > seq {
+            return Err(bad_dir(
+                dir,
+                format!("a request of {} tokens for seq {seq}", ids.len()),
+            ));
+        }
+        let len = ids.len();
+        let mut padded = ids;
+        padded.resize(seq, 0);
+        requests.push(Request {
+            ids: padded,
+            len,
+            text: r["text"].as_str().map(str::to_string),
+            label: None,
+        });
+    }
+    let text =
+        String::from_utf8(masm).map_err(|_| bad_dir(dir, "program.masm is not UTF-8".into()))?;
+    let file = sources.add(dir.join("program.masm").display().to_string(), text);
+    let prog = isa::parse(sources.text(file), file)?;
+    let functional = manifest["functional"].as_bool().unwrap_or(false);
+    let stt = SafeTensors::deserialize(&st)
+        .map_err(|e| bad_dir(dir, format!("crossbars.safetensors: {e}")))?;
+    let tensor = |name: &str, dtype: Dtype, shape: &[usize]| -> Result<Vec<u8>, Diags> {
+        let v = stt
+            .tensor(name)
+            .map_err(|_| bad_dir(dir, format!("crossbars.safetensors has no `{name}`")))?;
+        if v.dtype() != dtype || v.shape() != shape {
+            return Err(bad_dir(
+                dir,
+                format!(
+                    "`{name}` is {:?} {:?}, expected {dtype:?} {shape:?}",
+                    v.dtype(),
+                    v.shape()
+                ),
+            ));
+        }
+        Ok(v.data().to_vec())
+    };
+    let f32s = |b: Vec<u8>| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let (mut images, mut consts) = (Vec::new(), Vec::new());
+    let mut reference = None;
+    if functional {
+        for (k, img) in prog.images.iter().enumerate() {
+            let (o, i) = (img.out_dim as usize, img.in_dim as usize);
+            let q: Vec<i16> = tensor(&format!("i{k}.q"), Dtype::I16, &[o, i])?
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            let scale = f32s(tensor(&format!("i{k}.scale"), Dtype::F32, &[o])?);
+            images.push(QMatrix {
+                q: Array2::from_shape_vec((o, i), q).map_err(|e| bad_dir(dir, e.to_string()))?,
+                scale: Array1::from(scale),
+                bits: hw.weight_bits,
+            });
+        }
+        for (k, c) in prog.consts.iter().enumerate() {
+            let shape: Vec<usize> = c.shape.iter().map(|&d| d as usize).collect();
+            let v = f32s(tensor(&format!("c{k}"), Dtype::F32, &shape)?);
+            consts.push(Arc::new(
+                ArrayD::from_shape_vec(IxDyn(&shape), v)
+                    .map_err(|e| bad_dir(dir, e.to_string()))?,
+            ));
+        }
+        let mut refs = Vec::new();
+        for t in &tasks {
+            let shape = [requests.len(), t.width as usize];
+            match stt.tensor(&format!("ref.{}", t.name)) {
+                Ok(_) => refs.push(
+                    Array2::from_shape_vec(
+                        (shape[0], shape[1]),
+                        f32s(tensor(&format!("ref.{}", t.name), Dtype::F32, &shape)?),
+                    )
+                    .map_err(|e| bad_dir(dir, e.to_string()))?,
+                ),
+                Err(_) => break,
+            }
+        }
+        if refs.len() == tasks.len() {
+            reference = Some(refs);
+        }
+    }
+    Ok(Package {
+        prog,
+        hw,
+        tasks,
+        requests,
+        seq,
+        images,
+        consts,
+        reference,
+    })
+}

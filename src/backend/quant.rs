@@ -1,0 +1,73 @@
+//! Quantisation of weights (per output row, symmetric) and activations
+//! (per tensor, static scale calibrated on the workload's inputs).
+//!
+//! Weights: `s_o = max|W[o,:]| / (2^(b−1) − 1)`, `q = round(W/s_o)` in
+//! `[−(2^(b−1) − 1), 2^(b−1) − 1]`. Inputs: `s_x = max|x| / (2^(b−1) − 1)`
+//! over the calibration run, `x_q = clamp(round(x/s_x), −2^(b−1), 2^(b−1) − 1)`.
+
+use ndarray::{Array1, Array2, ArrayView2};
+
+/// A quantised matrix: `W ≈ diag(scale) · q`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QMatrix {
+    /// `[out, in]`, values within ±(2^(bits−1) − 1).
+    pub q: Array2<i16>,
+    /// `[out]`.
+    pub scale: Array1<f32>,
+    pub bits: u32,
+}
+
+/// Quantises `w` (`[out, in]`) to `bits` per weight.
+pub fn quantize_weights(w: ArrayView2<f32>, bits: u32) -> QMatrix {
+    let qmax = ((1i32 << (bits - 1)) - 1).max(1) as f32;
+    let mut q = Array2::<i16>::zeros(w.dim());
+    let mut scale = Array1::<f32>::zeros(w.nrows());
+    for (o, row) in w.rows().into_iter().enumerate() {
+        let m = row.fold(0.0f32, |a, &b| a.max(b.abs()));
+        let s = if m > 0.0 { m / qmax } else { 1.0 };
+        scale[o] = s;
+        for (i, &v) in row.iter().enumerate() {
+            q[[o, i]] = (v / s).round().clamp(-qmax, qmax) as i16;
+        }
+    }
+    QMatrix { q, scale, bits }
+}
+
+/// The static scale of an input whose largest magnitude is `max_abs`.
+pub fn input_scale(max_abs: f64, bits: u32) -> f64 {
+    let qmax = ((1i64 << (bits - 1)) - 1).max(1) as f64;
+    if max_abs > 0.0 && max_abs.is_finite() {
+        max_abs / qmax
+    } else {
+        1.0
+    }
+}
+
+/// Quantises one input value.
+pub fn quantize_input(x: f32, scale: f32, bits: u32) -> i32 {
+    let hi = (1i32 << (bits - 1)) - 1;
+    let lo = -(1i32 << (bits - 1));
+    ((x / scale).round() as i64).clamp(lo as i64, hi as i64) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn round_trip_error_is_within_half_a_step() {
+        let w = array![[0.5f32, -0.25, 0.1], [0.0, 0.0, 0.0], [-1.0, 0.3, 0.999]];
+        let q = quantize_weights(w.view(), 8);
+        for o in 0..3 {
+            for i in 0..3 {
+                let back = q.q[[o, i]] as f32 * q.scale[o];
+                assert!((back - w[[o, i]]).abs() <= q.scale[o] / 2.0 + 1e-7);
+            }
+        }
+        assert_eq!(q.q[[0, 0]], 127);
+        assert_eq!(q.q[[2, 0]], -127);
+        assert_eq!(quantize_input(10.0, 0.01, 8), 127);
+        assert_eq!(quantize_input(-10.0, 0.01, 8), -128);
+    }
+}

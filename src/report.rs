@@ -1,0 +1,122 @@
+//! `--report DIR`: the report as JSON plus SVG charts (energy by component,
+//! energy by layer, crossbar utilisation per tile). The SVG is written by
+//! hand: plain horizontal bar charts, no dependencies, readable in any
+//! browser or paper figure pipeline.
+
+use crate::diag::Diags;
+use crate::sim::Package;
+use serde_json::Value;
+use std::fmt::Write;
+use std::path::Path;
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A horizontal bar chart of `(label, value)` with `unit` on the axis.
+pub fn bar_chart(title: &str, unit: &str, bars: &[(String, f64)]) -> String {
+    let (w, left, row) = (760.0, 190.0, 22.0);
+    let h = 60.0 + row * bars.len() as f64;
+    let max = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1e-300);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="20" font-size="15" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
+    for (i, (label, v)) in bars.iter().enumerate() {
+        let y = 36.0 + row * i as f64;
+        let bw = (w - left - 130.0) * v / max;
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            left - 6.0,
+            y + 14.0,
+            escape(label)
+        );
+        let _ = writeln!(
+            s,
+            r##"<rect x="{left}" y="{y}" width="{bw:.2}" height="{}" fill="#4a78b5"/>"##,
+            row - 6.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.2}" y="{}">{v:.4e} {}</text>"#,
+            left + bw + 6.0,
+            y + 14.0,
+            escape(unit)
+        );
+    }
+    let _ = writeln!(s, "</svg>");
+    s
+}
+
+/// Writes `report.json` and the charts into `dir`.
+pub fn write(dir: &Path, report: &Value, pkg: &Package) -> Result<(), Diags> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Diags::from(crate::diag::Diagnostic::error(
+            crate::diag::Code::E105,
+            format!("cannot create `{}`: {e}", dir.display()),
+        ))
+    })?;
+    let w = |name: &str, text: &str| crate::cli::write_atomic(&dir.join(name), text.as_bytes());
+    w(
+        "report.json",
+        &serde_json::to_string_pretty(report).unwrap_or_default(),
+    )?;
+    let pairs = |v: &Value| -> Vec<(String, f64)> {
+        v.as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, x)| (k.clone(), x.as_f64().unwrap_or(0.0)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut comp = pairs(&report["breakdown"]);
+    comp.retain(|b| b.1 > 0.0);
+    w(
+        "energy_by_component.svg",
+        &bar_chart("Energy by component", "pJ", &comp),
+    )?;
+    let mut layers = pairs(&report["by_layer"]);
+    layers.sort_by_key(|(k, _)| match k.as_str() {
+        "(setup)" => (0, 0),
+        "input" => (1, 0),
+        "emb" => (2, 0),
+        "head" => (4, 0),
+        other => (3, other.parse::<u64>().unwrap_or(0)),
+    });
+    w(
+        "energy_by_layer.svg",
+        &bar_chart("Energy by layer", "pJ", &layers),
+    )?;
+    let hw = &pkg.hw;
+    let per_tile = hw.crossbars_per_core * hw.cores_per_tile;
+    let mut use_: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    for img in &pkg.prog.images {
+        for xb in img.first..img.first + img.crossbars {
+            *use_.entry(xb / per_tile).or_insert(0) += 1;
+        }
+    }
+    let bars: Vec<(String, f64)> = use_
+        .iter()
+        .take(64)
+        .map(|(t, u)| (format!("tile {t}"), 100.0 * *u as f64 / per_tile as f64))
+        .collect();
+    w(
+        "crossbar_utilisation.svg",
+        &bar_chart(
+            "Crossbars in use per tile (first 64 tiles, all phases)",
+            "%",
+            &bars,
+        ),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,480 @@
+//! Functional execution: the hardware's arithmetic.
+//!
+//! MVM: inputs are quantised with the image's static scale to `input_bits`
+//! (two's complement) and offset to unsigned `x_u = x_q + 2^(b−1)`, streamed
+//! `dac_bits` at a time. Weights are quantised per output row, stored
+//! offset (`W_u = W_q + 2^(wb−1)`) or as a differential pair, and
+//! bit-sliced `cell_bits` per cell. Each crossbar column's sum for one input
+//! digit and one slice is digitised by an ADC that saturates at
+//! `2^adc_bits − 1` (transfer function: the exact integer column sum,
+//! clipped to `[0, 2^adc_bits − 1]`; one LSB is one cell level times one DAC
+//! level). Shift-and-add recombines digits and slices; the offsets are
+//! removed digitally; the result is rescaled and the bias added in f32.
+//!
+//! Exact integer arithmetic is done with floating-point GEMMs whose every
+//! partial sum is an integer below 2^24 (f32) or 2^53 (f64), so it is exact.
+//! Fast path: a (row block, slice) whose column sums cannot reach the ADC's
+//! range for any input is computed for all digits at once (it cannot clip);
+//! only the others are evaluated digit by digit. `--ideal-adc` removes the
+//! clipping, so every block takes the fast path.
+//!
+//! Digital units (LayerNorm, softmax, GELU, QKᵀ, AV, pooling) compute in
+//! f32 with the reference executor's functions.
+
+use crate::backend::isa::{DmmKind, Inst, Program, VecOp};
+use crate::backend::quant::{QMatrix, quantize_input};
+use crate::hw::{Hardware, Signs};
+use crate::reference::{MASK_VALUE, gelu, layernorm, softmax};
+use ndarray::{Array1, Array2, Array3, ArrayD, ArrayView2, Axis, Ix1, Ix2, Ix3, Zip, s};
+use std::sync::Arc;
+
+struct Block {
+    r0: usize,
+    r1: usize,
+    /// Σ over clip-free slices of `slice · 2^(k·cell_bits)`, `[rows, out]`.
+    fast: Array2<f32>,
+    /// Whether `fast` needs f64 to stay exact.
+    fast_f64: bool,
+    /// Slices that may clip: (weight `2^(k·cell_bits)`, slice `[rows, out]`).
+    slow: Vec<(f64, Array2<f32>)>,
+}
+
+struct Part {
+    sign: f64,
+    blocks: Vec<Block>,
+    /// Σ_r of the stored (unsigned) weights, per column.
+    colsum: Array1<f64>,
+}
+
+/// A crossbar image prepared for simulation.
+pub struct PImage {
+    out: usize,
+    inp: usize,
+    wscale: Array1<f32>,
+    xscale: f32,
+    parts: Vec<Part>,
+    /// The weight offset (offset encoding), 0 for differential pairs.
+    ow: f64,
+    /// Fraction of (block, slice) pairs on the fast path (for reports).
+    pub fast_fraction: f64,
+}
+
+/// Prepares a quantised matrix for the hardware.
+pub fn prepare(q: &QMatrix, xscale: f64, hw: &Hardware, ideal_adc: bool) -> PImage {
+    let (out, inp) = q.q.dim();
+    let cb = hw.cell_bits;
+    let slices = hw.weight_bits.div_ceil(cb);
+    let cell_max = ((1u32 << cb) - 1) as f64;
+    let dac_max = ((1u32 << hw.dac_bits) - 1) as f64;
+    let adc_max = ((1u64 << hw.adc_bits) - 1) as f64;
+    let xmax = ((1u64 << hw.input_bits) - 1) as f64;
+    let ow = match hw.signs {
+        Signs::Offset => (1i64 << (hw.weight_bits - 1)) as f64,
+        Signs::Differential => 0.0,
+    };
+    // Stored unsigned weights per part, [in, out].
+    let stored: Vec<(f64, Array2<i64>)> = match hw.signs {
+        Signs::Offset => vec![(1.0, q.q.t().mapv(|w| w as i64 + ow as i64))],
+        Signs::Differential => vec![
+            (1.0, q.q.t().mapv(|w| (w as i64).max(0))),
+            (-1.0, q.q.t().mapv(|w| (-(w as i64)).max(0))),
+        ],
+    };
+    let rows = hw.rows as usize;
+    let (mut fast_n, mut total_n) = (0usize, 0usize);
+    let parts = stored
+        .into_iter()
+        .map(|(sign, wu)| {
+            let colsum = wu.sum_axis(Axis(0)).mapv(|v| v as f64);
+            let mut blocks = Vec::new();
+            let mut r0 = 0;
+            while r0 < inp {
+                let r1 = (r0 + rows).min(inp);
+                let mut fast = Array2::<f32>::zeros((r1 - r0, out));
+                let mut fast_max = 0.0f64;
+                let mut slow = Vec::new();
+                for k in 0..slices {
+                    let shift = k * cb;
+                    let slice = wu
+                        .slice(s![r0..r1, ..])
+                        .mapv(|w| ((w >> shift) & ((1i64 << cb) - 1)) as f32);
+                    let col_max =
+                        slice.sum_axis(Axis(0)).fold(0.0f32, |a, &b| a.max(b)) as f64 * dac_max;
+                    total_n += 1;
+                    let weight = (1u64 << shift) as f64;
+                    if ideal_adc || col_max <= adc_max {
+                        fast_n += 1;
+                        fast.scaled_add(weight as f32, &slice);
+                        fast_max += weight * cell_max;
+                    } else {
+                        slow.push((weight, slice));
+                    }
+                }
+                let fast_f64 = (r1 - r0) as f64 * xmax * fast_max >= (1u64 << 24) as f64;
+                blocks.push(Block {
+                    r0,
+                    r1,
+                    fast,
+                    fast_f64,
+                    slow,
+                });
+                r0 = r1;
+            }
+            Part {
+                sign,
+                blocks,
+                colsum,
+            }
+        })
+        .collect();
+    PImage {
+        out,
+        inp,
+        wscale: q.scale.clone(),
+        xscale: xscale as f32,
+        parts,
+        ow,
+        fast_fraction: if total_n == 0 {
+            1.0
+        } else {
+            fast_n as f64 / total_n as f64
+        },
+    }
+}
+
+fn gemm(x: ArrayView2<f32>, w: &Array2<f32>, f64_exact: bool) -> Array2<f64> {
+    if f64_exact {
+        x.mapv(|v| v as f64).dot(&w.mapv(|v| v as f64))
+    } else {
+        x.dot(w).mapv(|v| v as f64)
+    }
+}
+
+/// The crossbar MVM of `x` (`[tokens, in]` or `[in]`), without the bias.
+pub fn mvm(img: &PImage, x: &ArrayD<f32>, hw: &Hardware, ideal_adc: bool) -> ArrayD<f32> {
+    let two_d = x.ndim() == 2;
+    let x2: Array2<f32> = if two_d {
+        x.view()
+            .into_dimensionality::<Ix2>()
+            .expect("verified shape")
+            .to_owned()
+    } else {
+        x.view()
+            .into_shape_with_order((1, x.len()))
+            .expect("vector")
+            .to_owned()
+    };
+    let ib = hw.input_bits;
+    let ox = (1i64 << (ib - 1)) as f64;
+    // Unsigned offset inputs, as exact small integers in f32.
+    let xu: Array2<f32> =
+        x2.mapv(|v| (quantize_input(v, img.xscale, ib) as i64 + ox as i64) as f32);
+    let tokens = xu.nrows();
+    let xsum: Array1<f64> = xu.sum_axis(Axis(1)).mapv(|v| v as f64);
+    let dac = hw.dac_bits;
+    let cycles = ib.div_ceil(dac);
+    let adc_max = ((1u64 << hw.adc_bits) - 1) as f32;
+    let mut y = Array2::<f64>::zeros((tokens, img.out));
+    for part in &img.parts {
+        let mut acc = Array2::<f64>::zeros((tokens, img.out));
+        for b in &part.blocks {
+            let xb = xu.slice(s![.., b.r0..b.r1]);
+            acc += &gemm(xb, &b.fast, b.fast_f64);
+            for (weight, slice) in &b.slow {
+                for j in 0..cycles {
+                    let shift = j * dac;
+                    let digits = xb.mapv(|v| (((v as u64) >> shift) & ((1u64 << dac) - 1)) as f32);
+                    let mut col = digits.dot(slice);
+                    if !ideal_adc {
+                        col.mapv_inplace(|v| v.clamp(0.0, adc_max));
+                    }
+                    acc.scaled_add(weight * (1u64 << shift) as f64, &col.mapv(|v| v as f64));
+                }
+            }
+        }
+        // Remove the input offset: Σ_r W_u (x_u − ox) = acc − ox·colsum.
+        for mut row in acc.rows_mut() {
+            Zip::from(&mut row)
+                .and(&part.colsum)
+                .for_each(|a, &c| *a -= ox * c);
+        }
+        y.scaled_add(part.sign, &acc);
+    }
+    // Remove the weight offset: − ow · Σ_r (x_u − ox).
+    if img.ow != 0.0 {
+        for (mut row, &xs) in y.rows_mut().into_iter().zip(xsum.iter()) {
+            let corr = img.ow * (xs - ox * img.inp as f64);
+            row.mapv_inplace(|v| v - corr);
+        }
+    }
+    let mut out = Array2::<f32>::zeros((tokens, img.out));
+    Zip::from(out.rows_mut())
+        .and(y.rows())
+        .for_each(|mut o, yr| {
+            Zip::from(&mut o)
+                .and(&yr)
+                .and(&img.wscale)
+                .for_each(|o, &v, &ws| *o = (v * img.xscale as f64 * ws as f64) as f32);
+        });
+    if two_d {
+        out.into_dyn()
+    } else {
+        out.index_axis(Axis(0), 0).to_owned().into_dyn()
+    }
+}
+
+/// One request's execution state.
+pub struct Machine<'a> {
+    pub prog: &'a Program,
+    pub hw: &'a Hardware,
+    pub images: &'a [PImage],
+    pub consts: &'a [Arc<ArrayD<f32>>],
+    pub ideal_adc: bool,
+}
+
+fn v2(a: &ArrayD<f32>) -> ArrayView2<'_, f32> {
+    a.view()
+        .into_dimensionality::<Ix2>()
+        .expect("verified shape")
+}
+
+impl Machine<'_> {
+    /// Executes one instruction of a request's body. `bufs` are this
+    /// request's buffers, `spilled` its off-chip copies, `outs` its outputs.
+    pub fn step(
+        &self,
+        inst: &Inst,
+        ids: &[u32],
+        mask: &[f32],
+        bufs: &mut [Option<ArrayD<f32>>],
+        spilled: &mut [Option<ArrayD<f32>>],
+        outs: &mut Vec<(String, Vec<f32>)>,
+    ) -> Result<(), String> {
+        let get = |bufs: &[Option<ArrayD<f32>>], b: u32| -> Result<ArrayD<f32>, String> {
+            bufs.get(b as usize)
+                .and_then(|v| v.clone())
+                .ok_or_else(|| format!("buffer b{b} is read before it is written"))
+        };
+        let konst = |c: u32| -> Result<&ArrayD<f32>, String> {
+            self.consts
+                .get(c as usize)
+                .map(|a| a.as_ref())
+                .ok_or_else(|| format!("constant c{c} does not exist"))
+        };
+        let value: Option<(u32, ArrayD<f32>)> = match inst {
+            Inst::Phase(_)
+            | Inst::XbProgram(_)
+            | Inst::ForRequests
+            | Inst::End
+            | Inst::Barrier
+            | Inst::Halt
+            | Inst::Send { .. } => None,
+            Inst::Load { dst, input } => Some((
+                *dst,
+                match input {
+                    crate::backend::isa::Input::Ids => {
+                        Array1::from_iter(ids.iter().map(|&i| i as f32)).into_dyn()
+                    }
+                    crate::backend::isa::Input::Mask => Array1::from(mask.to_vec()).into_dyn(),
+                },
+            )),
+            Inst::Embed {
+                dst,
+                ids: b,
+                word,
+                pos,
+                typ,
+            } => {
+                let idv = get(bufs, *b)?;
+                let (w, p, t) = (v2(konst(*word)?), v2(konst(*pos)?), v2(konst(*typ)?));
+                let mut y = Array2::<f32>::zeros((idv.len(), w.ncols()));
+                for (s, (mut row, &id)) in y.rows_mut().into_iter().zip(idv.iter()).enumerate() {
+                    let id = id as usize;
+                    if id >= w.nrows() || s >= p.nrows() {
+                        return Err(format!(
+                            "token id {id} or position {s} outside the embedding tables"
+                        ));
+                    }
+                    Zip::from(&mut row)
+                        .and(w.row(id))
+                        .and(p.row(s))
+                        .and(t.row(0))
+                        .for_each(|o, &a, &b, &c| *o = a + b + c);
+                }
+                Some((*dst, y.into_dyn()))
+            }
+            Inst::LayerNorm {
+                dst,
+                src,
+                gamma,
+                beta,
+                eps,
+            } => Some((
+                *dst,
+                layernorm(
+                    &get(bufs, *src)?,
+                    konst(*gamma)?,
+                    konst(*beta)?,
+                    *eps as f32,
+                ),
+            )),
+            Inst::Mvm {
+                dst,
+                src,
+                image,
+                bias,
+            } => {
+                let img = self
+                    .images
+                    .get(*image as usize)
+                    .ok_or_else(|| format!("image i{image} does not exist"))?;
+                let x = get(bufs, *src)?;
+                if x.shape().last().copied() != Some(img.inp) {
+                    return Err(format!(
+                        "input of width {:?} for a {}-input image",
+                        x.shape().last(),
+                        img.inp
+                    ));
+                }
+                let mut y = mvm(img, &x, self.hw, self.ideal_adc);
+                let b = konst(*bias)?
+                    .view()
+                    .into_dimensionality::<Ix1>()
+                    .map_err(|_| "bias is not a vector".to_string())?;
+                if b.len() != img.out {
+                    return Err(format!("bias of {} for {} outputs", b.len(), img.out));
+                }
+                let last = Axis(y.ndim() - 1);
+                for mut lane in y.lanes_mut(last) {
+                    lane += &b;
+                }
+                Some((*dst, y))
+            }
+            Inst::Dmm {
+                dst,
+                a,
+                b,
+                kind,
+                heads,
+            } => {
+                let (a, b) = (get(bufs, *a)?, get(bufs, *b)?);
+                let heads = *heads as usize;
+                match kind {
+                    DmmKind::Qk => {
+                        let (q, k) = (v2(&a), v2(&b));
+                        let (sq, h) = q.dim();
+                        let dh = h / heads.max(1);
+                        let mut y = Array3::<f32>::zeros((heads, sq, k.nrows()));
+                        for hd in 0..heads {
+                            y.index_axis_mut(Axis(0), hd).assign(
+                                &q.slice(s![.., hd * dh..(hd + 1) * dh])
+                                    .dot(&k.slice(s![.., hd * dh..(hd + 1) * dh]).t()),
+                            );
+                        }
+                        Some((*dst, y.into_dyn()))
+                    }
+                    DmmKind::Av => {
+                        let p = a
+                            .view()
+                            .into_dimensionality::<Ix3>()
+                            .map_err(|_| "DMM av needs [heads, s, s]".to_string())?;
+                        let v = v2(&b);
+                        let (sv, h) = v.dim();
+                        let dh = h / heads.max(1);
+                        let mut y = Array2::<f32>::zeros((sv, h));
+                        for hd in 0..heads {
+                            let o = p
+                                .index_axis(Axis(0), hd)
+                                .dot(&v.slice(s![.., hd * dh..(hd + 1) * dh]));
+                            y.slice_mut(s![.., hd * dh..(hd + 1) * dh]).assign(&o);
+                        }
+                        Some((*dst, y.into_dyn()))
+                    }
+                }
+            }
+            Inst::Vec { dst, op, a, b } => {
+                let x = get(bufs, *a)?;
+                let y = match op {
+                    VecOp::Add => x + &get(bufs, b.unwrap_or(u32::MAX))?,
+                    VecOp::Scale(f) => x.mapv(|v| v * *f as f32),
+                    VecOp::Mask => {
+                        let m = get(bufs, b.unwrap_or(u32::MAX))?;
+                        let m = m
+                            .view()
+                            .into_dimensionality::<Ix1>()
+                            .map_err(|_| "a mask is a vector".to_string())?;
+                        let mut y = x;
+                        let last = Axis(y.ndim() - 1);
+                        for mut row in y.lanes_mut(last) {
+                            Zip::from(&mut row)
+                                .and(&m)
+                                .for_each(|v, &mk| *v += (1.0 - mk) * MASK_VALUE);
+                        }
+                        y
+                    }
+                    VecOp::Softmax => softmax(&x),
+                    VecOp::Gelu => x.mapv(gelu),
+                    VecOp::Tanh => x.mapv(f32::tanh),
+                };
+                Some((*dst, y))
+            }
+            Inst::Pool {
+                dst,
+                src,
+                mask: mb,
+                mean,
+            } => {
+                let x = get(bufs, *src)?;
+                let x = v2(&x);
+                if *mean {
+                    let m = get(bufs, *mb)?;
+                    let mut acc = Array1::<f32>::zeros(x.ncols());
+                    let mut count = 0.0f32;
+                    for (row, &mk) in x.rows().into_iter().zip(m.iter()) {
+                        if mk != 0.0 {
+                            acc.scaled_add(mk, &row);
+                            count += mk;
+                        }
+                    }
+                    acc.mapv_inplace(|v| v / count.max(1e-9));
+                    Some((*dst, acc.into_dyn()))
+                } else {
+                    Some((*dst, x.row(0).to_owned().into_dyn()))
+                }
+            }
+            Inst::Spill { src } => {
+                let v = get(bufs, *src)?;
+                *spilled
+                    .get_mut(*src as usize)
+                    .ok_or("spill of an undeclared buffer")? = Some(v);
+                None
+            }
+            Inst::Fill { dst } => {
+                let v = spilled
+                    .get(*dst as usize)
+                    .and_then(|v| v.clone())
+                    .ok_or_else(|| format!("FILL b{dst} of a buffer never spilled"))?;
+                Some((*dst, v))
+            }
+            Inst::Store { task, src } => {
+                outs.push((task.clone(), get(bufs, *src)?.iter().copied().collect()));
+                None
+            }
+        };
+        if let Some((dst, v)) = value {
+            let want = self
+                .prog
+                .buffers
+                .get(dst as usize)
+                .ok_or_else(|| format!("buffer b{dst} is not declared"))?;
+            let got: Vec<u64> = v.shape().iter().map(|&d| d as u64).collect();
+            if &got != want {
+                return Err(format!(
+                    "result of shape {got:?} for buffer b{dst} declared {want:?}"
+                ));
+            }
+            bufs[dst as usize] = Some(v);
+        }
+        Ok(())
+    }
+}

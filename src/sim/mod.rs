@@ -1,0 +1,554 @@
+//! The simulator: runs a [`Package`] (program + hardware + crossbar images
+//! + constants + requests) and reports outputs, accuracy, energy, latency,
+//! area and wear.
+//!
+//! Before running, [`validate`] checks the program statically: every MVM's
+//! crossbars are programmed earlier in the same phase, buffers are written
+//! before they are read, `FOR_REQUESTS`/`END` nest. A bad program is an
+//! error naming the instruction (E304), never a panic.
+
+pub mod cost;
+pub mod exec;
+
+use crate::backend::isa::{Inst, Program};
+use crate::backend::quant::QMatrix;
+use crate::data::Request;
+use crate::diag::{Code, Diagnostic, Diags};
+use crate::hw::Hardware;
+use cost::{COMPONENTS, cost};
+use ndarray::{Array2, ArrayD};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// A task's output description.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    pub name: String,
+    /// `classify`, `regress` or `embed`.
+    pub kind: String,
+    pub width: u64,
+}
+
+/// Everything a simulation needs.
+pub struct Package {
+    pub prog: Program,
+    pub hw: Hardware,
+    pub tasks: Vec<TaskInfo>,
+    pub requests: Vec<Request>,
+    pub seq: usize,
+    /// Per image: the quantised matrix.
+    pub images: Vec<QMatrix>,
+    pub consts: Vec<Arc<ArrayD<f32>>>,
+    /// Float-reference outputs per task (for accuracy), if known.
+    pub reference: Option<Vec<Array2<f32>>>,
+}
+
+fn bad(i: usize, l: &Inst, msg: String) -> Diags {
+    Diagnostic::error(
+        Code::E304,
+        format!("instruction {} (`{}`): {msg}", i + 1, l.mnemonic()),
+    )
+    .into()
+}
+
+/// Static checks of a program against its images (see the module docs).
+pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), Diags> {
+    let mut programmed: BTreeSet<u32> = BTreeSet::new();
+    let mut written: BTreeSet<u32> = BTreeSet::new();
+    let mut spilled: BTreeSet<u32> = BTreeSet::new();
+    let mut in_loop = false;
+    let mut phase = None;
+    for (i, line) in p.code.iter().enumerate() {
+        let inst = &line.inst;
+        let reads: Vec<u32> = match inst {
+            Inst::Embed { ids, .. } => vec![*ids],
+            Inst::LayerNorm { src, .. }
+            | Inst::Send { src, .. }
+            | Inst::Spill { src }
+            | Inst::Store { src, .. } => vec![*src],
+            Inst::Mvm { src, .. } => vec![*src],
+            Inst::Dmm { a, b, .. } => vec![*a, *b],
+            Inst::Vec { a, b, .. } => std::iter::once(*a).chain(*b).collect(),
+            Inst::Pool { src, mask, .. } => vec![*src, *mask],
+            _ => vec![],
+        };
+        for r in reads {
+            if !written.contains(&r) {
+                return Err(bad(
+                    i,
+                    inst,
+                    format!("buffer b{r} is read before it is written"),
+                ));
+            }
+        }
+        match inst {
+            Inst::Phase(n) => {
+                if in_loop {
+                    return Err(bad(i, inst, "PHASE inside FOR_REQUESTS".into()));
+                }
+                phase = Some(*n);
+                programmed.clear();
+            }
+            Inst::XbProgram(img) => {
+                let im = p
+                    .images
+                    .get(*img as usize)
+                    .ok_or_else(|| bad(i, inst, format!("image i{img} does not exist")))?;
+                if im.first + im.crossbars > available {
+                    return Err(bad(
+                        i,
+                        inst,
+                        format!(
+                            "crossbars {}..{} are outside the machine's {available}",
+                            im.first,
+                            im.first + im.crossbars
+                        ),
+                    ));
+                }
+                if Some(im.phase) != phase {
+                    return Err(bad(
+                        i,
+                        inst,
+                        format!("image i{img} belongs to phase {}", im.phase),
+                    ));
+                }
+                programmed.insert(*img);
+            }
+            Inst::ForRequests => {
+                if in_loop {
+                    return Err(bad(i, inst, "nested FOR_REQUESTS".into()));
+                }
+                in_loop = true;
+            }
+            Inst::End => {
+                if !in_loop {
+                    return Err(bad(i, inst, "END without FOR_REQUESTS".into()));
+                }
+                in_loop = false;
+            }
+            Inst::Mvm { image, .. } if !programmed.contains(image) => {
+                return Err(bad(
+                    i,
+                    inst,
+                    format!(
+                        "MVM on the crossbars of image i{image}, which are not programmed in this phase"
+                    ),
+                ));
+            }
+            Inst::Store { task, .. } if !tasks.iter().any(|t| &t.name == task) => {
+                return Err(bad(i, inst, format!("STORE to unknown task `{task}`")));
+            }
+            Inst::Fill { dst } if !spilled.contains(dst) => {
+                return Err(bad(
+                    i,
+                    inst,
+                    format!("FILL b{dst} of a buffer never spilled"),
+                ));
+            }
+            Inst::Spill { src } => {
+                spilled.insert(*src);
+            }
+            _ => {}
+        }
+        if !matches!(
+            inst,
+            Inst::Phase(_)
+                | Inst::XbProgram(_)
+                | Inst::ForRequests
+                | Inst::End
+                | Inst::Halt
+                | Inst::Barrier
+        ) && !in_loop
+        {
+            return Err(bad(i, inst, "request work outside FOR_REQUESTS".into()));
+        }
+        match inst {
+            Inst::Load { dst, .. }
+            | Inst::Embed { dst, .. }
+            | Inst::LayerNorm { dst, .. }
+            | Inst::Mvm { dst, .. }
+            | Inst::Dmm { dst, .. }
+            | Inst::Vec { dst, .. }
+            | Inst::Pool { dst, .. }
+            | Inst::Fill { dst } => {
+                written.insert(*dst);
+            }
+            _ => {}
+        }
+    }
+    if in_loop {
+        return Err(Diagnostic::error(Code::E304, "the program ends inside FOR_REQUESTS").into());
+    }
+    Ok(())
+}
+
+/// Energy, latency, area and wear of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    pub energy_pj: f64,
+    pub breakdown: BTreeMap<String, f64>,
+    pub by_tasks: BTreeMap<String, f64>,
+    pub by_layer: BTreeMap<String, f64>,
+    pub latency_ns: f64,
+    pub adc_conversions: f64,
+    pub cell_writes: f64,
+    pub crossbars: u64,
+    pub crossbars_available: u64,
+    pub tiles_in_use: u64,
+    pub area_mm2: f64,
+    pub phases: u32,
+    /// Most writes any cell receives in one run of the program.
+    pub writes_per_cell_per_run: u64,
+    /// Inferences until the most-written cell reaches its endurance; `None`
+    /// when weights are programmed once and never rewritten by inference.
+    pub lifetime_inferences: Option<f64>,
+    pub requests: usize,
+}
+
+/// Counts what a run over `requests` requests costs (no numerics).
+pub fn count(p: &Program, hw: &Hardware, requests: usize) -> Totals {
+    let mut t = Totals {
+        requests,
+        crossbars_available: hw.crossbars(),
+        ..Default::default()
+    };
+    for c in COMPONENTS {
+        t.breakdown.insert(c.to_string(), 0.0);
+    }
+    let mut in_loop = false;
+    for line in &p.code {
+        match line.inst {
+            Inst::ForRequests => in_loop = true,
+            Inst::End => in_loop = false,
+            _ => {}
+        }
+        let c = cost(&line.inst, p, hw);
+        let times = if in_loop { requests as f64 } else { 1.0 };
+        for (k, name) in COMPONENTS.iter().enumerate() {
+            *t.breakdown.get_mut(*name).expect("component") += c.energy[k] * times;
+        }
+        let e = c.total() * times;
+        t.energy_pj += e;
+        t.latency_ns += c.latency_ns * times;
+        t.adc_conversions += c.conversions * times;
+        t.cell_writes += c.cell_writes * times;
+        if e > 0.0 {
+            let key = if line.tasks.is_empty() {
+                "(setup)".to_string()
+            } else {
+                line.tasks.join("+")
+            };
+            *t.by_tasks.entry(key).or_insert(0.0) += e;
+            let layer = if line.layer.is_empty() {
+                "(setup)".to_string()
+            } else {
+                line.layer.clone()
+            };
+            *t.by_layer.entry(layer).or_insert(0.0) += e;
+        }
+    }
+    // Crossbars, tiles, writes per cell.
+    let per_tile = hw.crossbars_per_core * hw.cores_per_tile;
+    let mut tiles = BTreeSet::new();
+    let mut used = 0;
+    let mut writes: BTreeMap<u64, u64> = BTreeMap::new();
+    t.phases = p.images.iter().map(|i| i.phase + 1).max().unwrap_or(1);
+    for img in &p.images {
+        used += img.crossbars;
+        for xb in img.first..img.first + img.crossbars {
+            tiles.insert(xb / per_tile);
+        }
+    }
+    for line in &p.code {
+        if let Inst::XbProgram(i) = line.inst
+            && let Some(img) = p.images.get(i as usize)
+        {
+            for xb in img.first..img.first + img.crossbars {
+                *writes.entry(xb).or_insert(0) += 1;
+            }
+        }
+    }
+    t.crossbars = used;
+    t.tiles_in_use = tiles.len() as u64;
+    t.area_mm2 = tiles.len() as f64 * cost::TILE_AREA_MM2;
+    t.writes_per_cell_per_run = writes.values().copied().max().unwrap_or(0);
+    t.lifetime_inferences = if t.phases <= 1 {
+        None
+    } else {
+        Some(hw.endurance / t.writes_per_cell_per_run.max(1) as f64 * requests as f64)
+    };
+    t
+}
+
+/// Per-task accuracy of simulated outputs against the float reference.
+pub fn metrics(tasks: &[TaskInfo], sim: &[Array2<f32>], reference: &[Array2<f32>]) -> Vec<Value> {
+    tasks
+        .iter()
+        .zip(sim.iter().zip(reference))
+        .map(|(t, (s, r))| {
+            let n = s.nrows().max(1) as f64;
+            match t.kind.as_str() {
+                "classify" => {
+                    let argmax = |row: ndarray::ArrayView1<f32>| row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (j, &x)| if x > b.1 { (j, x) } else { b }).0;
+                    let agree = s.rows().into_iter().zip(r.rows()).filter(|(a, b)| argmax(*a) == argmax(*b)).count() as f64;
+                    json!({ "name": t.name, "metric": "agreement", "value": agree / n })
+                }
+                "embed" => {
+                    let cos: Vec<f64> = s
+                        .rows()
+                        .into_iter()
+                        .zip(r.rows())
+                        .map(|(a, b)| {
+                            let d: f64 = a.iter().zip(b.iter()).map(|(x, y)| *x as f64 * *y as f64).sum();
+                            let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+                            let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+                            d / (na * nb).max(1e-30)
+                        })
+                        .collect();
+                    let min = cos.iter().cloned().fold(f64::INFINITY, f64::min);
+                    json!({ "name": t.name, "metric": "cosine", "value": min, "mean": cos.iter().sum::<f64>() / n })
+                }
+                _ => {
+                    let num: f64 = s.iter().zip(r.iter()).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>().sqrt();
+                    let den: f64 = r.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
+                    json!({ "name": t.name, "metric": "relative_error", "value": num / den.max(1e-30) })
+                }
+            }
+        })
+        .collect()
+}
+
+/// Runs the package functionally: per-task outputs (workload order).
+pub fn simulate(pkg: &Package, ideal_adc: bool, progress: bool) -> Result<Vec<Array2<f32>>, Diags> {
+    validate(&pkg.prog, &pkg.tasks, pkg.hw.crossbars())?;
+    let images: Vec<exec::PImage> = pkg
+        .images
+        .par_iter()
+        .zip(pkg.prog.images.par_iter())
+        .map(|(q, img)| exec::prepare(q, img.xscale, &pkg.hw, ideal_adc))
+        .collect();
+    let machine = exec::Machine {
+        prog: &pkg.prog,
+        hw: &pkg.hw,
+        images: &images,
+        consts: &pkg.consts,
+        ideal_adc,
+    };
+    // Phases run in order; each phase's body runs for every request.
+    let mut bodies: Vec<(usize, usize)> = Vec::new();
+    let mut start = None;
+    for (i, l) in pkg.prog.code.iter().enumerate() {
+        match l.inst {
+            Inst::ForRequests => start = Some(i + 1),
+            Inst::End => {
+                if let Some(s) = start.take() {
+                    bodies.push((s, i));
+                }
+            }
+            _ => {}
+        }
+    }
+    let nb = pkg.prog.buffers.len();
+    let bar = progress.then(|| {
+        let b = indicatif::ProgressBar::new((pkg.requests.len() * bodies.len()) as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "simulating [{bar:40}] {pos}/{len} request-phases ({eta} left)",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    struct State {
+        spilled: Vec<Option<ArrayD<f32>>>,
+        outs: Vec<(String, Vec<f32>)>,
+    }
+    let mut states: Vec<State> = pkg
+        .requests
+        .iter()
+        .map(|_| State {
+            spilled: vec![None; nb],
+            outs: Vec::new(),
+        })
+        .collect();
+    for (s, e) in &bodies {
+        states
+            .par_iter_mut()
+            .zip(pkg.requests.par_iter())
+            .try_for_each(|(st, r)| -> Result<(), Diags> {
+                let mask = r.mask();
+                let mut bufs: Vec<Option<ArrayD<f32>>> = vec![None; nb];
+                for (i, line) in pkg.prog.code[*s..*e].iter().enumerate() {
+                    machine
+                        .step(
+                            &line.inst,
+                            &r.ids,
+                            &mask,
+                            &mut bufs,
+                            &mut st.spilled,
+                            &mut st.outs,
+                        )
+                        .map_err(|m| bad(s + i, &line.inst, m))?;
+                }
+                if let Some(b) = &bar {
+                    b.inc(1);
+                }
+                Ok(())
+            })?;
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let mut outputs = Vec::new();
+    for t in &pkg.tasks {
+        let mut a = Array2::<f32>::zeros((pkg.requests.len(), t.width as usize));
+        for (i, st) in states.iter().enumerate() {
+            let row = st.outs.iter().find(|(n, _)| n == &t.name).ok_or_else(|| {
+                Diags::from(Diagnostic::error(
+                    Code::E304,
+                    format!("the program stores no output for task `{}`", t.name),
+                ))
+            })?;
+            if row.1.len() != t.width as usize {
+                return Err(Diagnostic::error(
+                    Code::E304,
+                    format!(
+                        "task `{}` stores {} values, its head has {}",
+                        t.name,
+                        row.1.len(),
+                        t.width
+                    ),
+                )
+                .into());
+            }
+            a.row_mut(i).assign(&ndarray::ArrayView1::from(&row.1));
+        }
+        outputs.push(a);
+    }
+    Ok(outputs)
+}
+
+/// The report as one JSON object.
+pub fn report_json(t: &Totals, tasks: &[Value], mode: &str, extra: Value) -> Value {
+    let mut v = json!({
+        "mode": mode,
+        "requests": t.requests,
+        "energy_pj": t.energy_pj,
+        "energy_per_request_pj": t.energy_pj / t.requests.max(1) as f64,
+        "latency_ns": t.latency_ns,
+        "area_mm2": t.area_mm2,
+        "crossbars": t.crossbars,
+        "crossbars_available": t.crossbars_available,
+        "tiles_in_use": t.tiles_in_use,
+        "phases": t.phases,
+        "cell_writes": t.cell_writes,
+        "writes_per_cell_per_run": t.writes_per_cell_per_run,
+        "lifetime_inferences": t.lifetime_inferences,
+        "adc_conversions": t.adc_conversions,
+        "breakdown": t.breakdown,
+        "by_tasks": t.by_tasks,
+        "by_layer": t.by_layer,
+        "tasks": tasks,
+    });
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        for (k, x) in e {
+            o.insert(k.clone(), x.clone());
+        }
+    }
+    v
+}
+
+fn si(pj: f64) -> String {
+    if pj >= 1e9 {
+        format!("{:.3} mJ", pj / 1e9)
+    } else if pj >= 1e6 {
+        format!("{:.3} uJ", pj / 1e6)
+    } else if pj >= 1e3 {
+        format!("{:.3} nJ", pj / 1e3)
+    } else {
+        format!("{pj:.3} pJ")
+    }
+}
+
+fn time(ns: f64) -> String {
+    if ns >= 1e9 {
+        format!("{:.3} s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{:.3} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.3} us", ns / 1e3)
+    } else {
+        format!("{ns:.1} ns")
+    }
+}
+
+/// The report as a readable table.
+pub fn report_text(t: &Totals, tasks: &[Value], mode: &str) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "simulation ({mode}) over {} requests\n",
+        t.requests
+    ));
+    if !tasks.is_empty() {
+        s.push_str(&format!(
+            "{:<14} {:<16} {:>10}\n",
+            "task", "metric", "value"
+        ));
+        for v in tasks {
+            s.push_str(&format!(
+                "{:<14} {:<16} {:>10.4}\n",
+                v["name"].as_str().unwrap_or(""),
+                v["metric"].as_str().unwrap_or(""),
+                v["value"].as_f64().unwrap_or(f64::NAN)
+            ));
+        }
+        s.push('\n');
+    }
+    s.push_str(&format!(
+        "energy     {} total, {} per request\n",
+        si(t.energy_pj),
+        si(t.energy_pj / t.requests.max(1) as f64)
+    ));
+    for (k, v) in &t.breakdown {
+        if *v > 0.0 {
+            s.push_str(&format!(
+                "  {:<14} {:>14}  {:>5.1}%\n",
+                k,
+                si(*v),
+                100.0 * v / t.energy_pj.max(1e-30)
+            ));
+        }
+    }
+    s.push_str("  by task set:\n");
+    for (k, v) in &t.by_tasks {
+        s.push_str(&format!(
+            "  {:<30} {:>14}  {:>5.1}%\n",
+            k,
+            si(*v),
+            100.0 * v / t.energy_pj.max(1e-30)
+        ));
+    }
+    s.push_str(&format!(
+        "latency    {} ({} per request, instructions in program order)\n",
+        time(t.latency_ns),
+        time(t.latency_ns / t.requests.max(1) as f64)
+    ));
+    s.push_str(&format!(
+        "area       {:.2} mm2 ({} tiles in use; {} of {} crossbars, {} phase(s))\n",
+        t.area_mm2, t.tiles_in_use, t.crossbars, t.crossbars_available, t.phases
+    ));
+    s.push_str(&format!(
+        "wear       {:.0} cell writes, at most {} per cell per run; ",
+        t.cell_writes, t.writes_per_cell_per_run
+    ));
+    match t.lifetime_inferences {
+        None => s.push_str("weights programmed once: inference does not wear cells\n"),
+        Some(l) => s.push_str(&format!(
+            "lifetime {l:.3e} inferences at the declared endurance\n"
+        )),
+    }
+    s
+}
