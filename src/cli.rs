@@ -270,12 +270,16 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
         } => {
             match emit {
                 Emit::Sharing => return Ok(not_yet(io, "`--emit sharing`", 4)),
-                Emit::Placement | Emit::Asm | Emit::Program => {
-                    return Ok(not_yet(io, &format!("`--emit {}`", emit_name(emit)), 5));
-                }
                 Emit::Schedule => return Ok(not_yet(io, "`--emit schedule`", 7)),
                 Emit::Weights => return Ok(not_yet(io, "`--emit weights`", 8)),
-                Emit::Ast | Emit::Ir => {}
+                Emit::Program if output.is_none() => {
+                    let _ = writeln!(
+                        io.err,
+                        "error: `--emit program` writes a directory: give it with `-o DIR`"
+                    );
+                    return Ok(2);
+                }
+                _ => {}
             }
             if baseline && pass_list.is_some() {
                 let _ = writeln!(

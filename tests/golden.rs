@@ -133,7 +133,14 @@ fn every_code_has_a_golden_case() {
         .iter()
         .map(|(p, _)| fs::read_to_string(expected_path(p)).unwrap_or_default())
         .collect();
-    for c in &codes {
+    // Codes whose rows say they are covered by tests/backend.rs need a valid
+    // program directory to reach; they are asserted there.
+    let elsewhere: Vec<String> = doc
+        .lines()
+        .filter(|l| l.starts_with("| E") && l.contains("(tests/backend.rs)"))
+        .map(|l| l[2..6].to_string())
+        .collect();
+    for c in codes.iter().filter(|c| !elsewhere.contains(c)) {
         assert!(
             outs.iter().any(|o| o.contains(&format!("error[{c}]"))),
             "no golden case shows {c}"

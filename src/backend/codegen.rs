@@ -19,6 +19,15 @@ use std::collections::{BTreeSet, HashMap};
 /// Generates the program; `xscale` gives the static input scale of each
 /// `linear` node (1.0 where absent, e.g. in counting mode).
 pub fn codegen(m: &Module, p: &Placement, xscale: &HashMap<NodeId, f64>) -> Program {
+    codegen_with_consts(m, p, xscale).0
+}
+
+/// [`codegen`], also returning the param behind each constant `cK`.
+pub fn codegen_with_consts(
+    m: &Module,
+    p: &Placement,
+    xscale: &HashMap<NodeId, f64>,
+) -> (Program, Vec<ParamId>) {
     let hw = &m.spec.hardware;
     let order = m.canonical_order().unwrap_or_default();
     let names = m.task_names();
@@ -287,5 +296,7 @@ pub fn codegen(m: &Module, p: &Placement, xscale: &HashMap<NodeId, f64>) -> Prog
         prog.code.push(bare(Inst::End));
     }
     prog.code.push(bare(Inst::Halt));
-    prog
+    let mut consts: Vec<(u32, ParamId)> = const_of.into_iter().map(|(p, k)| (k, p)).collect();
+    consts.sort();
+    (prog, consts.into_iter().map(|(_, p)| p).collect())
 }

@@ -11,7 +11,7 @@
 
 use super::codegen::codegen;
 use super::isa::{self, Program};
-use super::quant::{QMatrix, input_scale, quantize_weights};
+use super::quant::{QMatrix, quantize_weights};
 use crate::data::{Batch, Request};
 use crate::diag::{Code, Diagnostic, Diags, Sources};
 use crate::hw::Hardware;
@@ -50,14 +50,13 @@ fn task_infos(m: &Module) -> Vec<TaskInfo> {
         .collect()
 }
 
+/// Static input scales of `linear` nodes, and the float outputs per task.
+pub type Calibration = (HashMap<NodeId, f64>, Vec<Array2<f32>>);
+
 /// Runs the float reference over the batch, recording the largest input
 /// magnitude of every `linear` node (the static activation scales) and the
 /// outputs.
-pub fn calibrate(
-    m: &Module,
-    store: &Store,
-    batch: &Batch,
-) -> Result<(HashMap<NodeId, f64>, Vec<Array2<f32>>), Diags> {
+pub fn calibrate(m: &Module, store: &Store, batch: &Batch) -> Result<Calibration, Diags> {
     let plan = Plan::new(m, store)?;
     let linear_inputs: HashMap<NodeId, Vec<NodeId>> = {
         let mut h: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
@@ -68,25 +67,37 @@ pub fn calibrate(
         }
         h
     };
-    let maxes: Mutex<HashMap<NodeId, f64>> = Mutex::new(HashMap::new());
+    // A strided sample of every linear input's values (at most SAMPLES a node).
+    const SAMPLES: usize = 1 << 17;
+    let per_request = (SAMPLES / batch.requests.len().max(1)).max(1);
+    let samples: Mutex<HashMap<NodeId, Vec<f32>>> = Mutex::new(HashMap::new());
     let rows: Vec<Vec<Vec<f32>>> = batch
         .requests
         .par_iter()
         .map(|r| {
-            let mut local: HashMap<NodeId, f64> = HashMap::new();
+            let mut local: HashMap<NodeId, Vec<f32>> = HashMap::new();
+            // Padded positions are not real activations: sample real tokens only.
+            let real = r.len;
             let out = plan.run_observed(&r.ids, &r.mask(), &mut |id, v| {
                 if let Some(users) = linear_inputs.get(&id) {
-                    let mx = v.iter().fold(0.0f32, |a, &b| a.max(b.abs())) as f64;
+                    let width = *v.shape().last().unwrap_or(&1);
+                    let n = if v.ndim() == 2 { real * width } else { v.len() };
+                    let step = (n / per_request).max(1);
+                    // The largest magnitude always enters the sample.
+                    let mx = v
+                        .iter()
+                        .take(n)
+                        .fold(0.0f32, |a, &b| if b.abs() > a.abs() { b } else { a });
+                    let mut s: Vec<f32> = v.iter().take(n).step_by(step).copied().collect();
+                    s.push(mx);
                     for u in users {
-                        let e = local.entry(*u).or_insert(0.0);
-                        *e = e.max(mx);
+                        local.entry(*u).or_default().extend_from_slice(&s);
                     }
                 }
             });
-            if let Ok(mut g) = maxes.lock() {
+            if let Ok(mut g) = samples.lock() {
                 for (k, v) in local {
-                    let e = g.entry(k).or_insert(0.0);
-                    *e = e.max(v);
+                    g.entry(k).or_default().extend(v);
                 }
             }
             out
@@ -94,11 +105,11 @@ pub fn calibrate(
         .collect();
     let outputs = plan.assemble(&rows).into_iter().map(|o| o.values).collect();
     let bits = m.spec.hardware.input_bits;
-    let scales = maxes
+    let scales = samples
         .into_inner()
         .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, input_scale(v, bits)))
+        .into_par_iter()
+        .map(|(k, v)| (k, super::quant::mse_scale(&v, bits)))
         .collect();
     Ok((scales, outputs))
 }
@@ -153,7 +164,7 @@ pub fn package(
             .collect();
         (s, Some(r))
     };
-    let prog = codegen(m, &placement, &scales);
+    let (prog, const_params) = super::codegen::codegen_with_consts(m, &placement, &scales);
     let hw = m.spec.hardware.clone();
     let (images, consts) = if counts_only {
         (Vec::new(), Vec::new())
@@ -175,10 +186,8 @@ pub fn package(
             })
             .collect();
         let mut consts = Vec::new();
-        // Codegen numbers constants in first use; rebuild that map from the IR.
-        let by_key = const_params(m, &prog);
-        for (i, _) in prog.consts.iter().enumerate() {
-            let digest = &by_key[i];
+        for pid in &const_params {
+            let digest = &m.params[pid.0 as usize].digest;
             consts.push(
                 store
                     .tensor(digest)
@@ -197,31 +206,6 @@ pub fn package(
         consts,
         reference,
     })
-}
-
-/// The digest of each constant of `prog`, in constant order (the same
-/// first-use order codegen assigns).
-fn const_params(m: &Module, prog: &Program) -> Vec<String> {
-    let order = m.canonical_order().unwrap_or_default();
-    let mut seen: Vec<crate::ir::ParamId> = Vec::new();
-    for id in &order {
-        let n = m.node(*id);
-        let pids: Vec<crate::ir::ParamId> = match n.op {
-            Op::Embed => n.params.clone(),
-            Op::LayerNorm { .. } => n.params.clone(),
-            Op::Linear => vec![n.params[1]],
-            _ => vec![],
-        };
-        for p in pids {
-            if !seen.contains(&p) {
-                seen.push(p);
-            }
-        }
-    }
-    let _ = prog;
-    seen.into_iter()
-        .map(|p| m.params[p.0 as usize].digest.clone())
-        .collect()
 }
 
 fn sha(bytes: &[u8]) -> String {
@@ -355,6 +339,23 @@ pub fn read_dir(dir: &Path, sources: &mut Sources) -> Result<Package, Diags> {
     }
     let hw: Hardware = serde_json::from_value(manifest["hardware"].clone())
         .map_err(|e| bad_dir(dir, format!("bad hardware in manifest.json: {e}")))?;
+    let sane = (1..=16).contains(&hw.cell_bits)
+        && (1..=16).contains(&hw.weight_bits)
+        && (1..=16).contains(&hw.input_bits)
+        && (1..=16).contains(&hw.dac_bits)
+        && (1..=16).contains(&hw.adc_bits)
+        && hw.cell_bits <= hw.weight_bits
+        && hw.dac_bits <= hw.input_bits
+        && hw.rows.is_power_of_two()
+        && hw.cols.is_power_of_two()
+        && (2..=4096).contains(&hw.rows)
+        && (2..=4096).contains(&hw.cols)
+        && [hw.chips, hw.tiles, hw.cores_per_tile, hw.crossbars_per_core]
+            .iter()
+            .all(|&c| (1..=1 << 20).contains(&c));
+    if !sane {
+        return Err(bad_dir(dir, "the hardware in manifest.json is out of range (bits 1..16, crossbar sides powers of two)".into()));
+    }
     let tasks: Vec<TaskInfo> = serde_json::from_value(manifest["tasks"].clone())
         .map_err(|e| bad_dir(dir, format!("bad tasks in manifest.json: {e}")))?;
     let seq = manifest["seq"]

@@ -3,7 +3,9 @@
 //!
 //! Weights: `s_o = max|W[o,:]| / (2^(b−1) − 1)`, `q = round(W/s_o)` in
 //! `[−(2^(b−1) − 1), 2^(b−1) − 1]`. Inputs: `s_x = max|x| / (2^(b−1) − 1)`
-//! over the calibration run, `x_q = clamp(round(x/s_x), −2^(b−1), 2^(b−1) − 1)`.
+//! over the calibration run, or the scale that minimises the squared error on
+//! the calibration samples ([`mse_scale`], what the compiler uses);
+//! `x_q = clamp(round(x/s_x), −2^(b−1), 2^(b−1) − 1)`.
 
 use ndarray::{Array1, Array2, ArrayView2};
 
@@ -41,6 +43,34 @@ pub fn input_scale(max_abs: f64, bits: u32) -> f64 {
     } else {
         1.0
     }
+}
+
+/// The static scale that minimises the mean squared quantisation error of
+/// the calibration `samples` (clipping included), searched over clipping
+/// points from the largest magnitude down to 5% of it. Activations of
+/// transformers have rare large outliers; clipping them costs less error
+/// than the resolution a max-abs scale gives away.
+pub fn mse_scale(samples: &[f32], bits: u32) -> f64 {
+    let max = samples.iter().fold(0.0f32, |a, &b| a.max(b.abs())) as f64;
+    if max <= 0.0 || !max.is_finite() {
+        return 1.0;
+    }
+    let mut best = (f64::INFINITY, input_scale(max, bits));
+    for k in 0..40 {
+        let clip = max * (1.0 - k as f64 * 0.95 / 39.0);
+        let s = input_scale(clip, bits);
+        let err: f64 = samples
+            .iter()
+            .map(|&x| {
+                let q = quantize_input(x, s as f32, bits) as f64 * s;
+                (q - x as f64).powi(2)
+            })
+            .sum();
+        if err < best.0 {
+            best = (err, s);
+        }
+    }
+    best.1
 }
 
 /// Quantises one input value.

@@ -66,12 +66,12 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
 pub const PIPELINES: &[(&str, &[&str], &str)] = &[
     (
         "default",
-        &["merge"],
-        "what `mgen compile` runs: every optimisation that keeps outputs exact",
+        &["merge", "place"],
+        "what `mgen compile` runs: every optimisation that keeps outputs exact, then placement",
     ),
     (
         "baseline",
-        &[],
+        &["place"],
         "nothing shared: every task runs its own full model (`--baseline`)",
     ),
     ("none", &[], "lowering only"),

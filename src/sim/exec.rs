@@ -232,10 +232,10 @@ pub struct Machine<'a> {
     pub ideal_adc: bool,
 }
 
-fn v2(a: &ArrayD<f32>) -> ArrayView2<'_, f32> {
+fn v2(a: &ArrayD<f32>) -> Result<ArrayView2<'_, f32>, String> {
     a.view()
         .into_dimensionality::<Ix2>()
-        .expect("verified shape")
+        .map_err(|_| format!("expected a matrix, found shape {:?}", a.shape()))
 }
 
 impl Machine<'_> {
@@ -286,7 +286,10 @@ impl Machine<'_> {
                 typ,
             } => {
                 let idv = get(bufs, *b)?;
-                let (w, p, t) = (v2(konst(*word)?), v2(konst(*pos)?), v2(konst(*typ)?));
+                let (w, p, t) = (v2(konst(*word)?)?, v2(konst(*pos)?)?, v2(konst(*typ)?)?);
+                if w.ncols() != p.ncols() || w.ncols() != t.ncols() || t.nrows() == 0 {
+                    return Err("embedding tables of different widths".into());
+                }
                 let mut y = Array2::<f32>::zeros((idv.len(), w.ncols()));
                 for (s, (mut row, &id)) in y.rows_mut().into_iter().zip(idv.iter()).enumerate() {
                     let id = id as usize;
@@ -329,6 +332,9 @@ impl Machine<'_> {
                     .get(*image as usize)
                     .ok_or_else(|| format!("image i{image} does not exist"))?;
                 let x = get(bufs, *src)?;
+                if x.ndim() == 0 || x.ndim() > 2 {
+                    return Err(format!("MVM of a rank-{} buffer", x.ndim()));
+                }
                 if x.shape().last().copied() != Some(img.inp) {
                     return Err(format!(
                         "input of width {:?} for a {}-input image",
@@ -361,8 +367,15 @@ impl Machine<'_> {
                 let heads = *heads as usize;
                 match kind {
                     DmmKind::Qk => {
-                        let (q, k) = (v2(&a), v2(&b));
+                        let (q, k) = (v2(&a)?, v2(&b)?);
                         let (sq, h) = q.dim();
+                        if q.dim() != k.dim() || heads == 0 || h % heads != 0 {
+                            return Err(format!(
+                                "DMM qk of {:?} and {:?} with {heads} heads",
+                                q.dim(),
+                                k.dim()
+                            ));
+                        }
                         let dh = h / heads.max(1);
                         let mut y = Array3::<f32>::zeros((heads, sq, k.nrows()));
                         for hd in 0..heads {
@@ -378,8 +391,15 @@ impl Machine<'_> {
                             .view()
                             .into_dimensionality::<Ix3>()
                             .map_err(|_| "DMM av needs [heads, s, s]".to_string())?;
-                        let v = v2(&b);
+                        let v = v2(&b)?;
                         let (sv, h) = v.dim();
+                        if heads == 0 || h % heads != 0 || p.dim() != (heads, sv, sv) {
+                            return Err(format!(
+                                "DMM av of {:?} and {:?} with {heads} heads",
+                                p.dim(),
+                                v.dim()
+                            ));
+                        }
                         let dh = h / heads.max(1);
                         let mut y = Array2::<f32>::zeros((sv, h));
                         for hd in 0..heads {
@@ -395,7 +415,17 @@ impl Machine<'_> {
             Inst::Vec { dst, op, a, b } => {
                 let x = get(bufs, *a)?;
                 let y = match op {
-                    VecOp::Add => x + &get(bufs, b.unwrap_or(u32::MAX))?,
+                    VecOp::Add => {
+                        let y = get(bufs, b.unwrap_or(u32::MAX))?;
+                        if y.shape() != x.shape() {
+                            return Err(format!(
+                                "VEC add of shapes {:?} and {:?}",
+                                x.shape(),
+                                y.shape()
+                            ));
+                        }
+                        x + &y
+                    }
                     VecOp::Scale(f) => x.mapv(|v| v * *f as f32),
                     VecOp::Mask => {
                         let m = get(bufs, b.unwrap_or(u32::MAX))?;
@@ -425,9 +455,19 @@ impl Machine<'_> {
                 mean,
             } => {
                 let x = get(bufs, *src)?;
-                let x = v2(&x);
+                let x = v2(&x)?;
+                if x.nrows() == 0 {
+                    return Err("POOL of an empty sequence".into());
+                }
                 if *mean {
                     let m = get(bufs, *mb)?;
+                    if m.len() != x.nrows() {
+                        return Err(format!(
+                            "POOL over {} positions with a mask of {}",
+                            x.nrows(),
+                            m.len()
+                        ));
+                    }
                     let mut acc = Array1::<f32>::zeros(x.ncols());
                     let mut count = 0.0f32;
                     for (row, &mk) in x.rows().into_iter().zip(m.iter()) {

@@ -1,5 +1,5 @@
-//! The simulator: runs a [`Package`] (program + hardware + crossbar images
-//! + constants + requests) and reports outputs, accuracy, energy, latency,
+//! The simulator: runs a [`Package`] (program, hardware, crossbar images,
+//! constants, requests) and reports outputs, accuracy, energy, latency,
 //! area and wear.
 //!
 //! Before running, [`validate`] checks the program statically: every MVM's

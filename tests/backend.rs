@@ -1,0 +1,536 @@
+//! Placement, ISA, code generation and the simulator.
+
+use mgen::backend::isa::{self, Image, Inst, Line, Program};
+use mgen::backend::place;
+use mgen::diag::Sources;
+use mgen::hw::{Hardware, Signs};
+use ndarray::{Array1, Array2};
+use std::path::Path;
+
+fn mgen(args: &[&str]) -> (i32, String, String) {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let argv = std::iter::once("mgen")
+        .chain(args.iter().copied())
+        .map(Into::into);
+    let code = mgen::cli::main_with(
+        argv,
+        &mut mgen::cli::Io {
+            out: &mut out,
+            err: &mut err,
+            color: false,
+            progress: false,
+        },
+    );
+    (
+        code,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+fn placed(path: &str, edit: &dyn Fn(String) -> String) -> mgen::ir::Module {
+    let src = edit(std::fs::read_to_string(path).unwrap());
+    let mut sources = Sources::new();
+    let f = mgen::driver::front_bytes(&mut sources, path, src.as_bytes(), "examples", false)
+        .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
+    let mut m = mgen::driver::module(f, &sources).unwrap();
+    mgen::passes::run_pipeline(
+        &mut m,
+        &mgen::passes::resolve("default").unwrap(),
+        |_, _| {},
+    )
+    .unwrap();
+    m
+}
+
+#[test]
+fn placement_matches_the_closed_form() {
+    for (signs, s) in [(Signs::Offset, 1), (Signs::Differential, 2)] {
+        for (rows, cols, cb, wb) in [
+            (128, 128, 2, 8),
+            (64, 256, 1, 8),
+            (256, 128, 3, 8),
+            (128, 128, 4, 16),
+        ] {
+            let hw = Hardware {
+                rows,
+                cols,
+                cell_bits: cb,
+                weight_bits: wb,
+                signs,
+                ..Hardware::default()
+            };
+            for (out, inp) in [
+                (768, 768),
+                (3072, 768),
+                (768, 3072),
+                (2, 768),
+                (1, 1),
+                (129, 257),
+            ] {
+                let (rb, cbk, sl, sg) = place::blocks(&hw, out, inp);
+                assert_eq!(
+                    rb * cbk * sl * sg,
+                    inp.div_ceil(rows) * out.div_ceil(cols) * (wb as u64).div_ceil(cb as u64) * s
+                );
+            }
+        }
+    }
+    // BERT-base on ISAAC: 20 904 crossbars a task (offset signs), 8 tasks in glue8.
+    let m = placed("examples/glue8.mgen", &|s| s);
+    let p = m.placement.as_ref().unwrap();
+    assert_eq!(p.crossbars_used, 8 * 20_904);
+    assert!(p.fits && p.phases == 1);
+    let m = placed("examples/glue8.mgen", &|s| {
+        s.replace(
+            "crossbars_per_core = 8;",
+            "crossbars_per_core = 8; signs = differential;",
+        )
+    });
+    assert_eq!(m.placement.as_ref().unwrap().crossbars_used, 2 * 8 * 20_904);
+}
+
+#[test]
+fn a_small_chip_gets_phases_without_overlap_and_too_small_is_a_diagnostic() {
+    let m = placed("examples/quickstart.mgen", &|s| {
+        s.replace("tiles = 168;", "tiles = 2;")
+    });
+    let p = m.placement.as_ref().unwrap();
+    assert!(p.phases > 1 && !p.fits, "{} phases", p.phases);
+    p.check().unwrap();
+    for ph in 0..p.phases {
+        let used: u64 = p
+            .matrices
+            .iter()
+            .filter(|q| q.phase == ph)
+            .map(|q| q.crossbars)
+            .sum();
+        assert!(used <= p.crossbars_available);
+    }
+    // The program runs: every MVM's crossbars are programmed in its phase.
+    let prog = mgen::backend::codegen::codegen(&m, p, &Default::default());
+    let tasks: Vec<mgen::sim::TaskInfo> = m
+        .task_names()
+        .iter()
+        .map(|n| mgen::sim::TaskInfo {
+            name: n.to_string(),
+            kind: "embed".into(),
+            width: 1,
+        })
+        .collect();
+    mgen::sim::validate(&prog, &tasks, p.crossbars_available).unwrap();
+    assert!(
+        prog.code
+            .iter()
+            .any(|l| matches!(l.inst, Inst::Spill { .. }))
+    );
+    // One core cannot hold a 1024 x 256 FFN matrix (8 x 2 x 4 = 64 crossbars).
+    let src = std::fs::read_to_string("examples/quickstart.mgen")
+        .unwrap()
+        .replace(
+            "chips = 1; tiles = 168; cores_per_tile = 12; crossbars_per_core = 8;",
+            "chips = 1; tiles = 1; cores_per_tile = 1; crossbars_per_core = 8;",
+        );
+    let mut sources = Sources::new();
+    let f = mgen::driver::front_bytes(&mut sources, "q.mgen", src.as_bytes(), "examples", false)
+        .unwrap();
+    let mut m = mgen::driver::module(f, &sources).unwrap();
+    let err = mgen::passes::run_pipeline(
+        &mut m,
+        &mgen::passes::resolve("default").unwrap(),
+        |_, _| {},
+    )
+    .unwrap_err();
+    assert!(err.render(&sources, false).contains("error[E301]"));
+}
+
+#[test]
+fn assembly_round_trips_on_every_example() {
+    for ex in [
+        "examples/quickstart.mgen",
+        "examples/glue8.mgen",
+        "tests/golden/cases/ok-merge-identical.mgen",
+    ] {
+        let m = placed(ex, &|s| s);
+        let prog =
+            mgen::backend::codegen::codegen(&m, m.placement.as_ref().unwrap(), &Default::default());
+        let text = prog.to_masm();
+        let back =
+            isa::parse(&text, 0).unwrap_or_else(|_| panic!("{ex}: the assembly does not parse"));
+        assert!(back == prog, "{ex}: assemble(disassemble(p)) != p");
+        assert_eq!(back.to_masm(), text);
+    }
+}
+
+#[test]
+fn malformed_assembly_gives_located_errors() {
+    let m = placed("examples/quickstart.mgen", &|s| s);
+    let text =
+        mgen::backend::codegen::codegen(&m, m.placement.as_ref().unwrap(), &Default::default())
+            .to_masm();
+    for (bad, expect) in [
+        (
+            text.replacen("MVM ", "MVN ", 1),
+            "unknown opcode `MVN`; did you mean `MVM`?",
+        ),
+        (
+            text.replacen("LOAD        b0, ids", "LOAD        b0, idz", 1),
+            "unknown input `idz`",
+        ),
+        (
+            text.replacen("VEC         b", "VEC         b999999", 1),
+            "is not declared",
+        ),
+        (
+            text.replacen("XB_PROGRAM  i0", "XB_PROGRAM  i", 1),
+            "bad image",
+        ),
+    ] {
+        let mut sources = Sources::new();
+        let id = sources.add("p.masm", bad);
+        let err = isa::parse(sources.text(id), id)
+            .unwrap_err()
+            .render(&sources, false);
+        assert!(err.contains("error[E302]") && err.contains(expect), "{err}");
+        assert!(err.contains("p.masm:"), "{err}");
+    }
+}
+
+/// ENERGY.md's worked example: one 128x128 crossbar, 8-bit inputs through
+/// a 1-bit DAC: 8 x (128 x 1.67 + 30 + 128 x 0.0035) pJ before
+/// shift-and-add and buffers.
+#[test]
+fn worked_example_energy_by_hand() {
+    let hw = Hardware {
+        cell_bits: 2,
+        weight_bits: 2,
+        ..Hardware::default()
+    };
+    let prog = Program {
+        buffers: vec![vec![128], vec![128]],
+        consts: vec![],
+        images: vec![Image {
+            tensor: "w".into(),
+            out_dim: 128,
+            in_dim: 128,
+            phase: 0,
+            first: 0,
+            crossbars: 1,
+            tiles: 1,
+            xscale: 1.0,
+        }],
+        code: vec![],
+    };
+    let c = mgen::sim::cost::cost(
+        &Inst::Mvm {
+            dst: 1,
+            src: 0,
+            image: 0,
+            bias: 0,
+        },
+        &prog,
+        &hw,
+    );
+    let by_hand = 8.0 * (128.0 * 1.67 + 30.0 + 128.0 * 0.0035);
+    let crossbar_part = c.energy[0] + c.energy[1] + c.energy[2];
+    assert!(
+        (crossbar_part - by_hand).abs() < 1e-6,
+        "{crossbar_part} vs {by_hand}"
+    );
+    assert!((by_hand - 1953.664).abs() < 1e-9);
+    assert_eq!(c.conversions, 8.0 * 128.0);
+    // Programming it: 128 x 128 cells x 1.4 pJ ≈ 22.9 nJ, 11 µs.
+    let p = mgen::sim::cost::cost(&Inst::XbProgram(0), &prog, &hw);
+    assert!((p.energy[4] - 16384.0 * 1.4).abs() < 1e-6);
+    assert!((p.latency_ns - 11_000.0).abs() < 1e-9);
+}
+
+fn rand_matrix(seed: u64, r: usize, c: usize, scale: f64) -> Array2<f32> {
+    let mut rng = mgen::weights::rng::Rng::new(seed);
+    Array2::from_shape_fn((r, c), |_| (scale * rng.normal()) as f32)
+}
+
+/// With an ideal ADC the bit-sliced MVM equals the quantised product
+/// exactly, so it is within the quantisation bound of the float product:
+/// |y − Wx| ≤ Σ_r (|w| s_x/2 + |x_q s_x| s_w/2) + tiny.
+#[test]
+fn ideal_adc_mvm_is_within_the_quantisation_bound() {
+    for (seed, (out, inp), hw) in [
+        (1, (40, 300), Hardware::default()),
+        (
+            2,
+            (64, 130),
+            Hardware {
+                signs: Signs::Differential,
+                cell_bits: 1,
+                ..Hardware::default()
+            },
+        ),
+        (
+            3,
+            (17, 64),
+            Hardware {
+                weight_bits: 12,
+                input_bits: 12,
+                dac_bits: 2,
+                cell_bits: 3,
+                rows: 64,
+                cols: 32,
+                ..Hardware::default()
+            },
+        ),
+    ] {
+        let w = rand_matrix(seed, out, inp, 0.05);
+        let x = rand_matrix(seed + 100, 5, inp, 1.0);
+        let q = mgen::backend::quant::quantize_weights(w.view(), hw.weight_bits);
+        let xmax = x.iter().fold(0.0f32, |a, &b| a.max(b.abs())) as f64;
+        let sx = mgen::backend::quant::input_scale(xmax, hw.input_bits);
+        let img = mgen::sim::exec::prepare(&q, sx, &hw, true);
+        let y = mgen::sim::exec::mvm(&img, &x.clone().into_dyn(), &hw, true);
+        let y = y.into_dimensionality::<ndarray::Ix2>().unwrap();
+        let exact = x.dot(&w.t());
+        for t in 0..5 {
+            for o in 0..out {
+                let sw = q.scale[o] as f64;
+                let bound: f64 = (0..inp)
+                    .map(|r| {
+                        (w[[o, r]] as f64).abs() * sx / 2.0
+                            + (x[[t, r]] as f64).abs() * sw / 2.0
+                            + sx * sw / 4.0
+                    })
+                    .sum::<f64>()
+                    + 1e-4;
+                let err = (y[[t, o]] as f64 - exact[[t, o]] as f64).abs();
+                assert!(err <= bound, "seed {seed}: error {err} over bound {bound}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_adc_saturates_when_column_sums_exceed_its_range() {
+    // Every weight at the top of its range and every input at its maximum:
+    // 128 rows x 3 (cell) x 1 (DAC) = 384 > 255 per column.
+    let hw = Hardware::default();
+    let w = Array2::<f32>::from_elem((4, 128), 1.0);
+    let x = Array2::<f32>::from_elem((1, 128), 1.0);
+    let q = mgen::backend::quant::quantize_weights(w.view(), 8);
+    let ideal = mgen::sim::exec::mvm(
+        &mgen::sim::exec::prepare(&q, 1.0 / 127.0, &hw, true),
+        &x.clone().into_dyn(),
+        &hw,
+        true,
+    );
+    let real_img = mgen::sim::exec::prepare(&q, 1.0 / 127.0, &hw, false);
+    assert!(real_img.fast_fraction < 1.0);
+    let real = mgen::sim::exec::mvm(&real_img, &x.into_dyn(), &hw, false);
+    assert!((ideal[[0, 0]] - 128.0).abs() < 1.0, "{}", ideal[[0, 0]]);
+    assert!(
+        real[[0, 0]] < ideal[[0, 0]] - 1.0,
+        "clipped {} vs ideal {}",
+        real[[0, 0]],
+        ideal[[0, 0]]
+    );
+    let _ = Array1::<f32>::zeros(1);
+}
+
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let (code, out, err) = mgen(args);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn run_counts_and_functional_agree_on_energy_and_are_deterministic() {
+    let f = json_of(&["run", "examples/quickstart.mgen", "--json"]);
+    let c = json_of(&["run", "examples/quickstart.mgen", "--json", "--counts-only"]);
+    for k in [
+        "energy_pj",
+        "latency_ns",
+        "crossbars",
+        "cell_writes",
+        "area_mm2",
+    ] {
+        assert_eq!(f[k], c[k], "{k}");
+    }
+    assert!(f["energy_pj"].as_f64().unwrap() > 0.0);
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    mgen(&[
+        "run",
+        "examples/quickstart.mgen",
+        "--dump-outputs",
+        d1.path().to_str().unwrap(),
+    ]);
+    mgen(&[
+        "run",
+        "examples/quickstart.mgen",
+        "--dump-outputs",
+        d2.path().to_str().unwrap(),
+    ]);
+    for t in ["sentiment", "topic", "similarity"] {
+        let a = std::fs::read(d1.path().join(format!("{t}.npy"))).unwrap();
+        let b = std::fs::read(d2.path().join(format!("{t}.npy"))).unwrap();
+        assert_eq!(a, b, "{t}: outputs differ between runs");
+    }
+    // Every task keeps its reference behaviour on the quickstart.
+    for t in f["tasks"].as_array().unwrap() {
+        assert!(t["value"].as_f64().unwrap() >= 0.99, "{t}");
+    }
+}
+
+#[test]
+fn a_program_directory_simulates_like_run_and_tampering_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("prog");
+    let ds = d.to_str().unwrap();
+    let (code, _, err) = mgen(&[
+        "compile",
+        "examples/quickstart.mgen",
+        "--emit",
+        "program",
+        "-o",
+        ds,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for f in ["program.masm", "crossbars.safetensors", "manifest.json"] {
+        assert!(d.join(f).exists(), "{f}");
+    }
+    let a = json_of(&["run", "examples/quickstart.mgen", "--json"]);
+    let b = json_of(&["sim", ds, "--json"]);
+    for k in ["energy_pj", "latency_ns", "crossbars", "tasks"] {
+        assert_eq!(a[k], b[k], "{k}");
+    }
+    // Tampering: edit the assembly without updating the manifest.
+    let masm = std::fs::read_to_string(d.join("program.masm")).unwrap();
+    std::fs::write(d.join("program.masm"), masm.replacen("MVM", "MVN", 1)).unwrap();
+    let (code, _, err) = mgen(&["sim", ds]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("error[E303]") && err.contains("SHA-256"),
+        "{err}"
+    );
+    // A missing crossbar image file.
+    std::fs::write(d.join("program.masm"), masm).unwrap();
+    std::fs::remove_file(d.join("crossbars.safetensors")).unwrap();
+    let (code, _, err) = mgen(&["sim", ds]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("error[E303]") && err.contains("crossbars.safetensors"),
+        "{err}"
+    );
+}
+
+#[test]
+fn validation_names_the_instruction() {
+    let m = placed("examples/quickstart.mgen", &|s| s);
+    let p = m.placement.as_ref().unwrap();
+    let prog = mgen::backend::codegen::codegen(&m, p, &Default::default());
+    let tasks: Vec<mgen::sim::TaskInfo> = m
+        .task_names()
+        .iter()
+        .map(|n| mgen::sim::TaskInfo {
+            name: n.to_string(),
+            kind: "embed".into(),
+            width: 1,
+        })
+        .collect();
+    let bare = |inst| Line {
+        inst,
+        node: String::new(),
+        tasks: vec![],
+        layer: String::new(),
+        at: String::new(),
+    };
+    // An MVM on unprogrammed crossbars.
+    let mut p1 = prog.clone();
+    p1.code.retain(|l| !matches!(l.inst, Inst::XbProgram(0)));
+    let e = mgen::sim::validate(&p1, &tasks, p.crossbars_available)
+        .unwrap_err()
+        .render(&Sources::new(), false);
+    assert!(
+        e.contains("error[E304]") && e.contains("`MVM`") && e.contains("not programmed"),
+        "{e}"
+    );
+    // A read of a buffer never written.
+    let mut p2 = prog.clone();
+    p2.code.retain(|l| !matches!(l.inst, Inst::Load { .. }));
+    let e = mgen::sim::validate(&p2, &tasks, p.crossbars_available)
+        .unwrap_err()
+        .render(&Sources::new(), false);
+    assert!(e.contains("read before it is written"), "{e}");
+    // Crossbars outside the machine.
+    let mut p3 = prog.clone();
+    p3.images[0].first = p.crossbars_available;
+    let e = mgen::sim::validate(&p3, &tasks, p.crossbars_available)
+        .unwrap_err()
+        .render(&Sources::new(), false);
+    assert!(e.contains("outside the machine"), "{e}");
+    // Unbalanced loops.
+    let mut p4 = prog.clone();
+    p4.code.push(bare(Inst::ForRequests));
+    assert!(mgen::sim::validate(&p4, &tasks, p.crossbars_available).is_err());
+    let _ = Path::new(".");
+}
+
+/// MiniLM on the simulator. With 16-bit inputs the embeddings keep cosine
+/// of at least 0.99 to the float reference. With ISAAC's 8-bit inputs
+/// (static per-tensor scales) they measure 0.976 worst-case and 0.984 mean
+/// today, below the 0.99 the issue asks; this guards the measured level and
+/// the gap is tracked (issue 6 stays open).
+#[test]
+fn minilm_on_the_simulator_stays_close_to_the_float_reference() {
+    let st = std::process::Command::new("bash")
+        .arg("scripts/fetch-weights.sh")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let r = json_of(&["run", "examples/minilm.mgen", "--json"]);
+    let cos = r["tasks"][0]["value"].as_f64().unwrap();
+    assert!(cos >= 0.97, "worst-case cosine {cos}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m16.mgen");
+    let src = std::fs::read_to_string("examples/minilm.mgen")
+        .unwrap()
+        .replace("input_bits = 8;", "input_bits = 16;")
+        .replace(
+            "\"../weights/",
+            &format!("\"{}/weights/", std::env::current_dir().unwrap().display()),
+        )
+        .replace(
+            "\"data/",
+            &format!(
+                "\"{}/examples/data/",
+                std::env::current_dir().unwrap().display()
+            ),
+        );
+    std::fs::write(&p, src).unwrap();
+    let r = json_of(&["run", p.to_str().unwrap(), "--json"]);
+    let cos16 = r["tasks"][0]["value"].as_f64().unwrap();
+    assert!(cos16 >= 0.99, "16-bit inputs: worst-case cosine {cos16}");
+    eprintln!(
+        "MiniLM simulated vs float: worst cosine {cos:.5} (8-bit inputs), {cos16:.5} (16-bit inputs)"
+    );
+}
+
+/// A chip too small for every task: several phases, spills, constants of
+/// several tasks — and the outputs still agree with the float reference.
+#[test]
+fn a_phased_multi_task_program_computes_the_right_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("small.mgen");
+    std::fs::write(
+        &p,
+        std::fs::read_to_string("examples/quickstart.mgen")
+            .unwrap()
+            .replace("tiles = 168;", "tiles = 2;"),
+    )
+    .unwrap();
+    let r = json_of(&["run", p.to_str().unwrap(), "--json"]);
+    assert!(r["phases"].as_u64().unwrap() > 1);
+    for t in r["tasks"].as_array().unwrap() {
+        assert!(t["value"].as_f64().unwrap() >= 0.99, "{t}");
+    }
+    assert!(r["lifetime_inferences"].as_f64().is_some());
+}

@@ -1,0 +1,1 @@
+sim tests/golden/no-such-program

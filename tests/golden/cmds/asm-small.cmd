@@ -1,0 +1,1 @@
+compile tests/golden/cases/ok-small.mgen --emit asm

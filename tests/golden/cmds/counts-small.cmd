@@ -1,0 +1,1 @@
+run tests/golden/cases/ok-small.mgen --counts-only
