@@ -2,7 +2,7 @@
 //!
 //! Every figure is **per operation** (pJ per conversion, access or cell; ns
 //! per cycle), never power × latency, and every entry names its source (see
-//! `../shared/ENERGY.md` and `docs/energy.md`). A `.mgen` hardware block
+//! `../shared/ENERGY.md` and `docs/simulator.md`). A `.mgen` hardware block
 //! overrides any entry by name: `energy { adc = 1.67 pJ; }`,
 //! `timing { crossbar_cycle = 100 ns; }`.
 
