@@ -18,9 +18,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let mut sources = Sources::new();
-    let f = mgen::driver::front_bytes(&mut sources, "bench.mgen", SPEC.as_bytes(), ".", false).unwrap();
+    let f =
+        mgen::driver::front_bytes(&mut sources, "bench.mgen", SPEC.as_bytes(), ".", false).unwrap();
     let (mut m, store) = mgen::driver::module_and_store(f, &sources).unwrap();
-    mgen::passes::run_pipeline(&mut m, &mgen::passes::resolve("default").unwrap(), |_, _| {}).unwrap();
+    mgen::passes::run_pipeline(
+        &mut m,
+        &mgen::passes::resolve("default").unwrap(),
+        |_, _| {},
+    )
+    .unwrap();
     let batch = mgen::data::load(&m.spec, &mut sources).unwrap();
     let pkg = mgen::backend::program::package(&m, &store, &batch, false).unwrap();
     let plan = mgen::reference::Plan::new(&m, &store).unwrap();
@@ -37,7 +43,18 @@ fn main() {
         ti.push(t.elapsed().as_secs_f64());
     }
     let (r, s, i) = (median(tr), median(ts), median(ti));
-    println!("reference executor, BERT-base, 1 request, seq 128: {:.1} ms", r * 1e3);
-    println!("simulator, bit-sliced ADC model:                   {:.1} ms  ratio {:.2}x (goal <= 4x)", s * 1e3, s / r);
-    println!("simulator, --ideal-adc:                            {:.1} ms  ratio {:.2}x (goal <= 1.5x)", i * 1e3, i / r);
+    println!(
+        "reference executor, BERT-base, 1 request, seq 128: {:.1} ms",
+        r * 1e3
+    );
+    println!(
+        "simulator, bit-sliced ADC model:                   {:.1} ms  ratio {:.2}x (goal <= 4x)",
+        s * 1e3,
+        s / r
+    );
+    println!(
+        "simulator, --ideal-adc:                            {:.1} ms  ratio {:.2}x (goal <= 1.5x)",
+        i * 1e3,
+        i / r
+    );
 }
