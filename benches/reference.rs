@@ -3,18 +3,10 @@
 //! shapes (the floor any executor of this model pays), measured in the same
 //! run. `cargo bench --bench reference`. Prints medians of several runs.
 
-use mgen::diag::Sources;
+mod common;
+use common::median;
 use ndarray::Array2;
 use std::time::Instant;
-
-const SPEC: &str = "model bert_base { layers = 12; hidden = 768; heads = 12; ffn = 3072; vocab = 30522; max_seq = 128; weights = synthetic(seed = 7); }
-task t { base = bert_base; head = classify(2); weights = finetuned(seed = 1, drift = 0); }
-workload w { requests = 1; seq = 128; inputs = synthetic(seed = 3); tasks = [t]; }";
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn gemm_loop(
     s: usize,
@@ -45,11 +37,7 @@ fn gemm_loop(
 }
 
 fn main() {
-    let mut sources = Sources::new();
-    let f =
-        mgen::driver::front_bytes(&mut sources, "bench.mgen", SPEC.as_bytes(), ".", false).unwrap();
-    let (m, store) = mgen::driver::module_and_store(f, &sources).unwrap();
-    let batch = mgen::data::load(&m.spec, &mut sources).unwrap();
+    let (m, store, batch) = common::bert_base();
     let t = Instant::now();
     let plan = mgen::reference::Plan::new(&m, &store).unwrap();
     eprintln!(

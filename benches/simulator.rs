@@ -4,30 +4,12 @@
 //! `--ideal-adc`. Includes preparing the crossbar images (slicing). Prints
 //! medians. `cargo bench --bench simulator`.
 
-use mgen::diag::Sources;
+mod common;
+use common::median;
 use std::time::Instant;
 
-const SPEC: &str = "model bert_base { layers = 12; hidden = 768; heads = 12; ffn = 3072; vocab = 30522; max_seq = 128; weights = synthetic(seed = 7); }
-task t { base = bert_base; head = classify(2); weights = finetuned(seed = 1, drift = 0); }
-workload w { requests = 1; seq = 128; inputs = synthetic(seed = 3); tasks = [t]; }";
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn main() {
-    let mut sources = Sources::new();
-    let f =
-        mgen::driver::front_bytes(&mut sources, "bench.mgen", SPEC.as_bytes(), ".", false).unwrap();
-    let (mut m, store) = mgen::driver::module_and_store(f, &sources).unwrap();
-    mgen::passes::run_pipeline(
-        &mut m,
-        &mgen::passes::resolve("default").unwrap(),
-        |_, _| {},
-    )
-    .unwrap();
-    let batch = mgen::data::load(&m.spec, &mut sources).unwrap();
+    let (m, store, batch) = common::bert_base();
     let pkg = mgen::backend::program::package(&m, &store, &batch, false).unwrap();
     let plan = mgen::reference::Plan::new(&m, &store).unwrap();
     let (mut tr, mut ts, mut ti) = (Vec::new(), Vec::new(), Vec::new());

@@ -213,26 +213,12 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
     match cmd {
         Cmd::Check { file, json } => {
             let f = driver::front(sources, &file)?;
-            // Checkpoints are opened and checked too (names, shapes, dtypes, config.json).
-            let f = match f.mir {
-                Some(_) => {
-                    let spec = f.spec.clone();
-                    driver::module_and_store(f, sources)?;
-                    driver::Front {
-                        file: 0,
-                        ast: crate::syntax::ast::File { items: vec![] },
-                        spec,
-                        mir: None,
-                    }
-                }
-                None => {
-                    crate::weights::Store::for_spec(&f.spec)?;
-                    f
-                }
-            };
-            // And the workload's inputs.
-            crate::data::load(&f.spec, sources)?;
-            let s = &f.spec;
+            let spec = f.spec.clone();
+            // Checkpoints are opened and checked (names, shapes, dtypes,
+            // config.json), a .mir's digests against them, and the inputs.
+            driver::module_and_store(f, sources)?;
+            crate::data::load(&spec, sources)?;
+            let s = &spec;
             let tasks: Vec<&str> = s
                 .workload
                 .tasks
@@ -481,7 +467,7 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             if let Some(dir) = &dump_outputs {
                 crate::run::dump_outputs(dir, &outputs)?;
             }
-            let summary = crate::run::summarize(&m, &outputs, &batch);
+            let summary = crate::run::summarize(&m, &outputs);
             if json {
                 let v = serde_json::json!({
                     "mode": "reference",
@@ -582,20 +568,6 @@ fn simulate_and_report(
         }
     }
     Ok(0)
-}
-
-#[allow(dead_code)]
-fn emit_name(e: Emit) -> &'static str {
-    match e {
-        Emit::Ast => "ast",
-        Emit::Ir => "ir",
-        Emit::Sharing => "sharing",
-        Emit::Placement => "placement",
-        Emit::Schedule => "schedule",
-        Emit::Asm => "asm",
-        Emit::Program => "program",
-        Emit::Weights => "weights",
-    }
 }
 
 /// Writes `text` to `path` atomically, or to stdout.

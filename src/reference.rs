@@ -14,7 +14,7 @@ use crate::ir::{InputKind, Module, NodeId, Op};
 use crate::spec::Pool;
 use crate::weights::Store;
 use ndarray::{
-    Array1, Array2, Array3, ArrayD, ArrayView1, ArrayView2, Axis, Ix1, Ix2, Ix3, Zip, s,
+    Array1, Array2, Array3, ArrayD, ArrayView1, ArrayView2, ArrayView3, Axis, Ix1, Ix2, Ix3, Zip, s,
 };
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -156,10 +156,19 @@ impl<'a> Plan<'a> {
 
     /// Evaluates the whole batch.
     pub fn run(&self, batch: &Batch) -> Vec<TaskOutput> {
+        self.run_ticking(batch, &|| {})
+    }
+
+    /// [`Plan::run`], calling `tick` after each request (for progress bars).
+    pub fn run_ticking(&self, batch: &Batch, tick: &(dyn Fn() + Sync)) -> Vec<TaskOutput> {
         let rows: Vec<Vec<Vec<f32>>> = batch
             .requests
             .par_iter()
-            .map(|r| self.run_one(&r.ids, &r.mask()))
+            .map(|r| {
+                let o = self.run_one(&r.ids, &r.mask());
+                tick();
+                o
+            })
             .collect();
         self.assemble(&rows)
     }
@@ -254,92 +263,108 @@ pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+// The digital-unit operations. The simulator's digital units call these
+// same functions (after checking their operands' shapes), so both
+// executors agree on every non-MVM op bit for bit.
+
+/// Word + position + token-type(0) embeddings of `ids` (ids past the table
+/// are clamped to its last row; the simulator rejects them first).
+pub fn embed(
+    ids: ArrayView1<f32>,
+    w: ArrayView2<f32>,
+    pos: ArrayView2<f32>,
+    typ: ArrayView2<f32>,
+) -> Array2<f32> {
+    let mut y = Array2::<f32>::zeros((ids.len(), w.ncols()));
+    for (s, (mut row, &id)) in y.rows_mut().into_iter().zip(ids.iter()).enumerate() {
+        let id = (id as usize).min(w.nrows() - 1);
+        Zip::from(&mut row)
+            .and(w.row(id))
+            .and(pos.row(s))
+            .and(typ.row(0))
+            .for_each(|o, &a, &b, &c| *o = a + b + c);
+    }
+    y
+}
+
+/// Per-head `Q·Kᵀ`: `[s, h] x [s, h] → [heads, s, s]`.
+pub fn qk(q: ArrayView2<f32>, k: ArrayView2<f32>, heads: usize) -> Array3<f32> {
+    let (s, h) = q.dim();
+    let dh = h / heads;
+    let mut y = Array3::<f32>::zeros((heads, s, k.nrows()));
+    for hd in 0..heads {
+        let qh = q.slice(s![.., hd * dh..(hd + 1) * dh]);
+        let kh = k.slice(s![.., hd * dh..(hd + 1) * dh]);
+        y.index_axis_mut(Axis(0), hd).assign(&qh.dot(&kh.t()));
+    }
+    y
+}
+
+/// Per-head `P·V`: `[heads, s, s] x [s, h] → [s, h]`.
+pub fn av(p: ArrayView3<f32>, v: ArrayView2<f32>, heads: usize) -> Array2<f32> {
+    let (s, h) = v.dim();
+    let dh = h / heads;
+    let mut y = Array2::<f32>::zeros((s, h));
+    for hd in 0..heads {
+        let vh = v.slice(s![.., hd * dh..(hd + 1) * dh]);
+        let o = p.index_axis(Axis(0), hd).dot(&vh);
+        y.slice_mut(s![.., hd * dh..(hd + 1) * dh]).assign(&o);
+    }
+    y
+}
+
+/// Adds [`MASK_VALUE`] to the scores of padded keys (the last axis).
+pub fn mask_scores(mut x: ArrayD<f32>, m: ArrayView1<f32>) -> ArrayD<f32> {
+    let last = Axis(x.ndim() - 1);
+    for mut row in x.lanes_mut(last) {
+        Zip::from(&mut row)
+            .and(&m)
+            .for_each(|v, &mk| *v += (1.0 - mk) * MASK_VALUE);
+    }
+    x
+}
+
+/// The masked mean over positions: `[s, h]` with mask `[s]` → `[h]`.
+pub fn mean_pool(x: ArrayView2<f32>, m: ArrayView1<f32>) -> Array1<f32> {
+    let mut acc = Array1::<f32>::zeros(x.ncols());
+    let mut count = 0.0f32;
+    for (row, &mk) in x.rows().into_iter().zip(m.iter()) {
+        if mk != 0.0 {
+            acc.scaled_add(mk, &row);
+            count += mk;
+        }
+    }
+    acc.mapv_inplace(|v| v / count.max(1e-9));
+    acc
+}
+
 fn eval(op: &Op, a: &[&ArrayD<f32>], p: &[&ArrayD<f32>], ids: &[u32], mask: &[f32]) -> ArrayD<f32> {
     match op {
         Op::Input(InputKind::Ids) => Array1::from_iter(ids.iter().map(|&i| i as f32)).into_dyn(),
         Op::Input(InputKind::Mask) => Array1::from(mask.to_vec()).into_dyn(),
-        Op::Embed => {
-            let (w, pos, typ) = (v2(p[0]), v2(p[1]), v2(p[2]));
-            let ids = v1(a[0]);
-            let mut y = Array2::<f32>::zeros((ids.len(), w.ncols()));
-            for (s, (mut row, &id)) in y.rows_mut().into_iter().zip(ids.iter()).enumerate() {
-                let id = (id as usize).min(w.nrows() - 1);
-                Zip::from(&mut row)
-                    .and(w.row(id))
-                    .and(pos.row(s))
-                    .and(typ.row(0))
-                    .for_each(|o, &a, &b, &c| *o = a + b + c);
-            }
-            y.into_dyn()
-        }
+        Op::Embed => embed(v1(a[0]), v2(p[0]), v2(p[1]), v2(p[2])).into_dyn(),
         Op::LayerNorm { eps } => layernorm(a[0], p[0], p[1], *eps as f32),
         Op::Linear => linear(a[0], p[0], p[1]),
-        Op::Qk { heads } => {
-            let (q, k) = (v2(a[0]), v2(a[1]));
-            let (s, h) = q.dim();
-            let heads = *heads as usize;
-            let dh = h / heads;
-            let mut y = Array3::<f32>::zeros((heads, s, s));
-            for hd in 0..heads {
-                let qh = q.slice(s![.., hd * dh..(hd + 1) * dh]);
-                let kh = k.slice(s![.., hd * dh..(hd + 1) * dh]);
-                y.index_axis_mut(Axis(0), hd).assign(&qh.dot(&kh.t()));
-            }
-            y.into_dyn()
-        }
+        Op::Qk { heads } => qk(v2(a[0]), v2(a[1]), *heads as usize).into_dyn(),
         Op::Scale { factor } => {
             let f = *factor as f32;
             a[0].mapv(|v| v * f)
         }
-        Op::Mask => {
-            let m = v1(a[1]);
-            let mut y = a[0]
-                .clone()
-                .into_dimensionality::<Ix3>()
-                .expect("verified shape");
-            for mut row in y.lanes_mut(Axis(2)) {
-                Zip::from(&mut row)
-                    .and(&m)
-                    .for_each(|v, &mk| *v += (1.0 - mk) * MASK_VALUE);
-            }
-            y.into_dyn()
-        }
+        Op::Mask => mask_scores(a[0].clone(), v1(a[1])),
         Op::Softmax => softmax(a[0]),
-        Op::Av { heads } => {
-            let pr = a[0]
-                .view()
+        Op::Av { heads } => av(
+            a[0].view()
                 .into_dimensionality::<Ix3>()
-                .expect("verified shape");
-            let v = v2(a[1]);
-            let (s, h) = v.dim();
-            let heads = *heads as usize;
-            let dh = h / heads;
-            let mut y = Array2::<f32>::zeros((s, h));
-            for hd in 0..heads {
-                let vh = v.slice(s![.., hd * dh..(hd + 1) * dh]);
-                let o = pr.index_axis(Axis(0), hd).dot(&vh);
-                y.slice_mut(s![.., hd * dh..(hd + 1) * dh]).assign(&o);
-            }
-            y.into_dyn()
-        }
+                .expect("verified shape"),
+            v2(a[1]),
+            *heads as usize,
+        )
+        .into_dyn(),
         Op::Add => a[0] + a[1],
         Op::Gelu => a[0].mapv(gelu),
         Op::Tanh => a[0].mapv(f32::tanh),
         Op::Pool(Pool::Cls) => v2(a[0]).row(0).to_owned().into_dyn(),
-        Op::Pool(Pool::Mean) => {
-            let x = v2(a[0]);
-            let m = v1(a[1]);
-            let mut acc = Array1::<f32>::zeros(x.ncols());
-            let mut count = 0.0f32;
-            for (row, &mk) in x.rows().into_iter().zip(m.iter()) {
-                if mk != 0.0 {
-                    acc.scaled_add(mk, &row);
-                    count += mk;
-                }
-            }
-            acc.mapv_inplace(|v| v / count.max(1e-9));
-            acc.into_dyn()
-        }
+        Op::Pool(Pool::Mean) => mean_pool(v2(a[0]), v1(a[1])).into_dyn(),
         Op::Output { .. } => a[0].clone(),
     }
 }

@@ -8,34 +8,45 @@ use crate::ir::Module;
 use crate::reference::{Plan, TaskOutput};
 use crate::spec::Head;
 use ndarray::Axis;
-use rayon::prelude::*;
 use serde_json::{Value, json};
 use std::path::Path;
 
 /// Evaluates the batch, with a progress bar on stderr when `progress`.
 pub fn with_progress(plan: &Plan, batch: &Batch, progress: bool) -> Vec<TaskOutput> {
-    if !progress || batch.requests.len() < 2 {
-        return plan.run(batch);
-    }
-    let bar = indicatif::ProgressBar::new(batch.requests.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:40}] {pos}/{len} requests ({eta} left)",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    let bar = progress_bar(
+        progress && batch.requests.len() > 1,
+        batch.requests.len(),
+        "reference",
+        "requests",
     );
-    bar.set_prefix("reference");
-    let rows: Vec<Vec<Vec<f32>>> = batch
-        .requests
-        .par_iter()
-        .map(|r| {
-            let o = plan.run_one(&r.ids, &r.mask());
-            bar.inc(1);
-            o
-        })
-        .collect();
-    bar.finish_and_clear();
-    plan.assemble(&rows)
+    let out = plan.run_ticking(batch, &|| {
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    out
+}
+
+/// A progress bar on stderr of `len` steps, or `None` when `show` is false.
+pub fn progress_bar(
+    show: bool,
+    len: usize,
+    label: &str,
+    unit: &str,
+) -> Option<indicatif::ProgressBar> {
+    show.then(|| {
+        let b = indicatif::ProgressBar::new(len as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(&format!(
+                "{label} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{eta}} left)"
+            ))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    })
 }
 
 /// Writes `DIR/TASK.npy` for every task, atomically.
@@ -68,7 +79,7 @@ fn head_text(h: &Head) -> String {
 }
 
 /// Per-task summaries as JSON values.
-pub fn summarize(m: &Module, outputs: &[TaskOutput], _batch: &Batch) -> Vec<Value> {
+pub fn summarize(m: &Module, outputs: &[TaskOutput]) -> Vec<Value> {
     outputs
         .iter()
         .enumerate()

@@ -7,27 +7,8 @@ use mgen::hw::{Hardware, Signs};
 use ndarray::{Array1, Array2};
 use std::path::Path;
 
-fn mgen(args: &[&str]) -> (i32, String, String) {
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let argv = std::iter::once("mgen")
-        .chain(args.iter().copied())
-        .map(Into::into);
-    let code = mgen::cli::main_with(
-        argv,
-        &mut mgen::cli::Io {
-            out: &mut out,
-            err: &mut err,
-            color: false,
-            progress: false,
-        },
-    );
-    (
-        code,
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
-    )
-}
+mod common;
+use common::{json_of, mgen};
 
 fn placed(path: &str, edit: &dyn Fn(String) -> String) -> mgen::ir::Module {
     let src = edit(std::fs::read_to_string(path).unwrap());
@@ -110,15 +91,7 @@ fn a_small_chip_gets_phases_without_overlap_and_too_small_is_a_diagnostic() {
     }
     // The program runs: every MVM's crossbars are programmed in its phase.
     let prog = mgen::backend::codegen::codegen(&m, p, &Default::default());
-    let tasks: Vec<mgen::sim::TaskInfo> = m
-        .task_names()
-        .iter()
-        .map(|n| mgen::sim::TaskInfo {
-            name: n.to_string(),
-            kind: "embed".into(),
-            width: 1,
-        })
-        .collect();
+    let tasks = mgen::backend::program::task_infos(&m);
     mgen::sim::validate(&prog, &tasks, p.crossbars_available).unwrap();
     assert!(
         prog.code
@@ -335,12 +308,6 @@ fn the_adc_saturates_when_column_sums_exceed_its_range() {
     let _ = Array1::<f32>::zeros(1);
 }
 
-fn json_of(args: &[&str]) -> serde_json::Value {
-    let (code, out, err) = mgen(args);
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str(&out).unwrap()
-}
-
 #[test]
 fn run_counts_and_functional_agree_on_energy_and_are_deterministic() {
     let f = json_of(&["run", "examples/quickstart.mgen", "--json"]);
@@ -427,15 +394,7 @@ fn validation_names_the_instruction() {
     let m = placed("examples/quickstart.mgen", &|s| s);
     let p = m.placement.as_ref().unwrap();
     let prog = mgen::backend::codegen::codegen(&m, p, &Default::default());
-    let tasks: Vec<mgen::sim::TaskInfo> = m
-        .task_names()
-        .iter()
-        .map(|n| mgen::sim::TaskInfo {
-            name: n.to_string(),
-            kind: "embed".into(),
-            width: 1,
-        })
-        .collect();
+    let tasks = mgen::backend::program::task_infos(&m);
     let bare = |inst| Line {
         inst,
         node: String::new(),
@@ -481,11 +440,7 @@ fn validation_names_the_instruction() {
 /// the gap is tracked (issue 6 stays open).
 #[test]
 fn minilm_on_the_simulator_stays_close_to_the_float_reference() {
-    let st = std::process::Command::new("bash")
-        .arg("scripts/fetch-weights.sh")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    common::ensure_weights();
     let r = json_of(&["run", "examples/minilm.mgen", "--json"]);
     let cos = r["tasks"][0]["value"].as_f64().unwrap();
     assert!(cos >= 0.97, "worst-case cosine {cos}");

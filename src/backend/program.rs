@@ -29,7 +29,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-fn task_infos(m: &Module) -> Vec<TaskInfo> {
+/// The workload's tasks as the simulator sees them.
+pub fn task_infos(m: &Module) -> Vec<TaskInfo> {
     m.spec
         .workload
         .tasks
@@ -56,6 +57,10 @@ pub type Calibration = (HashMap<NodeId, f64>, Vec<Array2<f32>>);
 /// Runs the float reference over the batch, recording the largest input
 /// magnitude of every `linear` node (the static activation scales) and the
 /// outputs.
+///
+/// Every request of `batch` is evaluated; activation values are sampled from
+/// the first [`CALIBRATION_REQUESTS`] only, so one pass gives both the scales
+/// and the reference outputs the accuracy report needs.
 pub fn calibrate(m: &Module, store: &Store, batch: &Batch) -> Result<Calibration, Diags> {
     let plan = Plan::new(m, store)?;
     let linear_inputs: HashMap<NodeId, Vec<NodeId>> = {
@@ -69,12 +74,17 @@ pub fn calibrate(m: &Module, store: &Store, batch: &Batch) -> Result<Calibration
     };
     // A strided sample of every linear input's values (at most SAMPLES a node).
     const SAMPLES: usize = 1 << 17;
-    let per_request = (SAMPLES / batch.requests.len().max(1)).max(1);
+    let sampled = batch.requests.len().min(CALIBRATION_REQUESTS);
+    let per_request = (SAMPLES / sampled.max(1)).max(1);
     let samples: Mutex<HashMap<NodeId, Vec<f32>>> = Mutex::new(HashMap::new());
     let rows: Vec<Vec<Vec<f32>>> = batch
         .requests
         .par_iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
+            if i >= sampled {
+                return plan.run_one(&r.ids, &r.mask());
+            }
             let mut local: HashMap<NodeId, Vec<f32>> = HashMap::new();
             // Padded positions are not real activations: sample real tokens only.
             let real = r.len;
@@ -118,9 +128,13 @@ pub fn calibrate(m: &Module, store: &Store, batch: &Batch) -> Result<Calibration
 /// (the first ones of the workload).
 pub const CALIBRATION_REQUESTS: usize = 16;
 
-/// The requests activation scales are calibrated on.
-pub fn calibration_batch(batch: &Batch) -> Batch {
-    Batch {
+/// The program of a placed module with calibrated scales (`--emit asm`).
+pub fn program(m: &Module, store: &Store, batch: &Batch) -> Result<Program, Diags> {
+    let placement = match &m.placement {
+        Some(p) => p.clone(),
+        None => super::place::place(m)?,
+    };
+    let first = Batch {
         seq: batch.seq,
         requests: batch
             .requests
@@ -128,16 +142,8 @@ pub fn calibration_batch(batch: &Batch) -> Batch {
             .take(CALIBRATION_REQUESTS)
             .cloned()
             .collect(),
-    }
-}
-
-/// The program of a placed module with calibrated scales (`--emit asm`).
-pub fn program(m: &Module, store: &Store, batch: &Batch) -> Result<Program, Diags> {
-    let placement = match &m.placement {
-        Some(p) => p.clone(),
-        None => super::place::place(m)?,
     };
-    let (scales, _) = calibrate(m, store, &calibration_batch(batch))?;
+    let (scales, _) = calibrate(m, store, &first)?;
     Ok(codegen(m, &placement, &scales))
 }
 
@@ -156,12 +162,7 @@ pub fn package(
     let (scales, reference) = if counts_only {
         (HashMap::new(), None)
     } else {
-        let (s, _) = calibrate(m, store, &calibration_batch(batch))?;
-        let r = Plan::new(m, store)?
-            .run(batch)
-            .into_iter()
-            .map(|o| o.values)
-            .collect();
+        let (s, r) = calibrate(m, store, batch)?;
         (s, Some(r))
     };
     let (prog, const_params) = super::codegen::codegen_with_consts(m, &placement, &scales);

@@ -24,8 +24,8 @@
 use crate::backend::isa::{DmmKind, Inst, Program, VecOp};
 use crate::backend::quant::{QMatrix, quantize_input};
 use crate::hw::{Hardware, Signs};
-use crate::reference::{MASK_VALUE, gelu, layernorm, softmax};
-use ndarray::{Array1, Array2, Array3, ArrayD, ArrayView2, Axis, Ix1, Ix2, Ix3, Zip, s};
+use crate::reference::{av, embed, gelu, layernorm, mask_scores, mean_pool, qk, softmax};
+use ndarray::{Array1, Array2, ArrayD, ArrayView2, Axis, Ix1, Ix2, Ix3, Zip, s};
 use std::sync::Arc;
 
 struct Block {
@@ -290,21 +290,21 @@ impl Machine<'_> {
                 if w.ncols() != p.ncols() || w.ncols() != t.ncols() || t.nrows() == 0 {
                     return Err("embedding tables of different widths".into());
                 }
-                let mut y = Array2::<f32>::zeros((idv.len(), w.ncols()));
-                for (s, (mut row, &id)) in y.rows_mut().into_iter().zip(idv.iter()).enumerate() {
-                    let id = id as usize;
-                    if id >= w.nrows() || s >= p.nrows() {
-                        return Err(format!(
-                            "token id {id} or position {s} outside the embedding tables"
-                        ));
-                    }
-                    Zip::from(&mut row)
-                        .and(w.row(id))
-                        .and(p.row(s))
-                        .and(t.row(0))
-                        .for_each(|o, &a, &b, &c| *o = a + b + c);
+                if let Some(bad) = idv.iter().find(|&&id| id as usize >= w.nrows()) {
+                    return Err(format!("token id {bad} outside the embedding table"));
                 }
-                Some((*dst, y.into_dyn()))
+                if idv.len() > p.nrows() {
+                    return Err(format!(
+                        "{} positions for {} position embeddings",
+                        idv.len(),
+                        p.nrows()
+                    ));
+                }
+                let idv = idv
+                    .view()
+                    .into_dimensionality::<Ix1>()
+                    .map_err(|_| "token ids are a vector".to_string())?;
+                Some((*dst, embed(idv, w, p, t).into_dyn()))
             }
             Inst::LayerNorm {
                 dst,
@@ -368,7 +368,7 @@ impl Machine<'_> {
                 match kind {
                     DmmKind::Qk => {
                         let (q, k) = (v2(&a)?, v2(&b)?);
-                        let (sq, h) = q.dim();
+                        let h = q.ncols();
                         if q.dim() != k.dim() || heads == 0 || h % heads != 0 {
                             return Err(format!(
                                 "DMM qk of {:?} and {:?} with {heads} heads",
@@ -376,15 +376,7 @@ impl Machine<'_> {
                                 k.dim()
                             ));
                         }
-                        let dh = h / heads.max(1);
-                        let mut y = Array3::<f32>::zeros((heads, sq, k.nrows()));
-                        for hd in 0..heads {
-                            y.index_axis_mut(Axis(0), hd).assign(
-                                &q.slice(s![.., hd * dh..(hd + 1) * dh])
-                                    .dot(&k.slice(s![.., hd * dh..(hd + 1) * dh]).t()),
-                            );
-                        }
-                        Some((*dst, y.into_dyn()))
+                        Some((*dst, qk(q, k, heads).into_dyn()))
                     }
                     DmmKind::Av => {
                         let p = a
@@ -400,15 +392,7 @@ impl Machine<'_> {
                                 v.dim()
                             ));
                         }
-                        let dh = h / heads.max(1);
-                        let mut y = Array2::<f32>::zeros((sv, h));
-                        for hd in 0..heads {
-                            let o = p
-                                .index_axis(Axis(0), hd)
-                                .dot(&v.slice(s![.., hd * dh..(hd + 1) * dh]));
-                            y.slice_mut(s![.., hd * dh..(hd + 1) * dh]).assign(&o);
-                        }
-                        Some((*dst, y.into_dyn()))
+                        Some((*dst, av(p, v, heads).into_dyn()))
                     }
                 }
             }
@@ -433,14 +417,14 @@ impl Machine<'_> {
                             .view()
                             .into_dimensionality::<Ix1>()
                             .map_err(|_| "a mask is a vector".to_string())?;
-                        let mut y = x;
-                        let last = Axis(y.ndim() - 1);
-                        for mut row in y.lanes_mut(last) {
-                            Zip::from(&mut row)
-                                .and(&m)
-                                .for_each(|v, &mk| *v += (1.0 - mk) * MASK_VALUE);
+                        if x.shape().last() != Some(&m.len()) {
+                            return Err(format!(
+                                "VEC mask of {:?} with a mask of {}",
+                                x.shape(),
+                                m.len()
+                            ));
                         }
-                        y
+                        mask_scores(x, m)
                     }
                     VecOp::Softmax => softmax(&x),
                     VecOp::Gelu => x.mapv(gelu),
@@ -468,16 +452,11 @@ impl Machine<'_> {
                             m.len()
                         ));
                     }
-                    let mut acc = Array1::<f32>::zeros(x.ncols());
-                    let mut count = 0.0f32;
-                    for (row, &mk) in x.rows().into_iter().zip(m.iter()) {
-                        if mk != 0.0 {
-                            acc.scaled_add(mk, &row);
-                            count += mk;
-                        }
-                    }
-                    acc.mapv_inplace(|v| v / count.max(1e-9));
-                    Some((*dst, acc.into_dyn()))
+                    let m = m
+                        .view()
+                        .into_dimensionality::<Ix1>()
+                        .map_err(|_| "a mask is a vector".to_string())?;
+                    Some((*dst, mean_pool(x, m).into_dyn()))
                 } else {
                     Some((*dst, x.row(0).to_owned().into_dyn()))
                 }

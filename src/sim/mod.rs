@@ -352,16 +352,12 @@ pub fn simulate(pkg: &Package, ideal_adc: bool, progress: bool) -> Result<Vec<Ar
         }
     }
     let nb = pkg.prog.buffers.len();
-    let bar = progress.then(|| {
-        let b = indicatif::ProgressBar::new((pkg.requests.len() * bodies.len()) as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "simulating [{bar:40}] {pos}/{len} request-phases ({eta} left)",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
+    let bar = crate::run::progress_bar(
+        progress,
+        pkg.requests.len() * bodies.len(),
+        "simulating",
+        "request-phases",
+    );
     struct State {
         spilled: Vec<Option<ArrayD<f32>>>,
         outs: Vec<(String, Vec<f32>)>,

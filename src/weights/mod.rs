@@ -357,121 +357,84 @@ impl Store {
         let mut synthesized_head = false;
         let mut synthesized_pooler = false;
         for ts in layout(&model, &task.head) {
+            let in_task_file = match &task_file {
+                Some(c) => self.file_tensor(spec, &tkey, c, &ts)?,
+                None => None,
+            };
             let (digest, source) = if ts.part == Part::Classifier {
-                match task_file
-                    .as_ref()
-                    .map(|c| Self::check_entry(spec, &tkey, c, &ts))
-                    .transpose()?
-                    .flatten()
-                {
-                    Some(d) => {
-                        let path = task_file
-                            .as_ref()
-                            .map(|c| c.path.clone())
-                            .unwrap_or_default();
-                        self.recipes.insert(
-                            d.clone(),
-                            Recipe::File {
-                                path,
-                                name: ts.name.clone(),
-                            },
-                        );
-                        (d, task.name.clone())
-                    }
-                    None => {
-                        if task_file.is_some() {
-                            synthesized_head = true;
-                        }
-                        let d = digest_of(&[
+                let d = in_task_file.unwrap_or_else(|| {
+                    synthesized_head |= task_file.is_some();
+                    self.recipe(
+                        &[
                             "head",
                             &task_seed.to_string(),
                             &ts.name,
                             &format!("{:?}", ts.shape),
-                        ]);
-                        self.recipes.insert(
-                            d.clone(),
-                            Recipe::Head {
-                                seed: task_seed,
-                                name: ts.name.clone(),
-                                shape: ts.shape.clone(),
-                            },
-                        );
-                        (d, task.name.clone())
-                    }
-                }
+                        ],
+                        Recipe::Head {
+                            seed: task_seed,
+                            name: ts.name.clone(),
+                            shape: ts.shape.clone(),
+                        },
+                    )
+                });
+                (d, task.name.clone())
             } else {
-                // The base's tensor.
-                let base = match &base_file {
-                    Some(c) => match Self::check_entry(spec, &mkey, c, &ts)? {
-                        Some(d) => {
-                            self.recipes.insert(
-                                d.clone(),
-                                Recipe::File {
-                                    path: c.path.clone(),
-                                    name: ts.name.clone(),
-                                },
-                            );
-                            d
-                        }
-                        None if ts.part == Part::Pooler => {
-                            synthesized_pooler = true;
-                            let seed = seed_of_name(&model.name);
-                            let d = digest_of(&[
-                                "synthetic",
-                                &seed.to_string(),
-                                &ts.name,
-                                &format!("{:?}", ts.shape),
-                            ]);
-                            self.recipes.insert(
-                                d.clone(),
-                                Recipe::Synthetic {
-                                    seed,
-                                    name: ts.name.clone(),
-                                    shape: ts.shape.clone(),
-                                },
-                            );
-                            d
-                        }
-                        None => {
-                            return Err(Self::at(
-                                spec,
-                                &mkey,
-                                Diagnostic::error(Code::E203, format!("`{}` has no tensor `{}` (nor `bert.{}`)", c.path.display(), ts.name, ts.name)),
-                                "these weights",
-                            )
-                            .note(format!("a {}-layer BERT needs {} tensors; see docs/language.md, \"Weights\"", model.layers, layout(&model, &Head::Embed { pool: Pool::Mean }).len()))
-                            .into());
-                        }
-                    },
-                    None => {
+                // The base's tensor: from its checkpoint, or synthetic (a
+                // model file without a pooler gets a synthetic one).
+                let from_base_file = match &base_file {
+                    Some(c) => self.file_tensor(spec, &mkey, c, &ts)?,
+                    None => None,
+                };
+                let base = match (from_base_file, &base_file) {
+                    (Some(d), _) => d,
+                    (None, Some(c)) if ts.part != Part::Pooler => {
+                        return Err(Self::at(
+                            spec,
+                            &mkey,
+                            Diagnostic::error(
+                                Code::E203,
+                                format!(
+                                    "`{}` has no tensor `{}` (nor `bert.{}`)",
+                                    c.path.display(),
+                                    ts.name,
+                                    ts.name
+                                ),
+                            ),
+                            "these weights",
+                        )
+                        .note(format!(
+                            "a {}-layer BERT needs {} tensors; see docs/language.md, \"Weights\"",
+                            model.layers,
+                            layout(&model, &Head::Embed { pool: Pool::Mean }).len()
+                        ))
+                        .into());
+                    }
+                    (None, file) => {
+                        synthesized_pooler |= file.is_some();
                         // The checker allows only `synthetic(...)` or a path for a model.
                         let seed = match model.weights {
                             WeightSource::Synthetic { seed }
                             | WeightSource::Finetuned { seed, .. } => seed,
                             WeightSource::File { .. } => seed_of_name(&model.name),
                         };
-                        let d = digest_of(&[
-                            "synthetic",
-                            &seed.to_string(),
-                            &ts.name,
-                            &format!("{:?}", ts.shape),
-                        ]);
-                        self.recipes.insert(
-                            d.clone(),
+                        self.recipe(
+                            &[
+                                "synthetic",
+                                &seed.to_string(),
+                                &ts.name,
+                                &format!("{:?}", ts.shape),
+                            ],
                             Recipe::Synthetic {
                                 seed,
                                 name: ts.name.clone(),
                                 shape: ts.shape.clone(),
                             },
-                        );
-                        d
+                        )
                     }
                 };
-                match &task.weights {
-                    WeightSource::Finetuned { drift, .. } if *drift == 0.0 => {
-                        (base, model.name.clone())
-                    }
-                    WeightSource::Finetuned { seed, drift } => {
+                match (&task.weights, in_task_file) {
+                    (WeightSource::Finetuned { seed, drift }, _) if *drift != 0.0 => {
                         let d = digest_of(&[
                             "finetuned",
                             &base,
@@ -491,34 +454,8 @@ impl Store {
                         );
                         (d, task.name.clone())
                     }
-                    WeightSource::File { .. } => match task_file
-                        .as_ref()
-                        .map(|c| Self::check_entry(spec, &tkey, c, &ts))
-                        .transpose()?
-                        .flatten()
-                    {
-                        Some(d) => {
-                            let path = task_file
-                                .as_ref()
-                                .map(|c| c.path.clone())
-                                .unwrap_or_default();
-                            self.recipes.insert(
-                                d.clone(),
-                                Recipe::File {
-                                    path,
-                                    name: ts.name.clone(),
-                                },
-                            );
-                            let source = if d == base {
-                                model.name.clone()
-                            } else {
-                                task.name.clone()
-                            };
-                            (d, source)
-                        }
-                        None => (base, model.name.clone()),
-                    },
-                    WeightSource::Synthetic { .. } => (base, model.name.clone()),
+                    (_, Some(d)) if d != base => (d, task.name.clone()),
+                    _ => (base, model.name.clone()),
                 }
             };
             self.by_task.insert((t, ts.name.clone()), (digest, source));
@@ -533,6 +470,34 @@ impl Store {
             ));
         }
         Ok(())
+    }
+
+    /// Registers a generated tensor under the digest of `parts`.
+    fn recipe(&mut self, parts: &[&str], r: Recipe) -> String {
+        let d = digest_of(parts);
+        self.recipes.insert(d.clone(), r);
+        d
+    }
+
+    /// A tensor of a checkpoint, checked and registered, if the file has it.
+    fn file_tensor(
+        &mut self,
+        spec: &Spec,
+        key: &str,
+        c: &Checkpoint,
+        ts: &TensorSpec,
+    ) -> Result<Option<String>, Diags> {
+        let d = Self::check_entry(spec, key, c, ts)?;
+        if let Some(d) = &d {
+            self.recipes.insert(
+                d.clone(),
+                Recipe::File {
+                    path: c.path.clone(),
+                    name: ts.name.clone(),
+                },
+            );
+        }
+        Ok(d)
     }
 
     /// The digest and source of a task's tensor (spec task index).
