@@ -99,11 +99,18 @@ pub fn write(dir: &Path, report: &Value, pkg: &Package) -> Result<(), Diags> {
     )?;
     let hw = &pkg.hw;
     let per_tile = hw.crossbars_per_core * hw.cores_per_tile;
-    let mut use_: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    // Per tile, the crossbars in use in its fullest phase (as the placement report).
+    let mut per_phase: std::collections::BTreeMap<(u32, u64), u64> =
+        std::collections::BTreeMap::new();
     for img in &pkg.prog.images {
         for xb in img.first..img.first + img.crossbars {
-            *use_.entry(xb / per_tile).or_insert(0) += 1;
+            *per_phase.entry((img.phase, xb / per_tile)).or_insert(0) += 1;
         }
+    }
+    let mut use_: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    for ((_, tile), n) in per_phase {
+        let e = use_.entry(tile).or_insert(0);
+        *e = (*e).max(n);
     }
     let bars: Vec<(String, f64)> = use_
         .iter()
@@ -113,7 +120,7 @@ pub fn write(dir: &Path, report: &Value, pkg: &Package) -> Result<(), Diags> {
     w(
         "crossbar_utilisation.svg",
         &bar_chart(
-            "Crossbars in use per tile (first 64 tiles, all phases)",
+            "Crossbars in use per tile (first 64 tiles, fullest phase)",
             "%",
             &bars,
         ),

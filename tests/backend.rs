@@ -213,6 +213,22 @@ fn worked_example_energy_by_hand() {
     );
     assert!((by_hand - 1953.664).abs() < 1e-9);
     assert_eq!(c.conversions, 8.0 * 128.0);
+    // The whole instruction, as docs/simulator.md tabulates it: plus
+    // shift-and-add, buffers and the digital recombination; 806 ns.
+    assert!((c.total() - 2459.328).abs() < 1e-6, "{}", c.total());
+    assert!((c.latency_ns - 806.0).abs() < 1e-9, "{}", c.latency_ns);
+    // At 8-bit weights in 2-bit cells the matrix takes 4 crossbars.
+    let c4 = mgen::sim::cost::cost(
+        &Inst::Mvm {
+            dst: 1,
+            src: 0,
+            image: 0,
+            bias: 0,
+        },
+        &prog,
+        &Hardware::default(),
+    );
+    assert!((c4.energy[0] + c4.energy[1] + c4.energy[2] - 7814.656).abs() < 1e-6);
     // Programming it: 128 x 128 cells x 1.4 pJ ≈ 22.9 nJ, 11 µs.
     let p = mgen::sim::cost::cost(&Inst::XbProgram(0), &prog, &hw);
     assert!((p.energy[4] - 16384.0 * 1.4).abs() < 1e-6);
@@ -250,6 +266,15 @@ fn ideal_adc_mvm_is_within_the_quantisation_bound() {
                 cell_bits: 3,
                 rows: 64,
                 cols: 32,
+                ..Hardware::default()
+            },
+        ),
+        // 16-bit inputs over 600 rows: the offset sums exceed 2^24.
+        (
+            4,
+            (9, 600),
+            Hardware {
+                input_bits: 16,
                 ..Hardware::default()
             },
         ),
@@ -426,6 +451,31 @@ fn validation_names_the_instruction() {
         .unwrap_err()
         .render(&Sources::new(), false);
     assert!(e.contains("outside the machine"), "{e}");
+    // Code after HALT, a program without HALT, a task stored twice.
+    let mut p5 = prog.clone();
+    p5.code.push(bare(Inst::Barrier));
+    let e = mgen::sim::validate(&p5, &tasks, p.crossbars_available)
+        .unwrap_err()
+        .render(&Sources::new(), false);
+    assert!(e.contains("after HALT"), "{e}");
+    let mut p6 = prog.clone();
+    p6.code.pop();
+    let e = mgen::sim::validate(&p6, &tasks, p.crossbars_available)
+        .unwrap_err()
+        .render(&Sources::new(), false);
+    assert!(e.contains("does not end with HALT"), "{e}");
+    let mut p7 = prog.clone();
+    let store = p7
+        .code
+        .iter()
+        .position(|l| matches!(l.inst, Inst::Store { .. }))
+        .unwrap();
+    let again = p7.code[store].clone();
+    p7.code.insert(store, again);
+    let e = mgen::sim::validate(&p7, &tasks, p.crossbars_available)
+        .unwrap_err()
+        .render(&Sources::new(), false);
+    assert!(e.contains("a second STORE"), "{e}");
     // Unbalanced loops.
     let mut p4 = prog.clone();
     p4.code.push(bare(Inst::ForRequests));
@@ -488,4 +538,144 @@ fn a_phased_multi_task_program_computes_the_right_outputs() {
         assert!(t["value"].as_f64().unwrap() >= 0.99, "{t}");
     }
     assert!(r["lifetime_inferences"].as_f64().is_some());
+}
+
+/// In a phased program, a later phase sees only the buffers it FILLs.
+#[test]
+fn a_phase_cannot_read_an_earlier_phase_buffer_without_fill() {
+    let m = placed("examples/quickstart.mgen", &|s| {
+        s.replace("tiles = 168;", "tiles = 2;")
+    });
+    let p = m.placement.as_ref().unwrap();
+    let mut prog = mgen::backend::codegen::codegen(&m, p, &Default::default());
+    let tasks = mgen::backend::program::task_infos(&m);
+    mgen::sim::validate(&prog, &tasks, p.crossbars_available).unwrap();
+    let fill = prog
+        .code
+        .iter()
+        .position(|l| matches!(l.inst, Inst::Fill { .. }))
+        .unwrap();
+    prog.code.remove(fill);
+    let e = mgen::sim::validate(&prog, &tasks, p.crossbars_available)
+        .unwrap_err()
+        .render(&Sources::new(), false);
+    assert!(e.contains("read before it is written"), "{e}");
+}
+
+fn rewrite_with_digest(dir: &Path, edit: impl Fn(String) -> String) {
+    use sha2::Digest;
+    let masm = edit(std::fs::read_to_string(dir.join("program.masm")).unwrap());
+    let sha: String = sha2::Sha256::digest(masm.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(dir.join("program.masm"), &masm).unwrap();
+    let mut man: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    man["sha256"]["program.masm"] = sha.into();
+    std::fs::write(dir.join("manifest.json"), man.to_string()).unwrap();
+}
+
+/// Bad programs that pass the integrity check: malformed assembly (E302,
+/// located in program.masm), an MVM on unprogrammed crossbars (E304, in
+/// counting mode too), hardware out of range in the manifest (E303).
+#[test]
+fn bad_program_directories_are_errors_in_every_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("p");
+    let ds = d.to_str().unwrap();
+    assert_eq!(
+        mgen(&[
+            "compile",
+            "examples/quickstart.mgen",
+            "--emit",
+            "program",
+            "-o",
+            ds
+        ])
+        .0,
+        0
+    );
+    let pristine = std::fs::read_to_string(d.join("program.masm")).unwrap();
+    let manifest = std::fs::read_to_string(d.join("manifest.json")).unwrap();
+
+    rewrite_with_digest(&d, |s| s.replacen("MVM ", "MVN ", 1));
+    let (code, _, err) = mgen(&["sim", ds]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("error[E302]")
+            && err.contains("program.masm:")
+            && err.contains("did you mean `MVM`"),
+        "{err}"
+    );
+
+    rewrite_with_digest(&d, |_| pristine.replacen("XB_PROGRAM  i0", "BARRIER", 1));
+    for mode in [None, Some("--counts-only")] {
+        let mut args = vec!["sim", ds];
+        args.extend(mode);
+        let (code, _, err) = mgen(&args);
+        assert_eq!(code, 1, "{mode:?}");
+        assert!(
+            err.contains("error[E304]") && err.contains("not programmed"),
+            "{mode:?}: {err}"
+        );
+    }
+
+    rewrite_with_digest(&d, |_| pristine.clone());
+    let mut man: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    man["hardware"]["dac_bits"] = 0.into();
+    std::fs::write(d.join("manifest.json"), man.to_string()).unwrap();
+    let (code, _, err) = mgen(&["sim", ds]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("error[E303]") && err.contains("out of range"),
+        "{err}"
+    );
+}
+
+/// The utilisation chart shows each tile's fullest phase, never over 100%.
+#[test]
+fn the_report_directory_has_json_and_charts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("small.mgen");
+    std::fs::write(
+        &p,
+        std::fs::read_to_string("examples/quickstart.mgen")
+            .unwrap()
+            .replace("tiles = 168;", "tiles = 2;"),
+    )
+    .unwrap();
+    let r = tmp.path().join("report");
+    let (code, _, err) = mgen(&[
+        "run",
+        p.to_str().unwrap(),
+        "--counts-only",
+        "--report",
+        r.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("report.json")).unwrap()).unwrap();
+    assert!(json["energy_pj"].as_f64().unwrap() > 0.0 && json["phases"].as_u64().unwrap() > 1);
+    let svg = std::fs::read_to_string(r.join("crossbar_utilisation.svg")).unwrap();
+    // Bar labels read `<text ...>VALUE %</text>`.
+    let percents: Vec<f64> = svg
+        .lines()
+        .filter_map(|l| l.strip_suffix(" %</text>"))
+        .filter_map(|l| l.rsplit('>').next())
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    assert!(!percents.is_empty(), "{svg}");
+    assert!(
+        percents.iter().all(|&p| p > 0.0 && p <= 100.0),
+        "{percents:?}"
+    );
+    for f in ["energy_by_component.svg", "energy_by_layer.svg"] {
+        assert!(
+            std::fs::read_to_string(r.join(f))
+                .unwrap()
+                .starts_with("<svg"),
+            "{f}"
+        );
+    }
 }

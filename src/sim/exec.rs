@@ -170,7 +170,8 @@ pub fn mvm(img: &PImage, x: &ArrayD<f32>, hw: &Hardware, ideal_adc: bool) -> Arr
     let xu: Array2<f32> =
         x2.mapv(|v| (quantize_input(v, img.xscale, ib) as i64 + ox as i64) as f32);
     let tokens = xu.nrows();
-    let xsum: Array1<f64> = xu.sum_axis(Axis(1)).mapv(|v| v as f64);
+    // Summed in f64: with 16-bit inputs an f32 sum of a long row is inexact.
+    let xsum: Array1<f64> = xu.map_axis(Axis(1), |row| row.iter().map(|&v| v as f64).sum());
     let dac = hw.dac_bits;
     let cycles = ib.div_ceil(dac);
     let adc_max = ((1u64 << hw.adc_bits) - 1) as f32;

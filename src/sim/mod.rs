@@ -59,10 +59,15 @@ pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), D
     let mut programmed: BTreeSet<u32> = BTreeSet::new();
     let mut written: BTreeSet<u32> = BTreeSet::new();
     let mut spilled: BTreeSet<u32> = BTreeSet::new();
+    let mut stored: BTreeSet<&str> = BTreeSet::new();
     let mut in_loop = false;
     let mut phase = None;
+    let mut halted = false;
     for (i, line) in p.code.iter().enumerate() {
         let inst = &line.inst;
+        if halted {
+            return Err(bad(i, inst, "an instruction after HALT".into()));
+        }
         let reads: Vec<u32> = match inst {
             Inst::Embed { ids, .. } => vec![*ids],
             Inst::LayerNorm { src, .. }
@@ -122,7 +127,11 @@ pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), D
                     return Err(bad(i, inst, "nested FOR_REQUESTS".into()));
                 }
                 in_loop = true;
+                // Buffers live for one request's body: a later phase sees only
+                // what it FILLs.
+                written.clear();
             }
+            Inst::Halt => halted = true,
             Inst::End => {
                 if !in_loop {
                     return Err(bad(i, inst, "END without FOR_REQUESTS".into()));
@@ -140,6 +149,9 @@ pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), D
             }
             Inst::Store { task, .. } if !tasks.iter().any(|t| &t.name == task) => {
                 return Err(bad(i, inst, format!("STORE to unknown task `{task}`")));
+            }
+            Inst::Store { task, .. } if !stored.insert(task.as_str()) => {
+                return Err(bad(i, inst, format!("a second STORE for task `{task}`")));
             }
             Inst::Fill { dst } if !spilled.contains(dst) => {
                 return Err(bad(
@@ -178,6 +190,16 @@ pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), D
             }
             _ => {}
         }
+    }
+    if !halted {
+        return Err(Diagnostic::error(Code::E304, "the program does not end with HALT").into());
+    }
+    if let Some(t) = tasks.iter().find(|t| !stored.contains(t.name.as_str())) {
+        return Err(Diagnostic::error(
+            Code::E304,
+            format!("the program stores no output for task `{}`", t.name),
+        )
+        .into());
     }
     if in_loop {
         return Err(Diagnostic::error(Code::E304, "the program ends inside FOR_REQUESTS").into());
