@@ -229,6 +229,21 @@ fn worked_example_energy_by_hand() {
         &Hardware::default(),
     );
     assert!((c4.energy[0] + c4.energy[1] + c4.energy[2] - 7814.656).abs() < 1e-6);
+    let diff = Hardware {
+        signs: Signs::Differential,
+        ..Hardware::default()
+    };
+    let c8 = mgen::sim::cost::cost(
+        &Inst::Mvm {
+            dst: 1,
+            src: 0,
+            image: 0,
+            bias: 0,
+        },
+        &prog,
+        &diff,
+    );
+    assert!((c8.energy[0] + c8.energy[1] + c8.energy[2] - 15_629.312).abs() < 1e-6);
     // Programming it: 128 x 128 cells x 1.4 pJ ≈ 22.9 nJ, 11 µs.
     let p = mgen::sim::cost::cost(&Inst::XbProgram(0), &prog, &hw);
     assert!((p.energy[4] - 16384.0 * 1.4).abs() < 1e-6);
