@@ -585,7 +585,9 @@ fn write_output(io: &mut Io, path: Option<&Path>, text: &str) -> Result<(), Diag
     }
 }
 
-/// Writes a file through a temporary file and a rename.
+/// Writes a file through a temporary file and a rename. A path that
+/// exists and is not a regular file (`/dev/stdout`, `/dev/null`, a FIFO) is
+/// written in place: renaming over it would replace the device.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Diags> {
     let fail = |e: std::io::Error| {
         Diags::from(Diagnostic::error(
@@ -593,6 +595,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Diags> {
             format!("cannot write `{}`: {e}", path.display()),
         ))
     };
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(fail);
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

@@ -694,3 +694,38 @@ fn the_report_directory_has_json_and_charts() {
         );
     }
 }
+
+/// `-o` to a FIFO (or `/dev/stdout`) writes through it instead of renaming
+/// a temporary file over the special file.
+#[test]
+fn output_to_a_special_file_writes_through_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    let (code, _, err) = mgen(&[
+        "compile",
+        "tests/golden/cases/ok-check.mgen",
+        "--emit",
+        "placement",
+        "-o",
+        fifo.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let text = reader.join().unwrap();
+    assert!(text.starts_with("placement on `isaac`"), "{text}");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::metadata(&fifo).unwrap().file_type().is_fifo(),
+        "the FIFO was replaced"
+    );
+}
