@@ -215,8 +215,8 @@ fn worked_example_energy_by_hand() {
     assert_eq!(c.conversions, 8.0 * 128.0);
     // The whole instruction, as docs/simulator.md tabulates it: plus
     // shift-and-add, buffers and the digital recombination; 806 ns.
-    assert!((c.total() - 2459.328).abs() < 1e-6, "{}", c.total());
-    assert!((c.latency_ns - 806.0).abs() < 1e-9, "{}", c.latency_ns);
+    assert!((c.total() - 2531.648).abs() < 1e-6, "{}", c.total());
+    assert!((c.latency_ns - 808.0).abs() < 1e-9, "{}", c.latency_ns);
     // At 8-bit weights in 2-bit cells the matrix takes 4 crossbars.
     let c4 = mgen::sim::cost::cost(
         &Inst::Mvm {
@@ -498,17 +498,22 @@ fn validation_names_the_instruction() {
     let _ = Path::new(".");
 }
 
-/// MiniLM on the simulator. With 16-bit inputs the embeddings keep cosine
-/// of at least 0.99 to the float reference. With ISAAC's 8-bit inputs
-/// (static per-tensor scales) they measure 0.976 worst-case and 0.984 mean
-/// today, below the 0.99 the issue asks; this guards the measured level and
-/// the gap is tracked (issue 6 stays open).
+/// MiniLM on the simulator. With 16-bit inputs the embeddings keep a
+/// cosine of at least 0.99 to the float reference. With ISAAC's 8-bit
+/// inputs the compiler's input treatment (per-matrix choice of smoothing
+/// and an MSE-optimal scale) gives a mean of 0.991 and a worst case of
+/// 0.985 today; the worst case is still below the 0.99 the issue asks, so
+/// this guards the measured level and issue 6 stays open.
 #[test]
 fn minilm_on_the_simulator_stays_close_to_the_float_reference() {
     common::ensure_weights();
     let r = json_of(&["run", "examples/minilm.mgen", "--json"]);
     let cos = r["tasks"][0]["value"].as_f64().unwrap();
-    assert!(cos >= 0.97, "worst-case cosine {cos}");
+    let mean = r["tasks"][0]["mean"].as_f64().unwrap();
+    assert!(
+        cos >= 0.98 && mean >= 0.99,
+        "worst-case cosine {cos}, mean {mean}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("m16.mgen");
     let src = std::fs::read_to_string("examples/minilm.mgen")
@@ -728,4 +733,53 @@ fn output_to_a_special_file_writes_through_it() {
         std::fs::metadata(&fifo).unwrap().file_type().is_fifo(),
         "the FIFO was replaced"
     );
+}
+
+/// Smoothing is chosen only when it reproduces the float product better:
+/// with an outlier input channel it is; the choice is never worse than no
+/// smoothing (which is among the candidates).
+#[test]
+fn the_input_treatment_tames_outlier_channels() {
+    use mgen::backend::quant::{choose_input_treatment, quantize_input, smooth_and_quantize};
+    let w = rand_matrix(11, 32, 64, 0.05);
+    let mut x = rand_matrix(12, 64, 64, 1.0);
+    for t in 0..64 {
+        x[[t, 5]] *= 40.0; // one channel an order of magnitude larger, as in BERT
+    }
+    let xmax: Vec<f32> = (0..64)
+        .map(|c| x.column(c).fold(0.0f32, |a, &b| a.max(b.abs())))
+        .collect();
+    let samples: Vec<(f32, u32)> = x.indexed_iter().map(|((_, c), &v)| (v, c as u32)).collect();
+    let error = |xs: f64, smooth: &Array1<f32>| -> f64 {
+        let q = smooth_and_quantize(w.view(), smooth, 8);
+        let mut got = 0.0;
+        for t in 0..64 {
+            for o in 0..32 {
+                let y: f64 = (0..64)
+                    .map(|c| {
+                        quantize_input(x[[t, c]] / smooth[c], xs as f32, 8) as f64
+                            * xs
+                            * q.q[[o, c]] as f64
+                            * q.scale[o] as f64
+                    })
+                    .sum();
+                let exact: f64 = (0..64).map(|c| x[[t, c]] as f64 * w[[o, c]] as f64).sum();
+                got += (y - exact).powi(2);
+            }
+        }
+        got
+    };
+    let (xs, smooth) = choose_input_treatment(w.view(), &xmax, &samples, x.view(), 8, 8);
+    let plain: Vec<f32> = samples.iter().map(|s| s.0).collect();
+    let none = error(
+        mgen::backend::quant::mse_scale(&plain, 8),
+        &Array1::ones(64),
+    );
+    let chosen = error(xs, &smooth);
+    assert!(
+        smooth[5] > 1.0,
+        "the outlier channel is divided down: {}",
+        smooth[5]
+    );
+    assert!(chosen < none * 0.8, "chosen {chosen} vs none {none}");
 }

@@ -3,7 +3,8 @@
 //!
 //! A program directory (`mgen compile --emit program -o DIR`) holds
 //! `program.masm` (the assembly), `crossbars.safetensors` (per image `iK.q`
-//! the quantised weights `[out, in]` as I16 and `iK.scale` the per-row
+//! the quantised weights `[out, in]` as I16, `iK.smooth` the per-input
+//! smoothing divisors and `iK.scale` the per-row
 //! scales; per constant `cK`; per task `ref.TASK` the float-reference
 //! outputs) and `manifest.json` (format, hardware, tasks, requests, the
 //! SHA-256 of the two other files). Reading checks the digests first, so a
@@ -11,7 +12,7 @@
 
 use super::codegen::codegen;
 use super::isa::{self, Program};
-use super::quant::{QMatrix, quantize_weights};
+use super::quant::{QMatrix, quantize_weights, smooth_and_quantize};
 use crate::data::{Batch, Request};
 use crate::diag::{Code, Diagnostic, Diags, Sources};
 use crate::hw::Hardware;
@@ -51,32 +52,49 @@ pub fn task_infos(m: &Module) -> Vec<TaskInfo> {
         .collect()
 }
 
-/// Static input scales of `linear` nodes, and the float outputs per task.
-pub type Calibration = (HashMap<NodeId, f64>, Vec<Array2<f32>>);
+/// The static input treatment of one `linear` node: per-channel smoothing
+/// divisors (folded into the weights) and the per-tensor scale of the
+/// smoothed inputs.
+#[derive(Debug, Clone)]
+pub struct InputCalibration {
+    pub xscale: f64,
+    pub smooth: Array1<f32>,
+}
 
-/// Runs the float reference over the batch, recording the largest input
-/// magnitude of every `linear` node (the static activation scales) and the
-/// outputs.
+/// Input calibration of every `linear` node, and the float outputs per task.
+pub type Calibration = (HashMap<NodeId, InputCalibration>, Vec<Array2<f32>>);
+
+/// Runs the float reference over the batch and calibrates every `linear`
+/// node's inputs on the values it sees.
 ///
 /// Every request of `batch` is evaluated; activation values are sampled from
-/// the first [`CALIBRATION_REQUESTS`] only, so one pass gives both the scales
-/// and the reference outputs the accuracy report needs.
+/// the first [`CALIBRATION_REQUESTS`] only, so one pass gives both the
+/// calibration and the reference outputs the accuracy report needs.
+/// Per matrix, the input treatment is chosen by
+/// [`super::quant::choose_input_treatment`]: optional SmoothQuant-style
+/// per-channel divisors `s_c = max|x_c|^α / max|W[:,c]|^(1−α)` (the digital
+/// unit divides each input by `s_c` before the DAC; the crossbar holds
+/// `W·diag(s)`), and the MSE-optimal per-tensor scale of the smoothed
+/// inputs — whichever candidate reproduces the float product best on 32
+/// calibration tokens.
 pub fn calibrate(m: &Module, store: &Store, batch: &Batch) -> Result<Calibration, Diags> {
     let plan = Plan::new(m, store)?;
-    let linear_inputs: HashMap<NodeId, Vec<NodeId>> = {
-        let mut h: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
-        for id in m.graph.node_indices().map(NodeId) {
-            if matches!(m.node(id).op, Op::Linear) {
-                h.entry(m.operands(id)[0]).or_default().push(id);
-            }
+    // Linear nodes by their input node (Q, K and V share one input).
+    let mut users: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    for id in m.graph.node_indices().map(NodeId) {
+        if matches!(m.node(id).op, Op::Linear) {
+            users.entry(m.operands(id)[0]).or_default().push(id);
         }
-        h
-    };
-    // A strided sample of every linear input's values (at most SAMPLES a node).
+    }
+    // Per input node: a strided sample (value, channel) and per-channel maxima.
     const SAMPLES: usize = 1 << 17;
     let sampled = batch.requests.len().min(CALIBRATION_REQUESTS);
     let per_request = (SAMPLES / sampled.max(1)).max(1);
-    let samples: Mutex<HashMap<NodeId, Vec<f32>>> = Mutex::new(HashMap::new());
+    // (value, channel) samples, per-channel maxima, whole token rows.
+    type Seen = (Vec<(f32, u32)>, Vec<f32>, Vec<f32>);
+    const ROWS: usize = 128;
+    let rows_per_request = ROWS.div_ceil(sampled.max(1));
+    let seen: Mutex<HashMap<NodeId, Seen>> = Mutex::new(HashMap::new());
     let rows: Vec<Vec<Vec<f32>>> = batch
         .requests
         .par_iter()
@@ -85,29 +103,41 @@ pub fn calibrate(m: &Module, store: &Store, batch: &Batch) -> Result<Calibration
             if i >= sampled {
                 return plan.run_one(&r.ids, &r.mask());
             }
-            let mut local: HashMap<NodeId, Vec<f32>> = HashMap::new();
+            let mut local: HashMap<NodeId, Seen> = HashMap::new();
             // Padded positions are not real activations: sample real tokens only.
             let real = r.len;
             let out = plan.run_observed(&r.ids, &r.mask(), &mut |id, v| {
-                if let Some(users) = linear_inputs.get(&id) {
+                if users.contains_key(&id) {
                     let width = *v.shape().last().unwrap_or(&1);
                     let n = if v.ndim() == 2 { real * width } else { v.len() };
                     let step = (n / per_request).max(1);
-                    // The largest magnitude always enters the sample.
-                    let mx = v
-                        .iter()
-                        .take(n)
-                        .fold(0.0f32, |a, &b| if b.abs() > a.abs() { b } else { a });
-                    let mut s: Vec<f32> = v.iter().take(n).step_by(step).copied().collect();
-                    s.push(mx);
-                    for u in users {
-                        local.entry(*u).or_default().extend_from_slice(&s);
+                    let (samples, maxes, keep) = local
+                        .entry(id)
+                        .or_insert_with(|| (Vec::new(), vec![0.0; width], Vec::new()));
+                    for (k, &x) in v.iter().take(n).enumerate() {
+                        let c = k % width;
+                        maxes[c] = maxes[c].max(x.abs());
+                        if k % step == 0 {
+                            samples.push((x, c as u32));
+                        }
+                    }
+                    let tokens = n / width.max(1);
+                    let stride = (tokens / rows_per_request).max(1);
+                    for t in (0..tokens).step_by(stride).take(rows_per_request) {
+                        keep.extend(v.iter().skip(t * width).take(width));
                     }
                 }
             });
-            if let Ok(mut g) = samples.lock() {
-                for (k, v) in local {
-                    g.entry(k).or_default().extend(v);
+            if let Ok(mut g) = seen.lock() {
+                for (k, (s, mx, keep)) in local {
+                    let e = g
+                        .entry(k)
+                        .or_insert_with(|| (Vec::new(), vec![0.0; mx.len()], Vec::new()));
+                    e.0.extend(s);
+                    e.2.extend(keep);
+                    for (a, b) in e.1.iter_mut().zip(mx) {
+                        *a = a.max(b);
+                    }
                 }
             }
             out
@@ -115,13 +145,45 @@ pub fn calibrate(m: &Module, store: &Store, batch: &Batch) -> Result<Calibration
         .collect();
     let outputs = plan.assemble(&rows).into_iter().map(|o| o.values).collect();
     let bits = m.spec.hardware.input_bits;
-    let scales = samples
-        .into_inner()
-        .unwrap_or_default()
-        .into_par_iter()
-        .map(|(k, v)| (k, super::quant::mse_scale(&v, bits)))
+    let seen = seen.into_inner().unwrap_or_default();
+    let jobs: Vec<(NodeId, &Seen)> = users
+        .iter()
+        .flat_map(|(i, us)| us.iter().filter_map(|u| seen.get(i).map(|s| (*u, s))))
         .collect();
-    Ok((scales, outputs))
+    let calib: Result<HashMap<NodeId, InputCalibration>, Diags> = jobs
+        .into_par_iter()
+        .map(|(u, (samples, xmax, keep))| {
+            let digest = &m.params[m.node(u).params[0].0 as usize].digest;
+            let w = store
+                .tensor(digest)
+                .map_err(|e| Diags::from(Diagnostic::error(Code::E103, e)))?;
+            let w = w
+                .view()
+                .into_dimensionality::<ndarray::Ix2>()
+                .map_err(|_| Diags::from(Diagnostic::error(Code::E103, "a matrix is not 2-D")))?;
+            let width = xmax.len().max(1);
+            let rows = ndarray::ArrayView2::from_shape(
+                (keep.len() / width, width),
+                &keep[..keep.len() / width * width],
+            )
+            .map_err(|e| Diags::from(Diagnostic::error(Code::E103, e.to_string())))?;
+            let (xscale, smooth) = super::quant::choose_input_treatment(
+                w,
+                xmax,
+                samples,
+                rows,
+                m.spec.hardware.weight_bits,
+                bits,
+            );
+            Ok((u, InputCalibration { xscale, smooth }))
+        })
+        .collect();
+    Ok((calib?, outputs))
+}
+
+/// The per-tensor input scale of every calibrated `linear` node.
+fn xscales(calib: &HashMap<NodeId, InputCalibration>) -> HashMap<NodeId, f64> {
+    calib.iter().map(|(k, c)| (*k, c.xscale)).collect()
 }
 
 /// Static activation scales are calibrated on at most this many requests
@@ -143,8 +205,8 @@ pub fn program(m: &Module, store: &Store, batch: &Batch) -> Result<Program, Diag
             .cloned()
             .collect(),
     };
-    let (scales, _) = calibrate(m, store, &first)?;
-    Ok(codegen(m, &placement, &scales))
+    let (calib, _) = calibrate(m, store, &first)?;
+    Ok(codegen(m, &placement, &xscales(&calib)))
 }
 
 /// Builds a package. With `counts_only`, nothing is calibrated or
@@ -159,13 +221,13 @@ pub fn package(
         Some(p) => p.clone(),
         None => super::place::place(m)?,
     };
-    let (scales, reference) = if counts_only {
+    let (calib, reference) = if counts_only {
         (HashMap::new(), None)
     } else {
-        let (s, r) = calibrate(m, store, batch)?;
-        (s, Some(r))
+        let (c, r) = calibrate(m, store, batch)?;
+        (c, Some(r))
     };
-    let (prog, const_params) = super::codegen::codegen_with_consts(m, &placement, &scales);
+    let (prog, const_params) = super::codegen::codegen_with_consts(m, &placement, &xscales(&calib));
     let hw = m.spec.hardware.clone();
     let (images, consts) = if counts_only {
         (Vec::new(), Vec::new())
@@ -183,7 +245,10 @@ pub fn package(
                     .map_err(|_| {
                         Diags::from(Diagnostic::error(Code::E103, "a matrix is not 2-D"))
                     })?;
-                Ok(quantize_weights(w2, hw.weight_bits))
+                Ok(match calib.get(&mp.node) {
+                    Some(c) => smooth_and_quantize(w2, &c.smooth, hw.weight_bits),
+                    None => quantize_weights(w2, hw.weight_bits),
+                })
             })
             .collect();
         let mut consts = Vec::new();
@@ -237,6 +302,12 @@ pub fn write_dir(pkg: &Package, dir: &Path) -> Result<(), Diags> {
             Dtype::I16,
             vec![o, i],
             q.q.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+        owned.push((
+            format!("i{k}.smooth"),
+            Dtype::F32,
+            vec![i],
+            q.smooth.iter().flat_map(|v| v.to_le_bytes()).collect(),
         ));
         owned.push((
             format!("i{k}.scale"),
@@ -430,9 +501,17 @@ pub fn read_dir(dir: &Path, sources: &mut Sources) -> Result<Package, Diags> {
                 .map(|c| i16::from_le_bytes([c[0], c[1]]))
                 .collect();
             let scale = f32s(tensor(&format!("i{k}.scale"), Dtype::F32, &[o])?);
+            let smooth = f32s(tensor(&format!("i{k}.smooth"), Dtype::F32, &[i])?);
+            if smooth.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                return Err(bad_dir(
+                    dir,
+                    format!("`i{k}.smooth` has a divisor that is not a positive number"),
+                ));
+            }
             images.push(QMatrix {
                 q: Array2::from_shape_vec((o, i), q).map_err(|e| bad_dir(dir, e.to_string()))?,
                 scale: Array1::from(scale),
+                smooth: Array1::from(smooth),
                 bits: hw.weight_bits,
             });
         }

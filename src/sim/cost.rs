@@ -141,7 +141,8 @@ pub fn cost(inst: &Inst, p: &Program, hw: &Hardware) -> Cost {
             c.energy[5] =
                 tokens * (accesses(ind * hw.input_bits as f64) + accesses(outd * 32.0)) * tb;
             let adds = tokens * outd * (rb * sl * sg + 1.0);
-            let muls = tokens * outd;
+            // The rescale of each output, and the smoothing of each input.
+            let muls = tokens * (outd + ind);
             c.energy[6] = adds * f("alu_add") + muls * f("alu_mul");
             c.latency_ns = tokens * cycles * f("crossbar_cycle")
                 + (adds + muls) / DIGITAL_LANES * f("digital_cycle");

@@ -52,6 +52,8 @@ pub struct PImage {
     inp: usize,
     wscale: Array1<f32>,
     xscale: f32,
+    /// Per-input-channel divisors applied before quantisation.
+    smooth: Array1<f32>,
     parts: Vec<Part>,
     /// The weight offset (offset encoding), 0 for differential pairs.
     ow: f64,
@@ -132,6 +134,7 @@ pub fn prepare(q: &QMatrix, xscale: f64, hw: &Hardware, ideal_adc: bool) -> PIma
         inp,
         wscale: q.scale.clone(),
         xscale: xscale as f32,
+        smooth: q.smooth.clone(),
         parts,
         ow,
         fast_fraction: if total_n == 0 {
@@ -166,9 +169,19 @@ pub fn mvm(img: &PImage, x: &ArrayD<f32>, hw: &Hardware, ideal_adc: bool) -> Arr
     };
     let ib = hw.input_bits;
     let ox = (1i64 << (ib - 1)) as f64;
-    // Unsigned offset inputs, as exact small integers in f32.
-    let xu: Array2<f32> =
-        x2.mapv(|v| (quantize_input(v, img.xscale, ib) as i64 + ox as i64) as f32);
+    // Smoothed (digital division per channel), quantised, offset to
+    // unsigned: exact small integers in f32.
+    let mut xu = Array2::<f32>::zeros(x2.dim());
+    Zip::from(xu.rows_mut())
+        .and(x2.rows())
+        .for_each(|mut o, x| {
+            Zip::from(&mut o)
+                .and(&x)
+                .and(&img.smooth)
+                .for_each(|o, &v, &s| {
+                    *o = (quantize_input(v / s, img.xscale, ib) as i64 + ox as i64) as f32;
+                });
+        });
     let tokens = xu.nrows();
     // Summed in f64: with 16-bit inputs an f32 sum of a long row is inexact.
     let xsum: Array1<f64> = xu.map_axis(Axis(1), |row| row.iter().map(|&v| v as f64).sum());
