@@ -346,16 +346,32 @@ pub fn metrics(tasks: &[TaskInfo], sim: &[Array2<f32>], reference: &[Array2<f32>
 /// Runs the package functionally: per-task outputs (workload order).
 pub fn simulate(pkg: &Package, ideal_adc: bool, progress: bool) -> Result<Vec<Array2<f32>>, Diags> {
     validate(&pkg.prog, &pkg.tasks, pkg.hw.crossbars())?;
-    let images: Vec<exec::PImage> = pkg
-        .images
+    let images = prepare_images(pkg, ideal_adc);
+    simulate_prepared(pkg, &images, ideal_adc, progress)
+}
+
+/// Slices every crossbar image for simulation (the simulator's analogue of
+/// programming the crossbars: done once, reused by every request).
+pub fn prepare_images(pkg: &Package, ideal_adc: bool) -> Vec<exec::PImage> {
+    pkg.images
         .par_iter()
         .zip(pkg.prog.images.par_iter())
         .map(|(q, img)| exec::prepare(q, img.xscale, &pkg.hw, ideal_adc))
-        .collect();
+        .collect()
+}
+
+/// [`simulate`] with images prepared by [`prepare_images`] (with the same
+/// `ideal_adc`). The program must have passed [`validate`].
+pub fn simulate_prepared(
+    pkg: &Package,
+    images: &[exec::PImage],
+    ideal_adc: bool,
+    progress: bool,
+) -> Result<Vec<Array2<f32>>, Diags> {
     let machine = exec::Machine {
         prog: &pkg.prog,
         hw: &pkg.hw,
-        images: &images,
+        images,
         consts: &pkg.consts,
         ideal_adc,
     };
