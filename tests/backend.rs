@@ -10,6 +10,17 @@ use std::path::Path;
 mod common;
 use common::{json_of, mgen};
 
+/// The quickstart on a 2-tile chip (so it needs several phases), written
+/// into `dir`.
+fn small_chip_quickstart(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("small.mgen");
+    let src = std::fs::read_to_string("examples/quickstart.mgen")
+        .unwrap()
+        .replace("tiles = 168;", "tiles = 2;");
+    std::fs::write(&p, src).unwrap();
+    p
+}
+
 fn placed(path: &str, edit: &dyn Fn(String) -> String) -> mgen::ir::Module {
     let src = edit(std::fs::read_to_string(path).unwrap());
     let mut sources = Sources::new();
@@ -544,14 +555,7 @@ fn minilm_on_the_simulator_stays_close_to_the_float_reference() {
 #[test]
 fn a_phased_multi_task_program_computes_the_right_outputs() {
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("small.mgen");
-    std::fs::write(
-        &p,
-        std::fs::read_to_string("examples/quickstart.mgen")
-            .unwrap()
-            .replace("tiles = 168;", "tiles = 2;"),
-    )
-    .unwrap();
+    let p = small_chip_quickstart(dir.path());
     let r = json_of(&["run", p.to_str().unwrap(), "--json"]);
     assert!(r["phases"].as_u64().unwrap() > 1);
     for t in r["tasks"].as_array().unwrap() {
@@ -657,14 +661,7 @@ fn bad_program_directories_are_errors_in_every_mode() {
 #[test]
 fn the_report_directory_has_json_and_charts() {
     let tmp = tempfile::tempdir().unwrap();
-    let p = tmp.path().join("small.mgen");
-    std::fs::write(
-        &p,
-        std::fs::read_to_string("examples/quickstart.mgen")
-            .unwrap()
-            .replace("tiles = 168;", "tiles = 2;"),
-    )
-    .unwrap();
+    let p = small_chip_quickstart(tmp.path());
     let r = tmp.path().join("report");
     let (code, _, err) = mgen(&[
         "run",
