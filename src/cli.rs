@@ -255,8 +255,6 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             verbose,
         } => {
             match emit {
-                Emit::Sharing => return Ok(not_yet(io, "`--emit sharing`", 4)),
-                Emit::Schedule => return Ok(not_yet(io, "`--emit schedule`", 7)),
                 Emit::Weights => return Ok(not_yet(io, "`--emit weights`", 8)),
                 Emit::Program if output.is_none() => {
                     let _ = writeln!(
@@ -274,11 +272,23 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                 );
                 return Ok(2);
             }
-            let pipeline = passes::resolve(pass_list.as_deref().unwrap_or(if baseline {
+            let mut pipeline = passes::resolve(pass_list.as_deref().unwrap_or(if baseline {
                 "baseline"
             } else {
                 "default"
             }))?;
+            // `--emit sharing` reports the model generator: it runs `share`
+            // (after `merge`) when the pipeline does not.
+            if emit == Emit::Sharing && !pipeline.iter().any(|p| p.name() == "share") {
+                if baseline {
+                    let _ = writeln!(
+                        io.err,
+                        "error: `--emit sharing` and `--baseline` cannot be used together: the baseline shares nothing"
+                    );
+                    return Ok(2);
+                }
+                pipeline.extend(passes::resolve("merge,share")?);
+            }
             if let Some(d) = &dump_ir_after {
                 passes::check_dump_name(d)?;
             }
@@ -298,8 +308,9 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             let t1 = Instant::now();
             let (mut m, store) = driver::module_and_store(f, sources)?;
             let t_lower = t1.elapsed().as_secs_f64();
+            let cx = passes::context_for(&pipeline, &m, &store, sources, io.progress)?;
             let err = &mut *io.err;
-            let timings = passes::run_pipeline(&mut m, &pipeline, |name, m| {
+            let timings = passes::run_pipeline(&mut m, &pipeline, &cx, |name, m| {
                 if let Some(d) = &dump_ir_after
                     && (d == "all" || d == name)
                 {
@@ -331,6 +342,27 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                 }
             }
             let text = match emit {
+                Emit::Sharing => match &m.sharing {
+                    Some(s) if json => serde_json::to_string(s).unwrap_or_default() + "\n",
+                    Some(s) => passes::share::text(s),
+                    None => String::new(),
+                },
+                Emit::Schedule => {
+                    let s = match &m.schedule {
+                        Some(s) => s.clone(),
+                        None => {
+                            if m.placement.is_none() {
+                                m.placement = Some(crate::backend::place::place(&m)?);
+                            }
+                            passes::schedule::schedule(&m)?
+                        }
+                    };
+                    if json {
+                        serde_json::to_string(&s).unwrap_or_default() + "\n"
+                    } else {
+                        passes::schedule::text(&s)
+                    }
+                }
                 Emit::Placement => {
                     let p = match &m.placement {
                         Some(p) => p.clone(),
@@ -402,7 +434,7 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                     } else {
                         p.join(",")
                     };
-                    let _ = writeln!(io.out, "  {:<10} {:<14} {}", n, list, d);
+                    let _ = writeln!(io.out, "  {:<10} {:<18} {}", n, list, d);
                 }
                 let _ = writeln!(io.out, "The verifier runs after every pass.");
             }
@@ -441,11 +473,9 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
         } => {
             let f = driver::front(sources, &file)?;
             let (mut m, store) = driver::module_and_store(f, sources)?;
-            passes::run_pipeline(
-                &mut m,
-                &passes::resolve(if baseline { "baseline" } else { "default" })?,
-                |_, _| {},
-            )?;
+            let pipeline = passes::resolve(if baseline { "baseline" } else { "default" })?;
+            let cx = passes::context_for(&pipeline, &m, &store, sources, io.progress)?;
+            passes::run_pipeline(&mut m, &pipeline, &cx, |_, _| {})?;
             let batch = crate::data::load(&m.spec, sources)?;
             if !reference {
                 let pkg = crate::backend::program::package(&m, &store, &batch, counts_only)?;

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod data;
 pub mod diag;
 pub mod driver;
+pub mod forward;
 pub mod hw;
 pub mod ir;
 pub mod passes;

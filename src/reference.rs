@@ -338,7 +338,13 @@ pub fn mean_pool(x: ArrayView2<f32>, m: ArrayView1<f32>) -> Array1<f32> {
     acc
 }
 
-fn eval(op: &Op, a: &[&ArrayD<f32>], p: &[&ArrayD<f32>], ids: &[u32], mask: &[f32]) -> ArrayD<f32> {
+pub(crate) fn eval(
+    op: &Op,
+    a: &[&ArrayD<f32>],
+    p: &[&ArrayD<f32>],
+    ids: &[u32],
+    mask: &[f32],
+) -> ArrayD<f32> {
     match op {
         Op::Input(InputKind::Ids) => Array1::from_iter(ids.iter().map(|&i| i as f32)).into_dyn(),
         Op::Input(InputKind::Mask) => Array1::from(mask.to_vec()).into_dyn(),

@@ -29,7 +29,8 @@ fn placed(path: &str, edit: &dyn Fn(String) -> String) -> mgen::ir::Module {
     let mut m = mgen::driver::module(f, &sources).unwrap();
     mgen::passes::run_pipeline(
         &mut m,
-        &mgen::passes::resolve("default").unwrap(),
+        &mgen::passes::resolve("exact").unwrap(),
+        &mgen::passes::Context::default(),
         |_, _| {},
     )
     .unwrap();
@@ -122,7 +123,8 @@ fn a_small_chip_gets_phases_without_overlap_and_too_small_is_a_diagnostic() {
     let mut m = mgen::driver::module(f, &sources).unwrap();
     let err = mgen::passes::run_pipeline(
         &mut m,
-        &mgen::passes::resolve("default").unwrap(),
+        &mgen::passes::resolve("exact").unwrap(),
+        &mgen::passes::Context::default(),
         |_, _| {},
     )
     .unwrap_err();

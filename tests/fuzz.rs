@@ -25,7 +25,12 @@ fn run_all(bytes: &[u8], mir: bool) -> bool {
             return Ok(());
         }
         let mut m = driver::module(f, &sources)?;
-        mgen::passes::run_pipeline(&mut m, &mgen::passes::resolve("default")?, |_, _| {})?;
+        mgen::passes::run_pipeline(
+            &mut m,
+            &mgen::passes::resolve("exact")?,
+            &mgen::passes::Context::default(),
+            |_, _| {},
+        )?;
         let _ = mgen::ir::print::print(&m);
         Ok(())
     });

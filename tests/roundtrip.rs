@@ -25,7 +25,13 @@ fn ir_text(path: &Path, pipeline: &str) -> String {
         .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
     let mut m =
         driver::module(f, &sources).unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
-    passes::run_pipeline(&mut m, &passes::resolve(pipeline).unwrap(), |_, _| {}).unwrap();
+    passes::run_pipeline(
+        &mut m,
+        &passes::resolve(pipeline).unwrap(),
+        &passes::Context::default(),
+        |_, _| {},
+    )
+    .unwrap();
     print::print(&m)
 }
 
@@ -34,14 +40,20 @@ fn reread(text: &str, pipeline: &str) -> String {
     let f = driver::front_bytes(&mut sources, "roundtrip.mir", text.as_bytes(), ".", true)
         .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
     let mut m = driver::module(f, &sources).unwrap();
-    passes::run_pipeline(&mut m, &passes::resolve(pipeline).unwrap(), |_, _| {}).unwrap();
+    passes::run_pipeline(
+        &mut m,
+        &passes::resolve(pipeline).unwrap(),
+        &passes::Context::default(),
+        |_, _| {},
+    )
+    .unwrap();
     print::print(&m)
 }
 
 #[test]
 fn every_example_round_trips_through_mir() {
     for ex in examples() {
-        for pipeline in ["none", "default"] {
+        for pipeline in ["none", "exact"] {
             let a = ir_text(&ex, pipeline);
             let b = reread(&a, "none");
             assert!(

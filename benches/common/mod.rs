@@ -14,7 +14,8 @@ pub fn bert_base() -> (mgen::ir::Module, mgen::weights::Store, mgen::data::Batch
     let (mut m, store) = mgen::driver::module_and_store(f, &sources).unwrap();
     mgen::passes::run_pipeline(
         &mut m,
-        &mgen::passes::resolve("default").unwrap(),
+        &mgen::passes::resolve("exact").unwrap(),
+        &mgen::passes::Context::default(),
         |_, _| {},
     )
     .unwrap();

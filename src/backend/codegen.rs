@@ -107,192 +107,226 @@ pub fn codegen_with_consts(
         layer: String::new(),
         at: String::new(),
     };
-    for ph in 0..p.phases {
-        prog.code.push(bare(Inst::Phase(ph)));
-        for (i, mp) in p.matrices.iter().enumerate() {
-            if mp.phase == ph {
-                prog.code.push(meta(mp.node, Inst::XbProgram(i as u32)));
-            }
-        }
-        prog.code.push(bare(Inst::ForRequests));
-        // Buffers from earlier phases read here.
-        let mut filled = BTreeSet::new();
-        for id in order.iter().filter(|id| phase[id] == ph) {
-            for o in m.operands(*id) {
-                if phase[&o] < ph && filled.insert(buf[&o]) {
-                    prog.code.push(meta(o, Inst::Fill { dst: buf[&o] }));
-                }
-            }
-        }
-        for id in order.iter().filter(|id| phase[id] == ph) {
-            let n = m.node(*id);
-            let ops: Vec<u32> = m
-                .operands(*id)
-                .iter()
-                .map(|o| buf.get(o).copied().unwrap_or(0))
+    // Request groups (the task scheduler's): with one phase, or one group,
+    // a single loop over every request; otherwise every group runs every
+    // phase, reprogramming each phase's crossbars per group.
+    let (groups, edram) = match &m.schedule {
+        Some(s) if p.phases > 1 && s.group < s.requests => {
+            let g: Vec<Option<(u32, u32)>> = (0..s.requests)
+                .step_by(s.group.max(1))
+                .map(|a| Some((a as u32, s.group.min(s.requests - a) as u32)))
                 .collect();
-            let dst = buf.get(id).copied().unwrap_or(0);
-            match &n.op {
-                Op::Input(k) => prog.code.push(meta(
-                    *id,
-                    Inst::Load {
-                        dst,
-                        input: if *k == InputKind::Ids {
-                            Input::Ids
-                        } else {
-                            Input::Mask
-                        },
-                    },
-                )),
-                Op::Embed => {
-                    let (w, ps, t) = (
-                        konst(&mut prog, n.params[0]),
-                        konst(&mut prog, n.params[1]),
-                        konst(&mut prog, n.params[2]),
-                    );
-                    prog.code.push(meta(
-                        *id,
-                        Inst::Embed {
-                            dst,
-                            ids: ops[0],
-                            word: w,
-                            pos: ps,
-                            typ: t,
-                        },
-                    ));
-                }
-                Op::LayerNorm { eps } => {
-                    let (g, b) = (konst(&mut prog, n.params[0]), konst(&mut prog, n.params[1]));
-                    prog.code.push(meta(
-                        *id,
-                        Inst::LayerNorm {
-                            dst,
-                            src: ops[0],
-                            gamma: g,
-                            beta: b,
-                            eps: *eps,
-                        },
-                    ));
-                }
-                Op::Linear => {
-                    let image = image_of[id];
-                    let bias = konst(&mut prog, n.params[1]);
-                    prog.code.push(meta(
-                        *id,
-                        Inst::Send {
-                            src: ops[0],
-                            tiles: prog.images[image as usize].tiles,
-                        },
-                    ));
-                    prog.code.push(meta(
-                        *id,
-                        Inst::Mvm {
-                            dst,
-                            src: ops[0],
-                            image,
-                            bias,
-                        },
-                    ));
-                }
-                Op::Qk { heads } => prog.code.push(meta(
-                    *id,
-                    Inst::Dmm {
-                        dst,
-                        a: ops[0],
-                        b: ops[1],
-                        kind: DmmKind::Qk,
-                        heads: *heads as u32,
-                    },
-                )),
-                Op::Av { heads } => prog.code.push(meta(
-                    *id,
-                    Inst::Dmm {
-                        dst,
-                        a: ops[0],
-                        b: ops[1],
-                        kind: DmmKind::Av,
-                        heads: *heads as u32,
-                    },
-                )),
-                Op::Scale { factor } => prog.code.push(meta(
-                    *id,
-                    Inst::Vec {
-                        dst,
-                        op: VecOp::Scale(*factor),
-                        a: ops[0],
-                        b: None,
-                    },
-                )),
-                Op::Mask => prog.code.push(meta(
-                    *id,
-                    Inst::Vec {
-                        dst,
-                        op: VecOp::Mask,
-                        a: ops[0],
-                        b: Some(ops[1]),
-                    },
-                )),
-                Op::Softmax => prog.code.push(meta(
-                    *id,
-                    Inst::Vec {
-                        dst,
-                        op: VecOp::Softmax,
-                        a: ops[0],
-                        b: None,
-                    },
-                )),
-                Op::Add => prog.code.push(meta(
-                    *id,
-                    Inst::Vec {
-                        dst,
-                        op: VecOp::Add,
-                        a: ops[0],
-                        b: Some(ops[1]),
-                    },
-                )),
-                Op::Gelu => prog.code.push(meta(
-                    *id,
-                    Inst::Vec {
-                        dst,
-                        op: VecOp::Gelu,
-                        a: ops[0],
-                        b: None,
-                    },
-                )),
-                Op::Tanh => prog.code.push(meta(
-                    *id,
-                    Inst::Vec {
-                        dst,
-                        op: VecOp::Tanh,
-                        a: ops[0],
-                        b: None,
-                    },
-                )),
-                Op::Pool(pool) => prog.code.push(meta(
-                    *id,
-                    Inst::Pool {
-                        dst,
-                        src: ops[0],
-                        mask: ops[1],
-                        mean: *pool == Pool::Mean,
-                    },
-                )),
-                Op::Output { task } => prog.code.push(meta(
-                    *id,
-                    Inst::Store {
-                        task: names[*task].to_string(),
-                        src: ops[0],
-                    },
-                )),
-            }
+            (g, s.edram)
         }
-        // Buffers made here and read in a later phase.
-        for id in order.iter().filter(|id| phase[id] == ph) {
-            if m.users(*id).iter().any(|u| phase[u] > ph) {
-                prog.code.push(meta(*id, Inst::Spill { src: buf[id] }));
+        Some(s) => (vec![None], s.edram),
+        None => (vec![None], false),
+    };
+    for group in &groups {
+        for ph in 0..p.phases {
+            prog.code.push(bare(Inst::Phase(ph)));
+            for (i, mp) in p.matrices.iter().enumerate() {
+                if mp.phase == ph {
+                    prog.code.push(meta(mp.node, Inst::XbProgram(i as u32)));
+                }
             }
+            prog.code.push(bare(match group {
+                Some((first, count)) => Inst::ForGroup {
+                    first: *first,
+                    count: *count,
+                },
+                None => Inst::ForRequests,
+            }));
+            // Buffers from earlier phases read here.
+            let mut filled = BTreeSet::new();
+            for id in order.iter().filter(|id| phase[id] == ph) {
+                for o in m.operands(*id) {
+                    if phase[&o] < ph && filled.insert(buf[&o]) {
+                        prog.code.push(meta(
+                            o,
+                            Inst::Fill {
+                                dst: buf[&o],
+                                edram,
+                            },
+                        ));
+                    }
+                }
+            }
+            for id in order.iter().filter(|id| phase[id] == ph) {
+                let n = m.node(*id);
+                let ops: Vec<u32> = m
+                    .operands(*id)
+                    .iter()
+                    .map(|o| buf.get(o).copied().unwrap_or(0))
+                    .collect();
+                let dst = buf.get(id).copied().unwrap_or(0);
+                match &n.op {
+                    Op::Input(k) => prog.code.push(meta(
+                        *id,
+                        Inst::Load {
+                            dst,
+                            input: if *k == InputKind::Ids {
+                                Input::Ids
+                            } else {
+                                Input::Mask
+                            },
+                        },
+                    )),
+                    Op::Embed => {
+                        let (w, ps, t) = (
+                            konst(&mut prog, n.params[0]),
+                            konst(&mut prog, n.params[1]),
+                            konst(&mut prog, n.params[2]),
+                        );
+                        prog.code.push(meta(
+                            *id,
+                            Inst::Embed {
+                                dst,
+                                ids: ops[0],
+                                word: w,
+                                pos: ps,
+                                typ: t,
+                            },
+                        ));
+                    }
+                    Op::LayerNorm { eps } => {
+                        let (g, b) = (konst(&mut prog, n.params[0]), konst(&mut prog, n.params[1]));
+                        prog.code.push(meta(
+                            *id,
+                            Inst::LayerNorm {
+                                dst,
+                                src: ops[0],
+                                gamma: g,
+                                beta: b,
+                                eps: *eps,
+                            },
+                        ));
+                    }
+                    Op::Linear => {
+                        let image = image_of[id];
+                        let bias = konst(&mut prog, n.params[1]);
+                        prog.code.push(meta(
+                            *id,
+                            Inst::Send {
+                                src: ops[0],
+                                tiles: prog.images[image as usize].tiles,
+                            },
+                        ));
+                        prog.code.push(meta(
+                            *id,
+                            Inst::Mvm {
+                                dst,
+                                src: ops[0],
+                                image,
+                                bias,
+                            },
+                        ));
+                    }
+                    Op::Qk { heads } => prog.code.push(meta(
+                        *id,
+                        Inst::Dmm {
+                            dst,
+                            a: ops[0],
+                            b: ops[1],
+                            kind: DmmKind::Qk,
+                            heads: *heads as u32,
+                        },
+                    )),
+                    Op::Av { heads } => prog.code.push(meta(
+                        *id,
+                        Inst::Dmm {
+                            dst,
+                            a: ops[0],
+                            b: ops[1],
+                            kind: DmmKind::Av,
+                            heads: *heads as u32,
+                        },
+                    )),
+                    Op::Scale { factor } => prog.code.push(meta(
+                        *id,
+                        Inst::Vec {
+                            dst,
+                            op: VecOp::Scale(*factor),
+                            a: ops[0],
+                            b: None,
+                        },
+                    )),
+                    Op::Mask => prog.code.push(meta(
+                        *id,
+                        Inst::Vec {
+                            dst,
+                            op: VecOp::Mask,
+                            a: ops[0],
+                            b: Some(ops[1]),
+                        },
+                    )),
+                    Op::Softmax => prog.code.push(meta(
+                        *id,
+                        Inst::Vec {
+                            dst,
+                            op: VecOp::Softmax,
+                            a: ops[0],
+                            b: None,
+                        },
+                    )),
+                    Op::Add => prog.code.push(meta(
+                        *id,
+                        Inst::Vec {
+                            dst,
+                            op: VecOp::Add,
+                            a: ops[0],
+                            b: Some(ops[1]),
+                        },
+                    )),
+                    Op::Gelu => prog.code.push(meta(
+                        *id,
+                        Inst::Vec {
+                            dst,
+                            op: VecOp::Gelu,
+                            a: ops[0],
+                            b: None,
+                        },
+                    )),
+                    Op::Tanh => prog.code.push(meta(
+                        *id,
+                        Inst::Vec {
+                            dst,
+                            op: VecOp::Tanh,
+                            a: ops[0],
+                            b: None,
+                        },
+                    )),
+                    Op::Pool(pool) => prog.code.push(meta(
+                        *id,
+                        Inst::Pool {
+                            dst,
+                            src: ops[0],
+                            mask: ops[1],
+                            mean: *pool == Pool::Mean,
+                        },
+                    )),
+                    Op::Output { task } => prog.code.push(meta(
+                        *id,
+                        Inst::Store {
+                            task: names[*task].to_string(),
+                            src: ops[0],
+                        },
+                    )),
+                }
+            }
+            // Buffers made here and read in a later phase.
+            for id in order.iter().filter(|id| phase[id] == ph) {
+                if m.users(*id).iter().any(|u| phase[u] > ph) {
+                    prog.code.push(meta(
+                        *id,
+                        Inst::Spill {
+                            src: buf[id],
+                            edram,
+                        },
+                    ));
+                }
+            }
+            prog.code.push(bare(Inst::End));
         }
-        prog.code.push(bare(Inst::End));
     }
     prog.code.push(bare(Inst::Halt));
     let mut consts: Vec<(u32, ParamId)> = const_of.into_iter().map(|(p, k)| (k, p)).collect();

@@ -45,6 +45,13 @@ pub enum Inst {
     XbProgram(u32),
     /// The instructions up to `End` run once per request.
     ForRequests,
+    /// The instructions up to `End` run once per request of
+    /// `first..first + count` (clipped to the batch): one request group of
+    /// a schedule that reprograms phases between groups.
+    ForGroup {
+        first: u32,
+        count: u32,
+    },
     End,
     Load {
         dst: u32,
@@ -94,13 +101,16 @@ pub enum Inst {
         mask: u32,
         mean: bool,
     },
-    /// Keep a buffer of this request in off-chip memory until a later phase.
+    /// Keep a buffer of this request until a later phase: in off-chip
+    /// memory, or in the tiles' eDRAM buffers when `edram`.
     Spill {
         src: u32,
+        edram: bool,
     },
-    /// Bring a spilled buffer back.
+    /// Bring a spilled buffer back (from where it was spilled).
     Fill {
         dst: u32,
+        edram: bool,
     },
     Store {
         task: String,
@@ -163,6 +173,7 @@ impl Inst {
             Inst::Phase(_) => "PHASE",
             Inst::XbProgram(_) => "XB_PROGRAM",
             Inst::ForRequests => "FOR_REQUESTS",
+            Inst::ForGroup { .. } => "FOR_GROUP",
             Inst::End => "END",
             Inst::Load { .. } => "LOAD",
             Inst::Embed { .. } => "EMBED",
@@ -185,6 +196,7 @@ impl Inst {
             Inst::Phase(p) => p.to_string(),
             Inst::XbProgram(i) => format!("i{i}"),
             Inst::ForRequests | Inst::End | Inst::Barrier | Inst::Halt => String::new(),
+            Inst::ForGroup { first, count } => format!("{first}, {count}"),
             Inst::Load { dst, input } => format!(
                 "b{dst}, {}",
                 if *input == Input::Ids { "ids" } else { "mask" }
@@ -245,8 +257,12 @@ impl Inst {
                 "b{dst}, b{src}, b{mask}, {}",
                 if *mean { "mean" } else { "cls" }
             ),
-            Inst::Spill { src } => format!("b{src}"),
-            Inst::Fill { dst } => format!("b{dst}"),
+            Inst::Spill { src, edram } => {
+                format!("b{src}{}", if *edram { ", edram" } else { "" })
+            }
+            Inst::Fill { dst, edram } => {
+                format!("b{dst}{}", if *edram { ", edram" } else { "" })
+            }
             Inst::Store { task, src } => format!("{task}, b{src}"),
         }
     }
@@ -283,7 +299,11 @@ impl Program {
         for l in &self.code {
             let indent = match l.inst {
                 Inst::Phase(_) | Inst::Halt => "",
-                Inst::XbProgram(_) | Inst::ForRequests | Inst::End | Inst::Barrier => "    ",
+                Inst::XbProgram(_)
+                | Inst::ForRequests
+                | Inst::ForGroup { .. }
+                | Inst::End
+                | Inst::Barrier => "    ",
                 _ => "        ",
             };
             let text = format!("{indent}{:<11} {}", l.inst.mnemonic(), l.inst.operands());
@@ -611,13 +631,33 @@ fn parse_line(line: &str, comment: Option<&str>, p: &mut Program) -> Result<(), 
                 mean,
             }
         }
-        "SPILL" => {
-            arity(1)?;
-            Inst::Spill { src: b(0)? }
+        "SPILL" | "FILL" => {
+            let edram = match args.len() {
+                1 => false,
+                2 if args[1] == "edram" => true,
+                2 => {
+                    return Err(format!(
+                        "unknown spill level `{}` (edram, or none for off-chip)",
+                        args[1]
+                    ));
+                }
+                _ => {
+                    arity(1)?;
+                    false
+                }
+            };
+            if mnemonic == "SPILL" {
+                Inst::Spill { src: b(0)?, edram }
+            } else {
+                Inst::Fill { dst: b(0)?, edram }
+            }
         }
-        "FILL" => {
-            arity(1)?;
-            Inst::Fill { dst: b(0)? }
+        "FOR_GROUP" => {
+            arity(2)?;
+            Inst::ForGroup {
+                first: num(args[0], "request")?,
+                count: num(args[1], "request count")?,
+            }
         }
         "STORE" => {
             arity(2)?;

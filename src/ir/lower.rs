@@ -101,6 +101,8 @@ pub fn lower(spec: Spec, sources: &Sources, store: &Store) -> Result<Module, Dia
             graph: Graph::default(),
             params: Vec::new(),
             placement: None,
+            sharing: None,
+            schedule: None,
         },
         sources,
         store,

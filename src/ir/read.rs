@@ -100,6 +100,8 @@ pub fn read(
         graph: Graph::default(),
         params: Vec::new(),
         placement: None,
+        sharing: None,
+        schedule: None,
     };
     let task_index: HashMap<String, usize> = m
         .task_names()

@@ -8,7 +8,7 @@
 //! task's outputs are unchanged: a merged node computes exactly what each
 //! of its copies did.
 
-use super::Pass;
+use super::{Context, Pass};
 use crate::diag::Diags;
 use crate::ir::{Module, NodeId, Op, ParamId};
 use petgraph::Direction;
@@ -27,7 +27,7 @@ impl Pass for Merge {
     fn contract(&self) -> &'static str {
         "requires a verified module; ensures no two non-output nodes are identical and every output is unchanged"
     }
-    fn run(&self, m: &mut Module) -> Result<(), Diags> {
+    fn run(&self, m: &mut Module, _: &Context) -> Result<(), Diags> {
         merge(m);
         Ok(())
     }

@@ -7,6 +7,8 @@
 //! invariants; it times each pass and can dump the IR after any of them.
 
 pub mod merge;
+pub mod schedule;
+pub mod share;
 
 /// `place`: see [`crate::backend::place`].
 pub struct Place;
@@ -21,7 +23,7 @@ impl Pass for Place {
     fn contract(&self) -> &'static str {
         "requires a verified module; ensures every linear node has a placement and no two matrices of one phase share a crossbar"
     }
-    fn run(&self, m: &mut Module) -> Result<(), Diags> {
+    fn run(&self, m: &mut Module, _: &Context) -> Result<(), Diags> {
         m.placement = Some(crate::backend::place::place(m)?);
         Ok(())
     }
@@ -39,7 +41,87 @@ pub trait Pass {
     fn contract(&self) -> &'static str {
         ""
     }
-    fn run(&self, m: &mut Module) -> Result<(), Diags>;
+    fn run(&self, m: &mut Module, cx: &Context) -> Result<(), Diags>;
+}
+
+/// What passes may read besides the module: the weights and each task's
+/// calibration inputs (the `share` pass measures candidate models on them).
+#[derive(Default)]
+pub struct Context<'a> {
+    pub store: Option<&'a crate::weights::Store>,
+    /// Per workload task: the inputs its budgets are checked on.
+    pub calibration: Vec<crate::data::Batch>,
+    /// Progress bars on stderr.
+    pub progress: bool,
+}
+
+/// The context a pipeline needs: calibration inputs are loaded only when
+/// it runs `share`.
+pub fn context_for<'a>(
+    passes: &[Box<dyn Pass>],
+    m: &Module,
+    store: &'a crate::weights::Store,
+    sources: &mut crate::diag::Sources,
+    progress: bool,
+) -> Result<Context<'a>, Diags> {
+    if passes.iter().any(|p| p.name() == "share") {
+        Context::load(m, store, sources, progress)
+    } else {
+        Ok(Context {
+            store: Some(store),
+            calibration: Vec::new(),
+            progress,
+        })
+    }
+}
+
+/// At most this many requests of the workload's inputs (or of a task's
+/// `calibrate` file) are the calibration inputs the `share` pass measures
+/// budgets on.
+pub const SHARE_CALIBRATION_REQUESTS: usize = 32;
+
+impl<'a> Context<'a> {
+    /// The context of a module: its weights, and each task's calibration
+    /// inputs (its `calibrate` file, or the workload's inputs), at most
+    /// [`SHARE_CALIBRATION_REQUESTS`] each.
+    pub fn load(
+        m: &Module,
+        store: &'a crate::weights::Store,
+        sources: &mut crate::diag::Sources,
+        progress: bool,
+    ) -> Result<Context<'a>, Diags> {
+        let spec = &m.spec;
+        let mut workload = crate::data::load(spec, sources)?;
+        workload.requests.truncate(SHARE_CALIBRATION_REQUESTS);
+        let mut calibration = Vec::new();
+        for &t in &spec.workload.tasks {
+            let task = &spec.tasks[t];
+            match &task.calibrate {
+                None => calibration.push(workload.clone()),
+                Some(path) => {
+                    let full = std::path::Path::new(&spec.root).join(path);
+                    let key = format!("task {}.calibrate", task.name);
+                    let mut reqs = crate::data::load_jsonl(
+                        spec,
+                        &full,
+                        &key,
+                        spec.workload.seq as usize,
+                        sources,
+                    )?;
+                    reqs.truncate(SHARE_CALIBRATION_REQUESTS);
+                    calibration.push(crate::data::Batch {
+                        seq: spec.workload.seq as usize,
+                        requests: reqs,
+                    });
+                }
+            }
+        }
+        Ok(Context {
+            store: Some(store),
+            calibration,
+            progress,
+        })
+    }
 }
 
 /// Runs the verifier as a pass.
@@ -52,27 +134,38 @@ impl Pass for Verify {
     fn description(&self) -> &'static str {
         "check the IR's invariants (acyclic, shapes agree, operands defined, locations present, one output per task)"
     }
-    fn run(&self, m: &mut Module) -> Result<(), Diags> {
+    fn run(&self, m: &mut Module, _: &Context) -> Result<(), Diags> {
         verify::verify(m, "verify")
     }
 }
 
 /// Every pass, by name.
 pub fn registry() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(Verify), Box::new(merge::Merge), Box::new(Place)]
+    vec![
+        Box::new(Verify),
+        Box::new(merge::Merge),
+        Box::new(share::Share),
+        Box::new(Place),
+        Box::new(schedule::SchedulePass),
+    ]
 }
 
 /// Named pipelines: name, passes, description.
 pub const PIPELINES: &[(&str, &[&str], &str)] = &[
     (
         "default",
-        &["merge", "place"],
-        "what `mgen compile` runs: every optimisation that keeps outputs exact, then placement",
+        &["merge", "share", "place", "schedule"],
+        "what `mgen compile` and `mgen run` run: exact merging, the model generator (sharing under each task's budget), placement, the task scheduler",
+    ),
+    (
+        "exact",
+        &["merge", "place", "schedule"],
+        "only the optimisations that keep every output bit-identical, then placement and the task scheduler",
     ),
     (
         "baseline",
         &["place"],
-        "nothing shared: every task runs its own full model (`--baseline`)",
+        "nothing shared: every task runs its own full model, tasks in declaration order, all requests through each phase (`--baseline`)",
     ),
     ("none", &[], "lowering only"),
 ];
@@ -143,13 +236,14 @@ pub struct PassTiming {
 pub fn run_pipeline(
     m: &mut Module,
     passes: &[Box<dyn Pass>],
+    cx: &Context,
     mut dump: impl FnMut(&str, &Module),
 ) -> Result<Vec<PassTiming>, Diags> {
     let mut timings = Vec::new();
     for p in passes {
         let before = m.graph.node_count();
         let t = Instant::now();
-        p.run(m)?;
+        p.run(m, cx)?;
         let seconds = t.elapsed().as_secs_f64();
         verify::verify(m, &format!("pass `{}`", p.name()))?;
         timings.push(PassTiming {

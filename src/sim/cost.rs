@@ -69,6 +69,17 @@ fn accesses(bits: f64) -> f64 {
     (bits / 256.0).ceil()
 }
 
+/// Energy (pJ) of one SPILL or FILL of a buffer of `elems` f32 values:
+/// off-chip, a chip link transfer per 128 bits; in the tiles' eDRAM, one
+/// buffer access per 256 bits.
+pub fn spill_pj(hw: &Hardware, elems: f64, edram: bool) -> f64 {
+    if edram {
+        accesses(elems * 32.0) * hw.figure("tile_buffer")
+    } else {
+        (elems * 32.0 / 128.0).ceil() * hw.figure("chip_link")
+    }
+}
+
 /// What `inst` costs once (per request inside `FOR_REQUESTS`).
 pub fn cost(inst: &Inst, p: &Program, hw: &Hardware) -> Cost {
     let f = |n: &str| hw.figure(n);
@@ -86,7 +97,12 @@ pub fn cost(inst: &Inst, p: &Program, hw: &Hardware) -> Cost {
         c.latency_ns += (adds + muls + divs + luts) / DIGITAL_LANES * f("digital_cycle");
     };
     match inst {
-        Inst::Phase(_) | Inst::ForRequests | Inst::End | Inst::Barrier | Inst::Halt => {}
+        Inst::Phase(_)
+        | Inst::ForRequests
+        | Inst::ForGroup { .. }
+        | Inst::End
+        | Inst::Barrier
+        | Inst::Halt => {}
         Inst::XbProgram(i) => {
             if let Some(img) = p.images.get(*i as usize) {
                 let (rb, cb, sl, sg) = blocks(hw, img.out_dim, img.in_dim);
@@ -184,7 +200,20 @@ pub fn cost(inst: &Inst, p: &Program, hw: &Hardware) -> Cost {
                 );
             }
         }
-        Inst::Spill { src: b } | Inst::Fill { dst: b } => {
+        Inst::Spill {
+            src: b,
+            edram: true,
+        }
+        | Inst::Fill {
+            dst: b,
+            edram: true,
+        } => {
+            // Parked in the tiles' eDRAM: one buffer access per 256 bits.
+            let n = elems(buf(*b));
+            c.energy[5] = accesses(n * 32.0) * tb;
+            c.latency_ns = accesses(n * 32.0) * f("digital_cycle");
+        }
+        Inst::Spill { src: b, .. } | Inst::Fill { dst: b, .. } => {
             let n = elems(buf(*b));
             c.energy[7] = (n * 32.0 / 128.0).ceil() * f("chip_link");
             c.latency_ns = (n * 32.0 / 128.0).ceil() * f("digital_cycle");

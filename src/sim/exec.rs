@@ -279,6 +279,7 @@ impl Machine<'_> {
             Inst::Phase(_)
             | Inst::XbProgram(_)
             | Inst::ForRequests
+            | Inst::ForGroup { .. }
             | Inst::End
             | Inst::Barrier
             | Inst::Halt
@@ -475,14 +476,14 @@ impl Machine<'_> {
                     Some((*dst, x.row(0).to_owned().into_dyn()))
                 }
             }
-            Inst::Spill { src } => {
+            Inst::Spill { src, .. } => {
                 let v = get(bufs, *src)?;
                 *spilled
                     .get_mut(*src as usize)
                     .ok_or("spill of an undeclared buffer")? = Some(v);
                 None
             }
-            Inst::Fill { dst } => {
+            Inst::Fill { dst, .. } => {
                 let v = spilled
                     .get(*dst as usize)
                     .and_then(|v| v.clone())

@@ -60,6 +60,10 @@ pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), D
     let mut written: BTreeSet<u32> = BTreeSet::new();
     let mut spilled: BTreeSet<u32> = BTreeSet::new();
     let mut stored: BTreeSet<&str> = BTreeSet::new();
+    // STOREs in the current loop, and per task the loop ranges that stored it.
+    let mut stored_here: BTreeSet<&str> = BTreeSet::new();
+    let mut covered: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let mut loop_range = String::new();
     let mut in_loop = false;
     let mut phase = None;
     let mut halted = false;
@@ -72,7 +76,7 @@ pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), D
             Inst::Embed { ids, .. } => vec![*ids],
             Inst::LayerNorm { src, .. }
             | Inst::Send { src, .. }
-            | Inst::Spill { src }
+            | Inst::Spill { src, .. }
             | Inst::Store { src, .. } => vec![*src],
             Inst::Mvm { src, .. } => vec![*src],
             Inst::Dmm { a, b, .. } => vec![*a, *b],
@@ -122,7 +126,14 @@ pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), D
                 }
                 programmed.insert(*img);
             }
-            Inst::ForRequests => {
+            Inst::ForRequests | Inst::ForGroup { .. } => {
+                stored_here.clear();
+                loop_range = match inst {
+                    Inst::ForGroup { first, count } => {
+                        format!("{first}..{}", *first as u64 + *count as u64)
+                    }
+                    _ => "all".into(),
+                };
                 if in_loop {
                     return Err(bad(i, inst, "nested FOR_REQUESTS".into()));
                 }
@@ -150,17 +161,33 @@ pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), D
             Inst::Store { task, .. } if !tasks.iter().any(|t| &t.name == task) => {
                 return Err(bad(i, inst, format!("STORE to unknown task `{task}`")));
             }
-            Inst::Store { task, .. } if !stored.insert(task.as_str()) => {
+            Inst::Store { task, .. } if !stored_here.insert(task.as_str()) => {
                 return Err(bad(i, inst, format!("a second STORE for task `{task}`")));
             }
-            Inst::Fill { dst } if !spilled.contains(dst) => {
+            Inst::Store { task, .. }
+                if !loop_range.is_empty()
+                    && !covered
+                        .entry(task.as_str())
+                        .or_default()
+                        .insert(loop_range.clone()) =>
+            {
+                return Err(bad(
+                    i,
+                    inst,
+                    format!("a second STORE for task `{task}` over requests {loop_range}"),
+                ));
+            }
+            Inst::Store { task, .. } => {
+                stored.insert(task.as_str());
+            }
+            Inst::Fill { dst, .. } if !spilled.contains(dst) => {
                 return Err(bad(
                     i,
                     inst,
                     format!("FILL b{dst} of a buffer never spilled"),
                 ));
             }
-            Inst::Spill { src } => {
+            Inst::Spill { src, .. } => {
                 spilled.insert(*src);
             }
             _ => {}
@@ -170,6 +197,7 @@ pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), D
             Inst::Phase(_)
                 | Inst::XbProgram(_)
                 | Inst::ForRequests
+                | Inst::ForGroup { .. }
                 | Inst::End
                 | Inst::Halt
                 | Inst::Barrier
@@ -185,7 +213,7 @@ pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), D
             | Inst::Dmm { dst, .. }
             | Inst::Vec { dst, .. }
             | Inst::Pool { dst, .. }
-            | Inst::Fill { dst } => {
+            | Inst::Fill { dst, .. } => {
                 written.insert(*dst);
             }
             _ => {}
@@ -230,6 +258,20 @@ pub struct Totals {
     pub requests: usize,
 }
 
+/// The requests a loop instruction runs its body for.
+pub fn group_range(inst: &Inst, requests: usize) -> std::ops::Range<usize> {
+    match inst {
+        Inst::ForGroup { first, count } => {
+            let a = (*first as usize).min(requests);
+            let b = (*first as usize)
+                .saturating_add(*count as usize)
+                .min(requests);
+            a..b
+        }
+        _ => 0..requests,
+    }
+}
+
 /// Counts what a run over `requests` requests costs (no numerics).
 pub fn count(p: &Program, hw: &Hardware, requests: usize) -> Totals {
     let mut t = Totals {
@@ -240,15 +282,16 @@ pub fn count(p: &Program, hw: &Hardware, requests: usize) -> Totals {
     for c in COMPONENTS {
         t.breakdown.insert(c.to_string(), 0.0);
     }
-    let mut in_loop = false;
+    let mut times = 1.0;
     for line in &p.code {
         match line.inst {
-            Inst::ForRequests => in_loop = true,
-            Inst::End => in_loop = false,
+            Inst::ForRequests | Inst::ForGroup { .. } => {
+                times = group_range(&line.inst, requests).len() as f64
+            }
+            Inst::End => times = 1.0,
             _ => {}
         }
         let c = cost(&line.inst, p, hw);
-        let times = if in_loop { requests as f64 } else { 1.0 };
         for (k, name) in COMPONENTS.iter().enumerate() {
             *t.breakdown.get_mut(*name).expect("component") += c.energy[k] * times;
         }
@@ -376,14 +419,16 @@ pub fn simulate_prepared(
         ideal_adc,
     };
     // Phases run in order; each phase's body runs for every request.
-    let mut bodies: Vec<(usize, usize)> = Vec::new();
+    let mut bodies: Vec<(usize, usize, std::ops::Range<usize>)> = Vec::new();
     let mut start = None;
     for (i, l) in pkg.prog.code.iter().enumerate() {
         match l.inst {
-            Inst::ForRequests => start = Some(i + 1),
+            Inst::ForRequests | Inst::ForGroup { .. } => {
+                start = Some((i + 1, group_range(&l.inst, pkg.requests.len())))
+            }
             Inst::End => {
-                if let Some(s) = start.take() {
-                    bodies.push((s, i));
+                if let Some((s, r)) = start.take() {
+                    bodies.push((s, i, r));
                 }
             }
             _ => {}
@@ -392,7 +437,7 @@ pub fn simulate_prepared(
     let nb = pkg.prog.buffers.len();
     let bar = crate::run::progress_bar(
         progress,
-        pkg.requests.len() * bodies.len(),
+        bodies.iter().map(|b| b.2.len()).sum(),
         "simulating",
         "request-phases",
     );
@@ -408,10 +453,10 @@ pub fn simulate_prepared(
             outs: Vec::new(),
         })
         .collect();
-    for (s, e) in &bodies {
-        states
+    for (s, e, range) in &bodies {
+        states[range.clone()]
             .par_iter_mut()
-            .zip(pkg.requests.par_iter())
+            .zip(pkg.requests[range.clone()].par_iter())
             .try_for_each(|(st, r)| -> Result<(), Diags> {
                 let mask = r.mask();
                 let mut bufs: Vec<Option<ArrayD<f32>>> = vec![None; nb];

@@ -17,8 +17,10 @@
 //! that ‖δ‖/‖W‖ ≈ D·p, with a depth profile p that grows with the layer:
 //! p = 0.25 for the embeddings, 0.25 + 1.5·l/(L−1) for encoder layer l of L
 //! (the mean over layers is 1), 1.75 for the pooler. Task heads
-//! (`classifier.*`) are drawn from the task's seed: weight ~ (3/√h)·z,
-//! bias 0.
+//! (`classifier.*`) absent from a checkpoint are drawn from the task's seed
+//! (weight ~ (3/√h)·z), then centred and scaled on probe inputs run through
+//! the task's own model so that their outputs vary with the input (see
+//! [`Store::head_pair`]); their digest covers the body's digests.
 
 pub mod checkpoint;
 pub mod rng;
@@ -125,6 +127,15 @@ pub fn drift_profile(part: Part, layers: u64) -> f64 {
     }
 }
 
+/// Probe requests a synthesised head is centred on.
+pub const PROBE_REQUESTS: usize = 16;
+/// Tokens per probe request (at most the model's `max_seq`).
+pub const PROBE_SEQ: usize = 16;
+/// Standard deviation of a centred head's outputs over the probes.
+pub const HEAD_SPREAD: f64 = 2.0;
+/// Keys the probes' stream apart from the workload's synthetic inputs.
+const PROBE_KEY: u64 = 0x5052_4f42_4553_0001;
+
 /// The fraction of entries a fine-tuning delta touches.
 pub const DELTA_DENSITY: f64 = 0.25;
 
@@ -154,16 +165,24 @@ pub enum Recipe {
         factor: f64,
         name: String,
     },
+    /// A synthesised task head, centred on probe inputs (see [`Store::head_pair`]).
     Head {
         seed: u64,
         name: String,
         shape: Vec<u64>,
+        /// Spec task index (its body tensors are looked up by name).
+        task: usize,
+        model: Box<Model>,
+        head: Head,
     },
     File {
         path: PathBuf,
         name: String,
     },
 }
+
+/// A centred head: (classifier weight, classifier bias).
+type HeadPair = (Arc<ArrayD<f32>>, Arc<ArrayD<f32>>);
 
 /// Digests, recipes and the tensor cache of one spec.
 pub struct Store {
@@ -172,6 +191,10 @@ pub struct Store {
     cache: Mutex<HashMap<String, Arc<ArrayD<f32>>>>,
     /// (spec task index, tensor name) → (digest, source model or task).
     by_task: HashMap<(usize, String), (String, String)>,
+    /// (spec model index, tensor name) → digest of the pre-trained tensor.
+    by_model: HashMap<(usize, String), String>,
+    /// Centred heads, per spec task: (weight, bias).
+    heads: Mutex<HashMap<usize, HeadPair>>,
     /// Things the report should say (e.g. a head synthesised from a seed).
     pub notes: Vec<String>,
 }
@@ -193,6 +216,8 @@ impl Store {
             files: HashMap::new(),
             cache: Mutex::new(HashMap::new()),
             by_task: HashMap::new(),
+            by_model: HashMap::new(),
+            heads: Mutex::new(HashMap::new()),
             notes: Vec::new(),
         };
         let mut diags = Diags::default();
@@ -356,29 +381,22 @@ impl Store {
         };
         let mut synthesized_head = false;
         let mut synthesized_pooler = false;
+        let mut pending_heads: Vec<TensorSpec> = Vec::new();
         for ts in layout(&model, &task.head) {
             let in_task_file = match &task_file {
                 Some(c) => self.file_tensor(spec, &tkey, c, &ts)?,
                 None => None,
             };
             let (digest, source) = if ts.part == Part::Classifier {
-                let d = in_task_file.unwrap_or_else(|| {
-                    synthesized_head |= task_file.is_some();
-                    self.recipe(
-                        &[
-                            "head",
-                            &task_seed.to_string(),
-                            &ts.name,
-                            &format!("{:?}", ts.shape),
-                        ],
-                        Recipe::Head {
-                            seed: task_seed,
-                            name: ts.name.clone(),
-                            shape: ts.shape.clone(),
-                        },
-                    )
-                });
-                (d, task.name.clone())
+                match in_task_file {
+                    Some(d) => (d, task.name.clone()),
+                    None => {
+                        // Registered below, once the body's digests are known.
+                        synthesized_head |= task_file.is_some();
+                        pending_heads.push(ts.clone());
+                        continue;
+                    }
+                }
             } else {
                 // The base's tensor: from its checkpoint, or synthetic (a
                 // model file without a pooler gets a synthetic one).
@@ -433,6 +451,8 @@ impl Store {
                         )
                     }
                 };
+                self.by_model
+                    .insert((task.base, ts.name.clone()), base.clone());
                 match (&task.weights, in_task_file) {
                     (WeightSource::Finetuned { seed, drift }, _) if *drift != 0.0 => {
                         let d = digest_of(&[
@@ -459,6 +479,37 @@ impl Store {
                 }
             };
             self.by_task.insert((t, ts.name.clone()), (digest, source));
+        }
+        // A synthesised head depends on the body it is centred on: its
+        // digest covers every body tensor's digest.
+        let body: Vec<String> = layout(&model, &task.head)
+            .iter()
+            .filter(|ts| ts.part != Part::Classifier)
+            .filter_map(|ts| self.by_task.get(&(t, ts.name.clone())).map(|d| d.0.clone()))
+            .collect();
+        let body_refs: Vec<&str> = body.iter().map(String::as_str).collect();
+        let body_digest = digest_of(&body_refs);
+        for ts in pending_heads {
+            let d = self.recipe(
+                &[
+                    "head-centred-v1",
+                    &task_seed.to_string(),
+                    &ts.name,
+                    &format!("{:?}", ts.shape),
+                    &format!("{:?}", task.head),
+                    &body_digest,
+                ],
+                Recipe::Head {
+                    seed: task_seed,
+                    name: ts.name.clone(),
+                    shape: ts.shape.clone(),
+                    task: t,
+                    model: Box::new(model.clone()),
+                    head: task.head,
+                },
+            );
+            self.by_task
+                .insert((t, ts.name.clone()), (d, task.name.clone()));
         }
         if synthesized_head {
             self.notes.push(format!("task `{}`: no classifier in its checkpoint; the head was synthesised from seed {task_seed}", task.name));
@@ -505,6 +556,143 @@ impl Store {
         self.by_task.get(&(task, name.to_string()))
     }
 
+    /// The digest of the pre-trained (base model) tensor `name` of spec
+    /// model `model`, if the workload uses it.
+    pub fn base_digest(&self, model: usize, name: &str) -> Option<&String> {
+        self.by_model.get(&(model, name.to_string()))
+    }
+
+    /// A task's tensor by name (spec task index), materialised.
+    pub fn task_tensor(&self, task: usize, name: &str) -> Result<Arc<ArrayD<f32>>, String> {
+        let (d, _) = self
+            .lookup(task, name)
+            .ok_or_else(|| format!("task has no tensor `{name}`"))?;
+        self.tensor(d)
+    }
+
+    /// A synthesised head, centred and scaled on probe inputs: the
+    /// classifier is first drawn from the task's seed (weight ~ (3/√h)·z),
+    /// then the task's own model is run on [`PROBE_REQUESTS`] synthetic
+    /// probe requests of [`PROBE_SEQ`] tokens; the weight rows are
+    /// projected onto the span of the probes' centred features (so the
+    /// head reads what varies with the input, as a trained head does, not
+    /// the large constant part of random features); the bias is set so that
+    /// every output's mean over the probes is 0 and the weight and bias are
+    /// scaled so the outputs' standard deviation over the probes is
+    /// [`HEAD_SPREAD`]. Without this, a random head on random features
+    /// predicts the same class for every input, and an agreement budget
+    /// would measure nothing.
+    fn head_pair(
+        &self,
+        seed: u64,
+        task: usize,
+        model: &Model,
+        head: &Head,
+        shape: &[u64],
+    ) -> Result<HeadPair, String> {
+        if let Some(p) = self
+            .heads
+            .lock()
+            .map_err(|_| "head cache poisoned".to_string())?
+            .get(&task)
+        {
+            return Ok(p.clone());
+        }
+        use rayon::prelude::*;
+        let h = *shape.last().unwrap_or(&1) as usize;
+        let n = shape.first().copied().unwrap_or(1) as usize;
+        let mut rng = Rng::keyed(seed, "head:classifier.weight");
+        let std = 3.0 / (h as f64).sqrt();
+        let w0 = fill(&[n as u64, h as u64], || (std * rng.normal()) as f32);
+        let seq = (PROBE_SEQ as u64).min(model.max_seq) as usize;
+        let probes = crate::data::synthetic(seed ^ PROBE_KEY, PROBE_REQUESTS, seq, model.vocab);
+        let get = |name: &str| self.task_tensor(task, name);
+        let feats: Result<Vec<Vec<f32>>, String> = probes
+            .par_iter()
+            .map(|r| {
+                let mask = r.mask();
+                let req = crate::forward::Req {
+                    ids: &r.ids,
+                    mask: &mask,
+                };
+                let mut x = None;
+                for b in 0..crate::forward::blocks(model) {
+                    x = Some(crate::forward::block(model, b, &get, x.as_ref(), &req)?);
+                }
+                let f = crate::forward::features(head, &get, x.as_ref().ok_or("no blocks")?, &req)?;
+                Ok(f.iter().copied().collect())
+            })
+            .collect();
+        let feats = feats?;
+        // Read the input-dependent part of the features, as a trained head
+        // would: project the random rows onto the span of the probes'
+        // centred features (Gram-Schmidt in f64, probe order).
+        let p_n = feats.len();
+        let fmean: Vec<f64> = (0..h)
+            .map(|k| feats.iter().map(|f| f[k] as f64).sum::<f64>() / p_n.max(1) as f64)
+            .collect();
+        let mut basis: Vec<Vec<f64>> = Vec::new();
+        for f in &feats {
+            let mut v: Vec<f64> = (0..h).map(|k| f[k] as f64 - fmean[k]).collect();
+            for _ in 0..2 {
+                for b in &basis {
+                    let d: f64 = v.iter().zip(b).map(|(x, y)| x * y).sum();
+                    v.iter_mut().zip(b).for_each(|(x, y)| *x -= d * y);
+                }
+            }
+            let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            if norm > 1e-9 {
+                basis.push(v.into_iter().map(|x| x / norm).collect());
+            }
+        }
+        let mut w0 = w0;
+        if !basis.is_empty() {
+            for c in 0..n {
+                let row: Vec<f64> = (0..h).map(|k| w0[[c, k]] as f64).collect();
+                let mut proj = vec![0.0f64; h];
+                for b in &basis {
+                    let d: f64 = row.iter().zip(b).map(|(x, y)| x * y).sum();
+                    proj.iter_mut().zip(b).for_each(|(x, y)| *x += d * y);
+                }
+                for k in 0..h {
+                    w0[[c, k]] = proj[k] as f32;
+                }
+            }
+        }
+        // Outputs on the probes, in f64.
+        let outs: Vec<Vec<f64>> = feats
+            .iter()
+            .map(|f| {
+                (0..n)
+                    .map(|c| (0..h).map(|k| w0[[c, k]] as f64 * f[k] as f64).sum::<f64>())
+                    .collect()
+            })
+            .collect();
+        let p = outs.len().max(1) as f64;
+        let mean: Vec<f64> = (0..n)
+            .map(|c| outs.iter().map(|o| o[c]).sum::<f64>() / p)
+            .collect();
+        let var = outs
+            .iter()
+            .flat_map(|o| o.iter().zip(&mean).map(|(v, m)| (v - m) * (v - m)))
+            .sum::<f64>()
+            / (p * n as f64);
+        let k = if var > 1e-24 {
+            HEAD_SPREAD / var.sqrt()
+        } else {
+            1.0
+        };
+        let w = w0.mapv(|v| (v as f64 * k) as f32);
+        let b = ArrayD::from_shape_vec(IxDyn(&[n]), mean.iter().map(|m| (-m * k) as f32).collect())
+            .map_err(|e| e.to_string())?;
+        let pair = (Arc::new(w), Arc::new(b));
+        self.heads
+            .lock()
+            .map_err(|_| "head cache poisoned".to_string())?
+            .insert(task, pair.clone());
+        Ok(pair)
+    }
+
     /// Whether a digest is known.
     pub fn knows(&self, digest: &str) -> bool {
         self.recipes.contains_key(digest)
@@ -535,15 +723,25 @@ impl Store {
     fn make(&self, r: &Recipe) -> Result<ArrayD<f32>, String> {
         match r {
             Recipe::Synthetic { seed, name, shape } => Ok(synthetic(*seed, name, shape)),
-            Recipe::Head { seed, name, shape } => {
-                let mut rng = Rng::keyed(*seed, &format!("head:{name}"));
-                let h = *shape.last().unwrap_or(&1) as f64;
-                let std = if name.ends_with(".bias") {
-                    0.0
+            Recipe::Head {
+                seed,
+                name,
+                shape,
+                task,
+                model,
+                head,
+            } => {
+                let wshape = if name.ends_with(".bias") {
+                    vec![shape[0], model.hidden]
                 } else {
-                    3.0 / h.sqrt()
+                    shape.clone()
                 };
-                Ok(fill(shape, || (std * rng.normal()) as f32))
+                let (w, b) = self.head_pair(*seed, *task, model, head, &wshape)?;
+                Ok(if name.ends_with(".bias") {
+                    (*b).clone()
+                } else {
+                    (*w).clone()
+                })
             }
             Recipe::File { path, name } => {
                 let c = self

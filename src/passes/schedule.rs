@@ -1,0 +1,375 @@
+//! `schedule`: the task scheduler — the order of (phase, request group)
+//! work, activation lifetimes, where activations wait between phases, and
+//! the reprogramming events.
+//!
+//! Within a phase, each request runs the phase's nodes in the IR's
+//! canonical order, so a request's trunk runs once and feeds its branches
+//! (a node of a shared trunk is one node). A buffer lives from the step
+//! that writes it to the last step that reads it; its value is released
+//! then. A value read in a later phase is **parked** at the end of its
+//! phase and brought back where it is read.
+//!
+//! When the placement has one phase, every crossbar is programmed once and
+//! all requests run in one loop: nothing is parked. When the chip cannot
+//! hold every matrix (several phases), each phase's crossbars are
+//! reprogrammed whenever the phase runs. The scheduler then chooses the
+//! **request group** `g`: requests run `g` at a time through every phase,
+//! so crossbars are written `ceil(R/g)` times per phase, and the parked
+//! activations of `g` requests wait between phases — in the tiles' eDRAM
+//! when they fit next to one request's live buffers, off-chip otherwise
+//! (charged per chip-link transfer). Its objective is the energy the two
+//! differ in: cell writes plus parking traffic. For a fixed parking level
+//! the energy falls with `g`, so the optimum is either the largest `g`
+//! whose parked activations fit in eDRAM or `g = R`; both are candidates,
+//! with powers of two and the naive request-by-request order (`g = 1`)
+//! for the report. `tests/schedule.rs` checks the choice against every `g`
+//! by the counting simulator.
+//!
+//! Requires: a verified, placed module (`place` ran). Ensures: the
+//! schedule covers every request exactly once per phase;
+//! [`Module::schedule`] holds it; codegen follows it.
+
+use super::{Context, Pass};
+use crate::diag::{Code, Diagnostic, Diags};
+use crate::ir::{Module, NodeId, Op};
+use crate::sim::cost::spill_pj;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// The pass (named `schedule`).
+pub struct SchedulePass;
+
+impl Pass for SchedulePass {
+    fn name(&self) -> &'static str {
+        "schedule"
+    }
+    fn description(&self) -> &'static str {
+        "task scheduler: per request trunk then branches; under capacity pressure, the request grouping and parking level that minimise cell writes plus parking traffic"
+    }
+    fn contract(&self) -> &'static str {
+        "requires a placed module; ensures every request runs every phase once, and buffers park in eDRAM only when they fit"
+    }
+    fn run(&self, m: &mut Module, _: &Context) -> Result<(), Diags> {
+        m.schedule = Some(schedule(m)?);
+        Ok(())
+    }
+}
+
+/// One grouping the scheduler weighed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Candidate {
+    pub name: String,
+    /// Requests per group.
+    pub group: usize,
+    /// Parked activations wait in eDRAM (else off-chip).
+    pub edram: bool,
+    /// Phase loads over the run.
+    pub reprogrammings: usize,
+    pub cell_writes: f64,
+    pub write_pj: f64,
+    pub parking_pj: f64,
+    pub total_pj: f64,
+}
+
+/// A buffer's lifetime within its phase's body (steps of one request).
+#[derive(Debug, Clone, Serialize)]
+pub struct Lifetime {
+    /// The node as printed (`%k`).
+    pub node: String,
+    pub phase: u32,
+    pub first: usize,
+    /// The last step that reads it in its phase (`first` if none).
+    pub last: usize,
+    pub bytes: u64,
+    /// Read in a later phase: parked at the end of its phase.
+    pub parked: bool,
+}
+
+/// The schedule.
+#[derive(Debug, Clone, Serialize)]
+pub struct Schedule {
+    pub requests: usize,
+    pub phases: u32,
+    /// Requests per group (the chosen candidate's).
+    pub group: usize,
+    /// Parked activations wait in eDRAM.
+    pub edram: bool,
+    /// eDRAM over every tile of every chip, bytes.
+    pub capacity_bytes: u64,
+    /// Most bytes one request holds live at once within a phase.
+    pub peak_live_bytes: u64,
+    /// Most bytes one request parks across a phase boundary.
+    pub parked_bytes_per_request: u64,
+    /// Parks plus fetches per request.
+    pub parking_moves_per_request: usize,
+    /// Cells written to load every phase once.
+    pub cells_per_load: u64,
+    pub chosen: Candidate,
+    pub candidates: Vec<Candidate>,
+    /// (group first request, count, phase) in execution order.
+    pub order: Vec<(usize, usize, u32)>,
+    pub lifetimes: Vec<Lifetime>,
+}
+
+fn bug(msg: &str) -> Diags {
+    Diagnostic::error(Code::E103, msg.to_string())
+        .note("this is a bug in mgen: `schedule` runs after `place`")
+        .into()
+}
+
+/// The phase each node runs in (its matrix's, or its latest operand's), as
+/// codegen assigns it.
+pub fn phases_of(m: &Module, order: &[NodeId]) -> HashMap<NodeId, u32> {
+    let p = m.placement.as_ref();
+    let mut phase: HashMap<NodeId, u32> = HashMap::new();
+    for id in order {
+        let own = p.and_then(|p| p.of(*id)).map(|mp| mp.phase).unwrap_or(0);
+        let from_ops = m
+            .operands(*id)
+            .iter()
+            .map(|o| phase.get(o).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        phase.insert(*id, own.max(from_ops));
+    }
+    phase
+}
+
+/// Computes the schedule of a placed module.
+pub fn schedule(m: &Module) -> Result<Schedule, Diags> {
+    let p = m
+        .placement
+        .as_ref()
+        .ok_or_else(|| bug("the module has no placement"))?;
+    let hw = &m.spec.hardware;
+    let order = m
+        .canonical_order()
+        .ok_or_else(|| bug("the graph has a cycle"))?;
+    let pos: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let phase = phases_of(m, &order);
+    let bytes = |id: NodeId| m.node(id).shape.iter().product::<u64>() * 4;
+    // Steps within each phase body; lifetimes.
+    let mut step: HashMap<NodeId, usize> = HashMap::new();
+    let mut counts = vec![0usize; p.phases.max(1) as usize];
+    for id in &order {
+        if matches!(m.node(*id).op, Op::Output { .. }) {
+            continue;
+        }
+        let ph = phase[id] as usize;
+        step.insert(*id, counts[ph]);
+        counts[ph] += 1;
+    }
+    let mut lifetimes = Vec::new();
+    let mut parked_elems: Vec<(u32, u32, f64)> = Vec::new(); // (made in, last read in, elems)
+    let mut moves = 0usize;
+    for id in &order {
+        let Some(&first) = step.get(id) else { continue };
+        let ph = phase[id];
+        let users = m.users(*id);
+        let last = users
+            .iter()
+            .filter(|u| phase[u] == ph)
+            .filter_map(|u| step.get(u))
+            .copied()
+            .max()
+            .unwrap_or(first);
+        let later: std::collections::BTreeSet<u32> =
+            users.iter().map(|u| phase[u]).filter(|&q| q > ph).collect();
+        let parked = !later.is_empty();
+        if parked {
+            let elems = m.node(*id).shape.iter().product::<u64>() as f64;
+            parked_elems.push((ph, *later.iter().next_back().unwrap_or(&ph), elems));
+            moves += 1 + later.len();
+        }
+        lifetimes.push(Lifetime {
+            node: format!("%{}", pos[id]),
+            phase: ph,
+            first,
+            last,
+            bytes: bytes(*id),
+            parked,
+        });
+    }
+    // Peak live bytes of one request within a phase body (a parked value
+    // stays live to the end of its phase).
+    let mut peak = 0u64;
+    for ph in 0..p.phases.max(1) {
+        let n = counts[ph as usize];
+        let mut delta = vec![0i64; n + 1];
+        for l in lifetimes.iter().filter(|l| l.phase == ph) {
+            let end = if l.parked {
+                n.saturating_sub(1)
+            } else {
+                l.last
+            };
+            delta[l.first] += l.bytes as i64;
+            delta[end + 1] -= l.bytes as i64;
+        }
+        let mut live = 0i64;
+        for d in delta {
+            live += d;
+            peak = peak.max(live.max(0) as u64);
+        }
+    }
+    // Bytes parked across each boundary k | k+1.
+    let mut parked_max = 0u64;
+    for k in 0..p.phases.saturating_sub(1) {
+        let b: f64 = parked_elems
+            .iter()
+            .filter(|(made, last, _)| *made <= k && *last > k)
+            .map(|(_, _, e)| e * 4.0)
+            .sum();
+        parked_max = parked_max.max(b as u64);
+    }
+    let capacity = hw.tile_buffer * hw.tiles * hw.chips;
+    let requests = m.spec.workload.requests as usize;
+    let cells: u64 = p.matrices.iter().map(|mp| mp.cells).sum();
+    let per_request_parking = |edram: bool| -> f64 {
+        let mut e = 0.0;
+        for id in &order {
+            if !step.contains_key(id) {
+                continue;
+            }
+            let later: std::collections::BTreeSet<u32> = m
+                .users(*id)
+                .iter()
+                .map(|u| phase[u])
+                .filter(|&q| q > phase[id])
+                .collect();
+            if !later.is_empty() {
+                let elems = m.node(*id).shape.iter().product::<u64>() as f64;
+                e += (1 + later.len()) as f64 * spill_pj(hw, elems, edram);
+            }
+        }
+        e
+    };
+    let fits_edram = |g: usize| -> bool {
+        parked_max > 0 && (g as u64).saturating_mul(parked_max) + peak <= capacity
+    };
+    let candidate = |name: &str, g: usize, edram: bool| -> Candidate {
+        let loads = if p.phases > 1 {
+            requests.div_ceil(g.max(1))
+        } else {
+            1
+        };
+        let cell_writes = (loads as u64 * cells) as f64;
+        let write_pj = cell_writes * hw.figure("cell_write");
+        let parking_pj = requests as f64 * per_request_parking(edram);
+        Candidate {
+            name: name.to_string(),
+            group: g,
+            edram,
+            reprogrammings: loads * p.phases.max(1) as usize,
+            cell_writes,
+            write_pj,
+            parking_pj,
+            total_pj: write_pj + parking_pj,
+        }
+    };
+    let mut candidates = Vec::new();
+    if p.phases > 1 {
+        candidates.push(candidate("request by request (naive)", 1, fits_edram(1)));
+        let mut g = 2;
+        while g < requests {
+            candidates.push(candidate(&format!("groups of {g}"), g, fits_edram(g)));
+            g *= 2;
+        }
+        // The largest group whose parked activations fit in eDRAM.
+        if parked_max > 0 && capacity > peak {
+            let gmax = (((capacity - peak) / parked_max) as usize).min(requests);
+            if gmax >= 1 && !candidates.iter().any(|c| c.group == gmax) {
+                candidates.push(candidate(
+                    &format!("largest eDRAM group ({gmax})"),
+                    gmax,
+                    true,
+                ));
+            }
+        }
+    }
+    candidates.push(candidate("all requests", requests, fits_edram(requests)));
+    let chosen = candidates
+        .iter()
+        .cloned()
+        .min_by(|a, b| {
+            a.total_pj
+                .total_cmp(&b.total_pj)
+                .then(b.group.cmp(&a.group))
+        })
+        .unwrap_or_else(|| candidate("all requests", requests, false));
+    let group = if p.phases > 1 { chosen.group } else { requests };
+    let mut order_steps = Vec::new();
+    for first in (0..requests).step_by(group.max(1)) {
+        for ph in 0..p.phases.max(1) {
+            order_steps.push((first, group.min(requests - first), ph));
+        }
+    }
+    Ok(Schedule {
+        requests,
+        phases: p.phases,
+        group,
+        edram: chosen.edram,
+        capacity_bytes: capacity,
+        peak_live_bytes: peak,
+        parked_bytes_per_request: parked_max,
+        parking_moves_per_request: moves,
+        cells_per_load: cells,
+        chosen,
+        candidates,
+        order: order_steps,
+        lifetimes,
+    })
+}
+
+/// The schedule as text.
+pub fn text(s: &Schedule) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "schedule: {} requests, {} phase(s); groups of {} request(s); parked activations in {}",
+        s.requests,
+        s.phases,
+        s.group,
+        if s.parked_bytes_per_request == 0 {
+            "(none: nothing crosses a phase)"
+        } else if s.edram {
+            "eDRAM"
+        } else {
+            "off-chip memory"
+        }
+    );
+    let _ = writeln!(
+        o,
+        "buffers: peak {} B live per request; {} B parked per request across a phase boundary; eDRAM {} B",
+        s.peak_live_bytes, s.parked_bytes_per_request, s.capacity_bytes
+    );
+    let _ = writeln!(
+        o,
+        "\n{:<30} {:>7} {:>6} {:>8} {:>16} {:>14} {:>14} {:>14}",
+        "order", "group", "eDRAM", "loads", "cell writes", "writes uJ", "parking uJ", "total uJ"
+    );
+    for c in &s.candidates {
+        let _ = writeln!(
+            o,
+            "{:<30} {:>7} {:>6} {:>8} {:>16.0} {:>14.3} {:>14.3} {:>14.3}{}",
+            c.name,
+            c.group,
+            if c.edram { "yes" } else { "no" },
+            c.reprogrammings,
+            c.cell_writes,
+            c.write_pj * 1e-6,
+            c.parking_pj * 1e-6,
+            c.total_pj * 1e-6,
+            if *c == s.chosen { "  <- chosen" } else { "" }
+        );
+    }
+    let _ = writeln!(o, "\nexecution order (first request, count, phase):");
+    let shown = s.order.len().min(12);
+    for (a, n, ph) in &s.order[..shown] {
+        let _ = writeln!(o, "  requests {a}..{}  phase {ph}", a + n);
+    }
+    if s.order.len() > shown {
+        let _ = writeln!(o, "  ... {} more", s.order.len() - shown);
+    }
+    o
+}

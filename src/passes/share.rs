@@ -1,0 +1,1182 @@
+//! `share`: the model generator — cross-task sharing under accuracy budgets.
+//!
+//! Tasks fine-tuned from one base model compute the same function on the
+//! same input wherever they use the same weights; on a weight-stationary
+//! chip the only way to save MVM energy is to compute such blocks once. The
+//! pass chooses, for every task, a **source** (the pre-trained base model,
+//! or a representative task) and a **depth** `d`: the task's first `d`
+//! blocks (block 0 = embeddings, block `l + 1` = encoder layer `l`) use the
+//! source's weights, its remaining blocks and its head its own. Tasks with
+//! the same source share those blocks: after the rewrite, [`super::merge`]
+//! hash-conses them into one trunk whose nodes carry the task sets that use
+//! them, so the module becomes a tree.
+//!
+//! Search (per group of tasks with the same base model):
+//! 1. **Analysis**: per task and block, the relative distance
+//!    ‖W_task − W_base‖/‖W_task‖ over the block's tensors and the relative
+//!    change of the block's output when that block alone is swapped for the
+//!    base's (on the task's own activations); per pair of tasks, the same
+//!    distance. A task `r` becomes a candidate source for `t` only when it is
+//!    closer to `t` than the base is.
+//! 2. **Reach**: for every task and candidate source, the deepest `d` whose
+//!    outputs keep every budget of the task, by bisection over `d`. The
+//!    source's trunk activations at every block boundary are computed once
+//!    per calibration batch and cached, so a candidate costs only the task's
+//!    own blocks above `d` (see [`crate::forward`], which is bit-identical to
+//!    the reference executor).
+//! 3. **Tree**: each task picks a source (or none); the energy of the tree is
+//!    the per-block energy of the ReRAM cost model summed over the distinct
+//!    computations; the assignment minimising it is found exhaustively when
+//!    there are few combinations, greedily otherwise. A task never shares a
+//!    block that no other task uses (it would cost accuracy and save
+//!    nothing): its depth is clipped to the next deepest follower's.
+//! 4. Every chosen (task, source, depth) is measured (the bisection may
+//!    have measured a deeper one); a depth that fails is lowered until it
+//!    holds, down to 0 (the task's own model, which always holds).
+//!
+//! Requires: a verified module whose tasks each have their own nodes (as
+//! lowered; `merge` may have run), a weight store and calibration inputs in
+//! the [`super::Context`]. Ensures: every task's outputs on its calibration
+//! inputs keep every budget against its own unshared model (measured, not
+//! assumed); the module is verified; unused params are dropped;
+//! [`Module::sharing`] holds the report.
+
+use super::{Context, Pass};
+use crate::data::{Batch, Label};
+use crate::diag::{Code, Diagnostic, Diags};
+use crate::forward::{self, Req};
+use crate::ir::{Layer, Module, NodeId, Param, ParamId, TaskSet};
+use crate::spec::{Budget, Head, Metric, Spec};
+use crate::weights::{Store, layout};
+use ndarray::{Array2, ArrayD};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Share;
+
+/// A task model's tensors by name.
+type Getter<'a> = dyn Fn(&str) -> Result<Arc<ArrayD<f32>>, String> + Sync + 'a;
+/// One request's own output and per-block swap changes.
+type OwnRow = (Vec<f32>, Vec<f64>);
+
+/// The analysis' per-block swap change is measured on this many of a
+/// task's calibration requests (it is shown, not used to decide).
+pub const SWAP_REQUESTS: usize = 4;
+
+impl Pass for Share {
+    fn name(&self) -> &'static str {
+        "share"
+    }
+    fn description(&self) -> &'static str {
+        "model generator: share blocks across tasks (a trunk from the base or a representative task) as deep as every task's accuracy budget allows, measured on calibration inputs"
+    }
+    fn contract(&self) -> &'static str {
+        "requires a verified module, weights and calibration inputs; ensures every task keeps its budgets against its own unshared model on its calibration inputs"
+    }
+    fn run(&self, m: &mut Module, cx: &Context) -> Result<(), Diags> {
+        let store = cx.store.ok_or_else(|| {
+            Diags::from(
+                Diagnostic::error(Code::E103, "the `share` pass needs the weights")
+                    .note("this is a bug in mgen: the pass context has no weight store"),
+            )
+        })?;
+        share(m, store, &cx.calibration, cx.progress)
+    }
+}
+
+/// Where a task's shared blocks come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// The task's own weights: nothing shared.
+    Own,
+    /// The pre-trained base model's weights.
+    Base,
+    /// Another task's own weights (workload task index).
+    Task(usize),
+}
+
+/// A budget as measured on calibration inputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    /// As written, e.g. `keep agreement >= 99%;`.
+    pub budget: String,
+    pub metric: &'static str,
+    /// The metric reached.
+    pub value: f64,
+    /// The bound it must reach (for `reference - D` budgets, the unshared
+    /// model's value minus D).
+    pub bound: f64,
+    pub holds: bool,
+}
+
+/// What the generator chose for one task.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskShare {
+    pub name: String,
+    /// The model it was fine-tuned from.
+    pub model: String,
+    /// Blocks of its model (embeddings + layers).
+    pub blocks: usize,
+    /// Blocks it computes together with other tasks (read off the final
+    /// IR: exact merges count too).
+    pub shared_blocks: usize,
+    /// Whose weights its shared blocks use when they are not its own: the
+    /// base model's name, a task's name, or `own`.
+    pub source: String,
+    /// Other tasks that compute its first block together with it.
+    pub shared_with: Vec<String>,
+    pub measured: Vec<Measured>,
+    /// Estimated energy per request this task no longer spends (its share
+    /// of the blocks it computes together with others), in pJ.
+    pub saved_pj: f64,
+    /// The deepest depth each candidate source allows (before the tree
+    /// choice): source name → blocks.
+    pub reach: BTreeMap<String, usize>,
+}
+
+/// Redundancy analysis of one task against its base.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskAnalysis {
+    pub name: String,
+    pub base: String,
+    /// Per block: ‖W_task − W_base‖ / ‖W_task‖ over the block's tensors.
+    pub distance: Vec<f64>,
+    /// Per block: cosine between the task's and the base's weights.
+    pub cosine: Vec<f64>,
+    /// Per block: ‖y_swapped − y‖ / ‖y‖ of the block's output when that block
+    /// alone uses the base's weights (on the task's own activations; mean
+    /// over the first [`SWAP_REQUESTS`] calibration requests).
+    pub swap_change: Vec<f64>,
+}
+
+/// The same distance between two tasks.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairAnalysis {
+    pub a: String,
+    pub b: String,
+    pub distance: Vec<f64>,
+}
+
+/// The report the pass leaves on the module.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sharing {
+    pub tasks: Vec<TaskShare>,
+    pub analysis: Vec<TaskAnalysis>,
+    pub pairs: Vec<PairAnalysis>,
+    /// Per block name (`emb`, `0`, `1`, ...): groups of tasks that compute
+    /// that block together (one group per distinct computation).
+    pub tree: Vec<(String, Vec<Vec<String>>)>,
+    /// Estimated energy per request (counting simulator, programming
+    /// excluded) of every task running its own model, and of the tree.
+    pub unshared_pj: f64,
+    pub shared_pj: f64,
+    /// Candidate models evaluated (each over a task's calibration inputs).
+    pub evaluations: usize,
+    /// Calibration requests per task.
+    pub calibration_requests: Vec<usize>,
+    pub seconds: f64,
+}
+
+fn bug(msg: String) -> Diags {
+    Diagnostic::error(Code::E103, msg)
+        .note("the weights changed under mgen, or this is a bug")
+        .into()
+}
+
+/// The block a node belongs to (`None` for inputs and heads).
+pub fn block_of(layer: Layer) -> Option<usize> {
+    match layer {
+        Layer::Embed => Some(0),
+        Layer::Encoder(l) => Some(l as usize + 1),
+        _ => None,
+    }
+}
+
+/// The block of a tensor name.
+fn block_of_name(name: &str) -> Option<usize> {
+    if name.starts_with("embeddings.") {
+        return Some(0);
+    }
+    let rest = name.strip_prefix("encoder.layer.")?;
+    let l: usize = rest.split('.').next()?.parse().ok()?;
+    Some(l + 1)
+}
+
+/// Index of the largest value (first on ties).
+pub fn argmax(row: ndarray::ArrayView1<f32>) -> usize {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (j, &x) in row.iter().enumerate() {
+        if x > best.1 {
+            best = (j, x);
+        }
+    }
+    best.0
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let d: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if na == 0.0 && nb == 0.0 {
+        1.0
+    } else {
+        d / (na * nb).max(1e-300)
+    }
+}
+
+fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().max(1) as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let ca: Vec<f64> = a.iter().map(|x| x - ma).collect();
+    let cb: Vec<f64> = b.iter().map(|x| x - mb).collect();
+    cosine(&ca, &cb)
+}
+
+fn col(a: &Array2<f32>) -> Vec<f64> {
+    a.iter().map(|&x| x as f64).collect()
+}
+
+/// Measures one budget: `out` against the task's own model's `own`.
+///
+/// - agreement: the share of rows whose argmax equals `own`'s;
+/// - cosine: for embeddings, the worst row's cosine to `own`'s; for
+///   classifiers and regressors, the cosine between the flattened outputs
+///   over all rows (a single value has no direction of its own);
+/// - accuracy / pearson: against the labels, bounded by `own`'s value
+///   minus D for `reference - D` budgets.
+pub fn measure(
+    b: &Budget,
+    head: &Head,
+    out: &Array2<f32>,
+    own: &Array2<f32>,
+    labels: &[Option<Label>],
+) -> Measured {
+    let n = out.nrows().max(1) as f64;
+    let (value, reference) = match b.metric {
+        Metric::Agreement => {
+            let agree = out
+                .rows()
+                .into_iter()
+                .zip(own.rows())
+                .filter(|(a, b)| argmax(*a) == argmax(*b))
+                .count() as f64;
+            (agree / n, 1.0)
+        }
+        Metric::Cosine => match head {
+            Head::Embed { .. } => {
+                let worst = out
+                    .rows()
+                    .into_iter()
+                    .zip(own.rows())
+                    .map(|(a, b)| {
+                        let a: Vec<f64> = a.iter().map(|&x| x as f64).collect();
+                        let b: Vec<f64> = b.iter().map(|&x| x as f64).collect();
+                        cosine(&a, &b)
+                    })
+                    .fold(f64::INFINITY, f64::min);
+                (if worst.is_finite() { worst } else { 1.0 }, 1.0)
+            }
+            _ => (cosine(&col(out), &col(own)), 1.0),
+        },
+        Metric::Accuracy => {
+            let acc = |a: &Array2<f32>| {
+                a.rows()
+                    .into_iter()
+                    .zip(labels)
+                    .filter(|(r, l)| matches!(l, Some(Label::Class(c)) if *c >= 0 && argmax(*r) == *c as usize))
+                    .count() as f64
+                    / n
+            };
+            (acc(out), acc(own))
+        }
+        Metric::Pearson => {
+            let ys: Vec<f64> = labels
+                .iter()
+                .map(|l| match l {
+                    Some(Label::Value(v)) => *v,
+                    Some(Label::Class(c)) => *c as f64,
+                    None => 0.0,
+                })
+                .collect();
+            let p = |a: &Array2<f32>| {
+                pearson(
+                    &a.column(0).iter().map(|&x| x as f64).collect::<Vec<_>>(),
+                    &ys,
+                )
+            };
+            (p(out), p(own))
+        }
+    };
+    let bound = if b.relative {
+        reference - b.amount()
+    } else {
+        b.amount()
+    };
+    Measured {
+        budget: b.to_mgen(),
+        metric: b.metric.name(),
+        value,
+        bound,
+        // A hair of tolerance for the float rounding of the bound itself.
+        holds: value >= bound - 1e-12,
+    }
+}
+
+/// Per-block relative distance and cosine of two tasks' weights, from
+/// their tensor digests (equal digests cost nothing).
+fn distances(
+    store: &Store,
+    names: &[String],
+    blocks: usize,
+    a: &dyn Fn(&str) -> Option<String>,
+    b: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let mut diff = vec![0.0f64; blocks];
+    let mut na = vec![0.0f64; blocks];
+    let mut nb = vec![0.0f64; blocks];
+    let mut dot = vec![0.0f64; blocks];
+    for name in names {
+        let Some(k) = block_of_name(name) else {
+            continue;
+        };
+        let (Some(da), Some(db)) = (a(name), b(name)) else {
+            continue;
+        };
+        let ta = store.tensor(&da)?;
+        if da == db {
+            let s: f64 = ta.iter().map(|&x| x as f64 * x as f64).sum();
+            na[k] += s;
+            nb[k] += s;
+            dot[k] += s;
+            continue;
+        }
+        let tb = store.tensor(&db)?;
+        for (&x, &y) in ta.iter().zip(tb.iter()) {
+            let (x, y) = (x as f64, y as f64);
+            diff[k] += (x - y) * (x - y);
+            na[k] += x * x;
+            nb[k] += y * y;
+            dot[k] += x * y;
+        }
+    }
+    let dist = (0..blocks)
+        .map(|k| (diff[k] / na[k].max(1e-300)).sqrt())
+        .collect();
+    let cos = (0..blocks)
+        .map(|k| dot[k] / (na[k] * nb[k]).sqrt().max(1e-300))
+        .collect();
+    Ok((dist, cos))
+}
+
+/// Runs the model generator on `m` (see the module docs).
+pub fn share(
+    m: &mut Module,
+    store: &Store,
+    calibration: &[Batch],
+    progress: bool,
+) -> Result<(), Diags> {
+    let t0 = Instant::now();
+    let spec = m.spec.clone();
+    let n = spec.workload.tasks.len();
+    if calibration.len() != n {
+        return Err(bug(format!(
+            "the `share` pass got calibration inputs for {} tasks, the workload has {n}",
+            calibration.len()
+        )));
+    }
+    let names: Vec<String> = m.task_names().iter().map(|s| s.to_string()).collect();
+    let spec_task = |t: usize| spec.workload.tasks[t];
+    // Distinct calibration batches (tasks without `calibrate` share the workload's).
+    let mut batch_of = vec![0usize; n];
+    let mut batches: Vec<&Batch> = Vec::new();
+    for t in 0..n {
+        let b = &calibration[t];
+        batch_of[t] = match batches
+            .iter()
+            .position(|x| x.seq == b.seq && x.requests == b.requests)
+        {
+            Some(i) => i,
+            None => {
+                batches.push(b);
+                batches.len() - 1
+            }
+        };
+    }
+    let bar = crate::run::progress_bar(progress, 0, "share", "evaluations");
+    let evaluations = std::sync::atomic::AtomicUsize::new(0);
+    let tick = |k: usize| {
+        evaluations.fetch_add(k, std::sync::atomic::Ordering::Relaxed);
+        if let Some(b) = &bar {
+            b.inc_length(k as u64);
+            b.inc(k as u64);
+        }
+    };
+
+    // The tensor getter of a source for a task.
+    let getter = |t: usize, s: Source| -> Box<Getter<'_>> {
+        let st = spec_task(t);
+        let model = spec.tasks[st].base;
+        match s {
+            Source::Own => Box::new(move |name: &str| store.task_tensor(st, name)),
+            Source::Base => Box::new(move |name: &str| match store.base_digest(model, name) {
+                Some(d) if block_of_name(name).is_some() => store.tensor(d),
+                _ => store.task_tensor(st, name),
+            }),
+            Source::Task(r) => {
+                let sr = spec_task(r);
+                Box::new(move |name: &str| {
+                    if block_of_name(name).is_some() {
+                        store.task_tensor(sr, name)
+                    } else {
+                        store.task_tensor(st, name)
+                    }
+                })
+            }
+        }
+    };
+
+    // Own outputs per task, with the analysis' swap changes.
+    let mut own: Vec<Array2<f32>> = Vec::with_capacity(n);
+    let mut analysis: Vec<TaskAnalysis> = Vec::with_capacity(n);
+    for t in 0..n {
+        let st = spec_task(t);
+        let model = &spec.models[spec.tasks[st].base];
+        let head = spec.tasks[st].head;
+        let nb = forward::blocks(model);
+        let get_own = getter(t, Source::Own);
+        let get_base = getter(t, Source::Base);
+        let batch = batches[batch_of[t]];
+        let rows: Result<Vec<OwnRow>, String> = batch
+            .requests
+            .par_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mask = r.mask();
+                let req = Req {
+                    ids: &r.ids,
+                    mask: &mask,
+                };
+                let mut x: Option<ArrayD<f32>> = None;
+                let mut change = vec![0.0; nb];
+                for (b, ch) in change.iter_mut().enumerate() {
+                    let y = forward::block(model, b, &*get_own, x.as_ref(), &req)?;
+                    if i >= SWAP_REQUESTS {
+                        x = Some(y);
+                        continue;
+                    }
+                    let ys = forward::block(model, b, &*get_base, x.as_ref(), &req)?;
+                    let num: f64 = y
+                        .iter()
+                        .zip(ys.iter())
+                        .map(|(a, b)| ((a - b) as f64).powi(2))
+                        .sum();
+                    let den: f64 = y.iter().map(|a| (*a as f64).powi(2)).sum();
+                    *ch = (num / den.max(1e-300)).sqrt();
+                    x = Some(y);
+                }
+                let out = forward::head(&head, &*get_own, x.as_ref().ok_or("no blocks")?, &req)?;
+                Ok((out, change))
+            })
+            .collect();
+        let rows = rows.map_err(|e| bug(format!("evaluating task `{}`: {e}", names[t])))?;
+        tick(1);
+        let width = rows.first().map(|r| r.0.len()).unwrap_or(0);
+        let mut o = Array2::<f32>::zeros((rows.len(), width));
+        let mut swap = vec![0.0; nb];
+        let sampled = rows.len().clamp(1, SWAP_REQUESTS) as f64;
+        for (i, (r, c)) in rows.iter().enumerate() {
+            o.row_mut(i).assign(&ndarray::ArrayView1::from(r));
+            if i < SWAP_REQUESTS {
+                for b in 0..nb {
+                    swap[b] += c[b] / sampled;
+                }
+            }
+        }
+        own.push(o);
+        let tnames: Vec<String> = layout(model, &head).into_iter().map(|ts| ts.name).collect();
+        let mi = spec.tasks[st].base;
+        let (distance, cos) = distances(
+            store,
+            &tnames,
+            nb,
+            &|name| store.lookup(st, name).map(|d| d.0.clone()),
+            &|name| store.base_digest(mi, name).cloned(),
+        )
+        .map_err(|e| bug(format!("analysing task `{}`: {e}", names[t])))?;
+        analysis.push(TaskAnalysis {
+            name: names[t].clone(),
+            base: spec.models[mi].name.clone(),
+            distance,
+            cosine: cos,
+            swap_change: swap,
+        });
+    }
+
+    // Pairwise distances within groups of one base model.
+    let group_of = |t: usize| spec.tasks[spec_task(t)].base;
+    let mut pairs = Vec::new();
+    let mut pair_dist: HashMap<(usize, usize), Vec<f64>> = HashMap::new();
+    for a in 0..n {
+        for b in a + 1..n {
+            if group_of(a) != group_of(b) {
+                continue;
+            }
+            let (sa, sb) = (spec_task(a), spec_task(b));
+            let model = &spec.models[group_of(a)];
+            let tnames: Vec<String> = layout(
+                model,
+                &Head::Embed {
+                    pool: crate::spec::Pool::Mean,
+                },
+            )
+            .into_iter()
+            .map(|ts| ts.name)
+            .collect();
+            let (d, _) = distances(
+                store,
+                &tnames,
+                forward::blocks(model),
+                &|name| store.lookup(sa, name).map(|d| d.0.clone()),
+                &|name| store.lookup(sb, name).map(|d| d.0.clone()),
+            )
+            .map_err(|e| {
+                bug(format!(
+                    "analysing tasks `{}` and `{}`: {e}",
+                    names[a], names[b]
+                ))
+            })?;
+            pair_dist.insert((a, b), d.clone());
+            pair_dist.insert((b, a), d.clone());
+            pairs.push(PairAnalysis {
+                a: names[a].clone(),
+                b: names[b].clone(),
+                distance: d,
+            });
+        }
+    }
+
+    // Candidate sources per task: the base, and tasks closer than the base.
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let mut candidates: Vec<Vec<Source>> = vec![Vec::new(); n];
+    for t in 0..n {
+        let group: Vec<usize> = (0..n)
+            .filter(|&u| u != t && group_of(u) == group_of(t))
+            .collect();
+        if group.is_empty() {
+            continue;
+        }
+        candidates[t].push(Source::Base);
+        for &r in &group {
+            if mean(&pair_dist[&(t, r)]) < mean(&analysis[t].distance) {
+                candidates[t].push(Source::Task(r));
+            }
+        }
+    }
+
+    // Trunk activations of a source, per batch, at every block boundary:
+    // trunk[i][b] = the activation after block b of request i.
+    type Trunk = Vec<Vec<ArrayD<f32>>>;
+    let mut trunks: HashMap<(Source, usize, usize), Arc<Trunk>> = HashMap::new();
+    let mut trunk = |s: Source, t: usize| -> Result<Arc<Trunk>, Diags> {
+        let g = group_of(t);
+        let key = (s, g, batch_of[t]);
+        if let Some(tr) = trunks.get(&key) {
+            return Ok(tr.clone());
+        }
+        let model = &spec.models[g];
+        let get = match s {
+            Source::Task(r) => getter(r, Source::Own),
+            _ => getter(t, s),
+        };
+        let batch = batches[batch_of[t]];
+        let tr: Result<Trunk, String> = batch
+            .requests
+            .par_iter()
+            .map(|r| {
+                let mask = r.mask();
+                let req = Req {
+                    ids: &r.ids,
+                    mask: &mask,
+                };
+                let mut acts: Vec<ArrayD<f32>> = Vec::with_capacity(forward::blocks(model));
+                for b in 0..forward::blocks(model) {
+                    let y = forward::block(model, b, &*get, acts.last(), &req)?;
+                    acts.push(y);
+                }
+                Ok(acts)
+            })
+            .collect();
+        let tr = Arc::new(tr.map_err(|e| bug(format!("evaluating a trunk: {e}")))?);
+        tick(1);
+        trunks.insert(key, tr.clone());
+        Ok(tr)
+    };
+
+    // Evaluates task t with `depth` blocks from source s.
+    let mut cache: HashMap<(usize, Source, usize), (bool, Vec<Measured>)> = HashMap::new();
+    let mut evaluate =
+        |t: usize, s: Source, depth: usize| -> Result<(bool, Vec<Measured>), Diags> {
+            if let Some(r) = cache.get(&(t, s, depth)) {
+                return Ok(r.clone());
+            }
+            let st = spec_task(t);
+            let task = &spec.tasks[st];
+            let model = &spec.models[task.base];
+            let batch = batches[batch_of[t]];
+            let labels: Vec<Option<Label>> = batch.requests.iter().map(|r| r.label).collect();
+            let out = if depth == 0 || s == Source::Own {
+                own[t].clone()
+            } else {
+                let tr = trunk(s, t)?;
+                let get = getter(t, Source::Own);
+                let rows: Result<Vec<Vec<f32>>, String> = batch
+                    .requests
+                    .par_iter()
+                    .zip(tr.par_iter())
+                    .map(|(r, acts)| {
+                        let mask = r.mask();
+                        let req = Req {
+                            ids: &r.ids,
+                            mask: &mask,
+                        };
+                        forward::rest(
+                            model,
+                            &task.head,
+                            &*get,
+                            depth,
+                            Some(&acts[depth - 1]),
+                            &req,
+                        )
+                    })
+                    .collect();
+                let rows = rows.map_err(|e| bug(format!("evaluating task `{}`: {e}", names[t])))?;
+                tick(1);
+                let width = own[t].ncols();
+                let mut o = Array2::<f32>::zeros((rows.len(), width));
+                for (i, r) in rows.iter().enumerate() {
+                    o.row_mut(i).assign(&ndarray::ArrayView1::from(r));
+                }
+                o
+            };
+            let ms: Vec<Measured> = task
+                .budgets
+                .iter()
+                .map(|b| measure(b, &task.head, &out, &own[t], &labels))
+                .collect();
+            let ok = ms.iter().all(|m| m.holds);
+            cache.insert((t, s, depth), (ok, ms.clone()));
+            Ok((ok, ms))
+        };
+
+    // Reach: the deepest depth each candidate source allows (bisection).
+    let mut reach: Vec<BTreeMap<Source, usize>> = vec![BTreeMap::new(); n];
+    for t in 0..n {
+        let nb = forward::blocks(&spec.models[group_of(t)]);
+        for &s in &candidates[t] {
+            let (mut lo, mut hi) = (0usize, nb + 1);
+            while hi - lo > 1 {
+                let mid = (lo + hi) / 2;
+                if evaluate(t, s, mid)?.0 {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            reach[t].insert(s, lo);
+        }
+    }
+
+    // Energy of one block per request, from the cost model: crossbar MVMs
+    // dominate, so a block's weight is its static-MVM count (crossbar
+    // reads); the embeddings (a digital lookup) weigh a small epsilon.
+    let block_weight = |g: usize, b: usize| -> f64 {
+        if b == 0 {
+            return 1e-3;
+        }
+        let model = &spec.models[g];
+        let xb = |o: u64, i: u64| {
+            let (r, c) = (spec.hardware.rows.max(1), spec.hardware.cols.max(1));
+            (o.div_ceil(c) * i.div_ceil(r)) as f64
+        };
+        let h = model.hidden;
+        4.0 * xb(h, h) + xb(model.ffn, h) + xb(h, model.ffn)
+    };
+
+    // The tree: a source per task; depth = reach, clipped so no block is
+    // computed for a single follower of the base.
+    let depths_for = |assign: &[Source]| -> Vec<usize> {
+        let mut d: Vec<usize> = (0..n)
+            .map(|t| match assign[t] {
+                Source::Own => 0,
+                s => reach[t].get(&s).copied().unwrap_or(0),
+            })
+            .collect();
+        // A task followed by others keeps its own model.
+        for t in 0..n {
+            if let Source::Task(r) = assign[t]
+                && assign[r] != Source::Own
+            {
+                d[t] = 0;
+            }
+        }
+        for g in 0..spec.models.len() {
+            let followers: Vec<usize> = (0..n)
+                .filter(|&t| group_of(t) == g && assign[t] == Source::Base && d[t] > 0)
+                .collect();
+            let mut ds: Vec<usize> = followers.iter().map(|&t| d[t]).collect();
+            ds.sort_unstable_by(|a, b| b.cmp(a));
+            let second = ds.get(1).copied().unwrap_or(0);
+            for &t in &followers {
+                d[t] = d[t].min(second);
+            }
+        }
+        d
+    };
+    let energy = |assign: &[Source], d: &[usize]| -> f64 {
+        let mut e = 0.0;
+        for (t, &dt) in d.iter().enumerate() {
+            let g = group_of(t);
+            let nb = forward::blocks(&spec.models[g]);
+            for b in dt..nb {
+                e += block_weight(g, b);
+            }
+        }
+        for g in 0..spec.models.len() {
+            let deepest = (0..n)
+                .filter(|&t| group_of(t) == g && assign[t] == Source::Base)
+                .map(|t| d[t])
+                .max()
+                .unwrap_or(0);
+            for b in 0..deepest {
+                e += block_weight(g, b);
+            }
+        }
+        e
+    };
+    let options: Vec<Vec<Source>> = (0..n)
+        .map(|t| {
+            let mut o = vec![Source::Own];
+            o.extend(candidates[t].iter().copied());
+            o
+        })
+        .collect();
+    let combos: f64 = options.iter().map(|o| o.len() as f64).product();
+    let mut best: Vec<Source> = vec![Source::Own; n];
+    let mut best_e = energy(&best, &depths_for(&best));
+    if combos <= 50_000.0 {
+        let mut idx = vec![0usize; n];
+        loop {
+            let a: Vec<Source> = (0..n).map(|t| options[t][idx[t]]).collect();
+            let e = energy(&a, &depths_for(&a));
+            if e < best_e - 1e-9 {
+                best_e = e;
+                best = a;
+            }
+            let mut k = 0;
+            while k < n {
+                idx[k] += 1;
+                if idx[k] < options[k].len() {
+                    break;
+                }
+                idx[k] = 0;
+                k += 1;
+            }
+            if k == n {
+                break;
+            }
+        }
+    } else {
+        // Greedy: everyone on the base, then single-task moves while they help.
+        let start: Vec<Source> = (0..n)
+            .map(|t| {
+                if candidates[t].is_empty() {
+                    Source::Own
+                } else {
+                    Source::Base
+                }
+            })
+            .collect();
+        let e0 = energy(&start, &depths_for(&start));
+        if e0 < best_e {
+            best = start;
+            best_e = e0;
+        }
+        let mut improved = true;
+        while improved {
+            improved = false;
+            for t in 0..n {
+                for &o in &options[t] {
+                    let mut a = best.clone();
+                    a[t] = o;
+                    let e = energy(&a, &depths_for(&a));
+                    if e < best_e - 1e-9 {
+                        best = a;
+                        best_e = e;
+                        improved = true;
+                    }
+                }
+            }
+        }
+    }
+    let mut depth = depths_for(&best);
+    // Measure every choice; lower a depth that fails until it holds.
+    let mut measured: Vec<Vec<Measured>> = Vec::with_capacity(n);
+    for t in 0..n {
+        loop {
+            let (ok, ms) = evaluate(t, best[t], depth[t])?;
+            if ok || depth[t] == 0 {
+                measured.push(ms);
+                break;
+            }
+            depth[t] -= 1;
+        }
+        if depth[t] == 0 {
+            best[t] = Source::Own;
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+
+    // Rewrite: the first `depth` blocks of each task read the source's weights.
+    rewrite(m, store, &best, &depth)?;
+    super::merge::merge(m);
+    gc_params(m);
+    let (shared_pj, unshared_pj, per_task_layer) = per_request_energy(m, store, batches[0])?;
+
+    let source_name = |t: usize, s: Source| match s {
+        Source::Own => "own".to_string(),
+        Source::Base => spec.models[group_of(t)].name.clone(),
+        Source::Task(r) => names[r].clone(),
+    };
+    let tree = tree_of(m);
+    // Per task, from the tree: blocks computed with others, and the
+    // energy it no longer spends (its share of each such block).
+    let together = |t: usize| -> Vec<(String, usize)> {
+        tree.iter()
+            .filter_map(|(label, groups)| {
+                let k = groups.iter().find(|g| g.contains(&names[t]))?.len();
+                (k > 1).then(|| (label.clone(), k))
+            })
+            .collect()
+    };
+    let saved = |t: usize| -> f64 {
+        together(t)
+            .into_iter()
+            .map(|(label, k)| {
+                per_task_layer
+                    .get(&(names[t].clone(), label))
+                    .copied()
+                    .unwrap_or(0.0)
+                    * (1.0 - 1.0 / k as f64)
+            })
+            .sum()
+    };
+    let tasks: Vec<TaskShare> = (0..n)
+        .map(|t| {
+            let first = tree
+                .first()
+                .and_then(|(_, groups)| groups.iter().find(|g| g.contains(&names[t])))
+                .map(|g| g.iter().filter(|x| **x != names[t]).cloned().collect())
+                .unwrap_or_default();
+            TaskShare {
+                name: names[t].clone(),
+                model: spec.models[group_of(t)].name.clone(),
+                blocks: forward::blocks(&spec.models[group_of(t)]),
+                shared_blocks: together(t).len(),
+                source: source_name(t, best[t]),
+                shared_with: first,
+                measured: measured[t].clone(),
+                saved_pj: saved(t),
+                reach: reach[t]
+                    .iter()
+                    .map(|(s, d)| (source_name(t, *s), *d))
+                    .collect(),
+            }
+        })
+        .collect();
+    m.sharing = Some(Sharing {
+        tasks,
+        analysis,
+        pairs,
+        tree,
+        unshared_pj,
+        shared_pj,
+        evaluations: evaluations.load(std::sync::atomic::Ordering::Relaxed),
+        calibration_requests: (0..n).map(|t| calibration[t].requests.len()).collect(),
+        seconds: t0.elapsed().as_secs_f64(),
+    });
+    Ok(())
+}
+
+/// Energy per request of a module's program (the counting simulator's
+/// per-request work, so programming is excluded); the same work if every
+/// task ran its own copy of every node (the unshared model: each node
+/// costs the same for each task it serves; the request inputs are loaded
+/// once either way); and each task's own energy per (task, layer).
+pub type Energies = (f64, f64, HashMap<(String, String), f64>);
+
+/// See [`Energies`].
+pub fn per_request_energy(m: &Module, store: &Store, batch: &Batch) -> Result<Energies, Diags> {
+    let pkg = crate::backend::program::package(m, store, batch, true)?;
+    let mut by = HashMap::new();
+    let (mut shared, mut unshared) = (0.0, 0.0);
+    let mut in_loop = false;
+    for line in &pkg.prog.code {
+        match line.inst {
+            crate::backend::isa::Inst::ForRequests => in_loop = true,
+            crate::backend::isa::Inst::End => in_loop = false,
+            _ => {}
+        }
+        if !in_loop {
+            continue;
+        }
+        let c = crate::sim::cost::cost(&line.inst, &pkg.prog, &pkg.hw).total();
+        shared += c;
+        if line.layer == "input" || line.tasks.is_empty() {
+            unshared += c;
+            continue;
+        }
+        unshared += c * line.tasks.len() as f64;
+        for t in &line.tasks {
+            *by.entry((t.clone(), line.layer.clone())).or_insert(0.0) += c;
+        }
+    }
+    Ok((shared, unshared, by))
+}
+
+/// Points the params of every task's first `depth[t]` blocks at its source.
+fn rewrite(m: &mut Module, store: &Store, src: &[Source], depth: &[usize]) -> Result<(), Diags> {
+    let spec: Spec = m.spec.clone();
+    let mut by_digest: HashMap<String, ParamId> = m
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.digest.clone(), ParamId(i as u32)))
+        .collect();
+    let ids: Vec<NodeId> = m.graph.node_indices().map(NodeId).collect();
+    for id in ids {
+        let node = m.node(id).clone();
+        if node.tasks.len() != 1 {
+            continue;
+        }
+        let Some(t) = node.tasks.iter().next() else {
+            continue;
+        };
+        let Some(b) = block_of(node.layer) else {
+            continue;
+        };
+        if b >= depth[t] || src[t] == Source::Own {
+            continue;
+        }
+        let st = spec.workload.tasks[t];
+        let model = spec.tasks[st].base;
+        let mut new_params = Vec::with_capacity(node.params.len());
+        for &p in &node.params {
+            let old = m.params[p.0 as usize].clone();
+            let (digest, source) = match src[t] {
+                Source::Base => (
+                    store.base_digest(model, &old.name).cloned(),
+                    spec.models[model].name.clone(),
+                ),
+                Source::Task(r) => {
+                    let sr = spec.workload.tasks[r];
+                    (
+                        store.lookup(sr, &old.name).map(|d| d.0.clone()),
+                        store
+                            .lookup(sr, &old.name)
+                            .map(|d| d.1.clone())
+                            .unwrap_or_default(),
+                    )
+                }
+                Source::Own => (Some(old.digest.clone()), old.source.clone()),
+            };
+            let digest =
+                digest.ok_or_else(|| bug(format!("no source weights for `{}`", old.name)))?;
+            let pid = match by_digest.get(&digest) {
+                Some(&q) => q,
+                None => {
+                    let q = ParamId(m.params.len() as u32);
+                    m.params.push(Param {
+                        source,
+                        name: old.name.clone(),
+                        shape: old.shape.clone(),
+                        digest: digest.clone(),
+                    });
+                    by_digest.insert(digest, q);
+                    q
+                }
+            };
+            new_params.push(pid);
+        }
+        m.graph[id.0].params = new_params;
+    }
+    Ok(())
+}
+
+/// Drops params no node uses and renumbers the rest in first-use order of
+/// their old ids (so the numbering stays stable).
+pub fn gc_params(m: &mut Module) {
+    let mut used = vec![false; m.params.len()];
+    for n in m.graph.node_weights() {
+        for p in &n.params {
+            used[p.0 as usize] = true;
+        }
+    }
+    let mut map = vec![u32::MAX; m.params.len()];
+    let mut kept = Vec::new();
+    for (i, p) in m.params.iter().enumerate() {
+        if used[i] {
+            map[i] = kept.len() as u32;
+            kept.push(p.clone());
+        }
+    }
+    m.params = kept;
+    for n in m.graph.node_weights_mut() {
+        for p in n.params.iter_mut() {
+            *p = ParamId(map[p.0 as usize]);
+        }
+    }
+}
+
+/// Per block, the groups of tasks computing it together, read off the
+/// module: the block's last node (its output LayerNorm) per task.
+pub fn tree_of(m: &Module) -> Vec<(String, Vec<Vec<String>>)> {
+    let names = m.task_names();
+    let mut per_block: BTreeMap<usize, BTreeMap<TaskSet, ()>> = BTreeMap::new();
+    for n in m.graph.node_weights() {
+        if let (Some(b), crate::ir::Op::LayerNorm { .. }) = (block_of(n.layer), &n.op) {
+            per_block.entry(b).or_default().insert(n.tasks, ());
+        }
+    }
+    per_block
+        .into_iter()
+        .map(|(b, sets)| {
+            // A block has two LayerNorms per task set in encoder layers;
+            // keep the maximal sets (the block's output is computed by the
+            // same set as its attention LayerNorm).
+            let mut groups: Vec<Vec<String>> = sets
+                .keys()
+                .map(|s| s.iter().map(|t| names[t].to_string()).collect())
+                .collect();
+            groups.sort_by_key(|g: &Vec<String>| {
+                let first = g.first().cloned().unwrap_or_default();
+                names.iter().position(|n| *n == first).unwrap_or(0)
+            });
+            groups.dedup();
+            let label = if b == 0 {
+                "emb".to_string()
+            } else {
+                format!("{}", b - 1)
+            };
+            (label, groups)
+        })
+        .collect()
+}
+
+/// The sharing report as text: the tree, then one row per task.
+pub fn text(s: &Sharing) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "sharing tree (per block, the groups of tasks that compute it once):"
+    );
+    for (b, groups) in &s.tree {
+        let g: Vec<String> = groups
+            .iter()
+            .map(|g| format!("{{{}}}", g.join(", ")))
+            .collect();
+        let label = if b == "emb" {
+            "emb".to_string()
+        } else {
+            format!("layer {b}")
+        };
+        let _ = writeln!(o, "  {label:<9} {}", g.join(" "));
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "{:<14} {:>7} {:<14} {:<28} {:>10} {:<30} {:>9} {:>9}",
+        "task", "shared", "source", "shared with", "saved uJ", "budget", "measured", "bound"
+    );
+    for t in &s.tasks {
+        for (i, mz) in t.measured.iter().enumerate() {
+            let (name, shared, source, with, saved) = if i == 0 {
+                (
+                    t.name.clone(),
+                    format!("{}/{}", t.shared_blocks, t.blocks),
+                    t.source.clone(),
+                    if t.shared_with.is_empty() {
+                        "-".to_string()
+                    } else {
+                        t.shared_with.join(", ")
+                    },
+                    format!("{:.3}", t.saved_pj * 1e-6),
+                )
+            } else {
+                Default::default()
+            };
+            let _ = writeln!(
+                o,
+                "{:<14} {:>7} {:<14} {:<28} {:>10} {:<30} {:>9.4} {:>9.4}{}",
+                name,
+                shared,
+                source,
+                with,
+                saved,
+                mz.budget,
+                mz.value,
+                mz.bound,
+                if mz.holds { "" } else { "  FAILS" }
+            );
+        }
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "redundancy analysis (per block; emb, then layers):");
+    for a in &s.analysis {
+        let d: Vec<String> = a.distance.iter().map(|x| format!("{x:.4}")).collect();
+        let c: Vec<String> = a.swap_change.iter().map(|x| format!("{x:.4}")).collect();
+        let _ = writeln!(
+            o,
+            "  {:<14} vs {:<12} weight distance  {}",
+            a.name,
+            a.base,
+            d.join(" ")
+        );
+        let _ = writeln!(
+            o,
+            "  {:<14}    {:<12} output change    {}",
+            "",
+            "",
+            c.join(" ")
+        );
+    }
+    for p in &s.pairs {
+        let d: Vec<String> = p.distance.iter().map(|x| format!("{x:.4}")).collect();
+        let _ = writeln!(
+            o,
+            "  {:<14} vs {:<12} weight distance  {}",
+            p.a,
+            p.b,
+            d.join(" ")
+        );
+    }
+    let reqs = s.calibration_requests.iter().copied().max().unwrap_or(0);
+    let _ = writeln!(
+        o,
+        "\nestimated energy per request: {:.3} uJ unshared, {:.3} uJ shared ({:.3}x)",
+        s.unshared_pj * 1e-6,
+        s.shared_pj * 1e-6,
+        s.unshared_pj / s.shared_pj.max(1e-30)
+    );
+    let _ = writeln!(
+        o,
+        "search: {} evaluations on up to {} calibration requests per task (`-v` or --json for its time)",
+        s.evaluations, reqs
+    );
+    o
+}
