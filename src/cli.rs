@@ -528,7 +528,30 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             }
             Ok(0)
         }
-        Cmd::Compare { .. } => Ok(not_yet(io, "`mgen compare`", 7)),
+        Cmd::Compare {
+            file,
+            counts_only,
+            json,
+            report,
+        } => {
+            let (v, _) = crate::compare::compare(&file, sources, counts_only, io.progress)?;
+            if let Some(dir) = &report {
+                crate::compare::write_report(dir, &v)?;
+            }
+            if json {
+                let _ = writeln!(io.out, "{v}");
+            } else {
+                let _ = write!(io.out, "{}", crate::compare::text(&v));
+                if let Some(d) = &report {
+                    let _ = writeln!(
+                        io.out,
+                        "report: {}/compare.json and SVG charts",
+                        d.display()
+                    );
+                }
+            }
+            Ok(0)
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod compare;
 pub mod data;
 pub mod diag;
 pub mod driver;

@@ -325,6 +325,29 @@ pub fn measure(
     }
 }
 
+/// Whether a budget already fails on the first rows of a candidate's
+/// outputs whatever the remaining rows are (agreement: too many
+/// disagreements; cosine of embeddings: a row below the bound).
+fn hopeless(b: &Budget, head: &Head, rows: &[Vec<f32>], own: &Array2<f32>, total: usize) -> bool {
+    match (b.metric, head) {
+        (Metric::Agreement, _) => {
+            let wrong = rows
+                .iter()
+                .zip(own.rows())
+                .filter(|(r, o)| argmax(ndarray::ArrayView1::from(r.as_slice())) != argmax(*o))
+                .count();
+            // Even if every remaining row agreed:
+            ((total - wrong) as f64 / total.max(1) as f64) < b.amount() - 1e-12
+        }
+        (Metric::Cosine, Head::Embed { .. }) => rows.iter().zip(own.rows()).any(|(r, o)| {
+            let a: Vec<f64> = r.iter().map(|&x| x as f64).collect();
+            let c: Vec<f64> = o.iter().map(|&x| x as f64).collect();
+            cosine(&a, &c) < b.amount() - 1e-12
+        }),
+        _ => false,
+    }
+}
+
 /// Per-block relative distance and cosine of two tasks' weights, from
 /// their tensor digests (equal digests cost nothing).
 fn distances(
@@ -617,25 +640,32 @@ pub fn share(
 
     // Evaluates task t with `depth` blocks from source s.
     let mut cache: HashMap<(usize, Source, usize), (bool, Vec<Measured>)> = HashMap::new();
-    let mut evaluate =
-        |t: usize, s: Source, depth: usize| -> Result<(bool, Vec<Measured>), Diags> {
-            if let Some(r) = cache.get(&(t, s, depth)) {
-                return Ok(r.clone());
-            }
-            let st = spec_task(t);
-            let task = &spec.tasks[st];
-            let model = &spec.models[task.base];
-            let batch = batches[batch_of[t]];
-            let labels: Vec<Option<Label>> = batch.requests.iter().map(|r| r.label).collect();
-            let out = if depth == 0 || s == Source::Own {
-                own[t].clone()
-            } else {
-                let tr = trunk(s, t)?;
-                let get = getter(t, Source::Own);
-                let rows: Result<Vec<Vec<f32>>, String> = batch
-                    .requests
+    let mut evaluate = |t: usize,
+                        s: Source,
+                        depth: usize|
+     -> Result<(bool, Vec<Measured>), Diags> {
+        if let Some(r) = cache.get(&(t, s, depth)) {
+            return Ok(r.clone());
+        }
+        let st = spec_task(t);
+        let task = &spec.tasks[st];
+        let model = &spec.models[task.base];
+        let batch = batches[batch_of[t]];
+        let labels: Vec<Option<Label>> = batch.requests.iter().map(|r| r.label).collect();
+        let out = if depth == 0 || s == Source::Own {
+            own[t].clone()
+        } else {
+            let tr = trunk(s, t)?;
+            let get = getter(t, Source::Own);
+            // Requests in chunks; stop as soon as a budget can no longer
+            // hold (a failed candidate need not be finished).
+            let chunk = 2 * rayon::current_num_threads().max(1);
+            let mut rows: Vec<Vec<f32>> = Vec::with_capacity(batch.requests.len());
+            let mut failed = false;
+            for (reqs, acts) in batch.requests.chunks(chunk).zip(tr.chunks(chunk)) {
+                let part: Result<Vec<Vec<f32>>, String> = reqs
                     .par_iter()
-                    .zip(tr.par_iter())
+                    .zip(acts.par_iter())
                     .map(|(r, acts)| {
                         let mask = r.mask();
                         let req = Req {
@@ -652,24 +682,49 @@ pub fn share(
                         )
                     })
                     .collect();
-                let rows = rows.map_err(|e| bug(format!("evaluating task `{}`: {e}", names[t])))?;
-                tick(1);
-                let width = own[t].ncols();
-                let mut o = Array2::<f32>::zeros((rows.len(), width));
-                for (i, r) in rows.iter().enumerate() {
-                    o.row_mut(i).assign(&ndarray::ArrayView1::from(r));
+                rows.extend(part.map_err(|e| bug(format!("evaluating task `{}`: {e}", names[t])))?);
+                if rows.len() < batch.requests.len()
+                    && task
+                        .budgets
+                        .iter()
+                        .any(|b| hopeless(b, &task.head, &rows, &own[t], batch.requests.len()))
+                {
+                    failed = true;
+                    break;
                 }
-                o
-            };
-            let ms: Vec<Measured> = task
-                .budgets
-                .iter()
-                .map(|b| measure(b, &task.head, &out, &own[t], &labels))
-                .collect();
-            let ok = ms.iter().all(|m| m.holds);
-            cache.insert((t, s, depth), (ok, ms.clone()));
-            Ok((ok, ms))
+            }
+            tick(1);
+            if failed {
+                let ms: Vec<Measured> = task
+                    .budgets
+                    .iter()
+                    .map(|b| Measured {
+                        budget: b.to_mgen(),
+                        metric: b.metric.name(),
+                        value: f64::NAN,
+                        bound: f64::NAN,
+                        holds: false,
+                    })
+                    .collect();
+                cache.insert((t, s, depth), (false, ms.clone()));
+                return Ok((false, ms));
+            }
+            let width = own[t].ncols();
+            let mut o = Array2::<f32>::zeros((rows.len(), width));
+            for (i, r) in rows.iter().enumerate() {
+                o.row_mut(i).assign(&ndarray::ArrayView1::from(r));
+            }
+            o
         };
+        let ms: Vec<Measured> = task
+            .budgets
+            .iter()
+            .map(|b| measure(b, &task.head, &out, &own[t], &labels))
+            .collect();
+        let ok = ms.iter().all(|m| m.holds);
+        cache.insert((t, s, depth), (ok, ms.clone()));
+        Ok((ok, ms))
+    };
 
     // Reach: the deepest depth each candidate source allows (bisection).
     let mut reach: Vec<BTreeMap<Source, usize>> = vec![BTreeMap::new(); n];

@@ -540,7 +540,7 @@ pub fn report_json(t: &Totals, tasks: &[Value], mode: &str, extra: Value) -> Val
     v
 }
 
-fn si(pj: f64) -> String {
+pub fn si(pj: f64) -> String {
     if pj >= 1e9 {
         format!("{:.3} mJ", pj / 1e9)
     } else if pj >= 1e6 {
@@ -552,7 +552,7 @@ fn si(pj: f64) -> String {
     }
 }
 
-fn time(ns: f64) -> String {
+pub fn time(ns: f64) -> String {
     if ns >= 1e9 {
         format!("{:.3} s", ns / 1e9)
     } else if ns >= 1e6 {

@@ -1,0 +1,428 @@
+//! `mgen compare`: the baseline against mgen, on the same hardware and
+//! workload.
+//!
+//! - **baseline**: the `baseline` pipeline — every task its own full model,
+//!   tasks in declaration order, all requests through each phase, parked
+//!   activations off-chip (the pre-scheduler code generator's order);
+//! - **mgen**: the `default` pipeline — `merge`, `share` (the model
+//!   generator), `place`, `schedule`.
+//!
+//! Both are compiled from one lowering, run by the simulator (or counted
+//! with `--counts-only`), and reported side by side. Per task, each budget
+//! is measured from **mgen's simulated outputs** against the float outputs
+//! of the task's own unshared model (the baseline's float reference) on the
+//! workload's requests; the baseline's own simulated outputs against the
+//! same reference show what quantisation alone costs. With
+//! `--counts-only` nothing is simulated: the per-task figures are the
+//! generator's, measured in float on the calibration inputs, and say so.
+
+use crate::data::Label;
+use crate::diag::{Diagnostic, Diags, Sources};
+use crate::ir::Module;
+use crate::passes::{self, share};
+use crate::sim::{self, Totals};
+use crate::spec::Head;
+use crate::weights::Store;
+use serde_json::{Value, json};
+use std::path::Path;
+
+/// Compiles `lowered` with `pipeline`.
+fn compiled(
+    lowered: &Module,
+    pipeline: &str,
+    store: &Store,
+    sources: &mut Sources,
+    progress: bool,
+) -> Result<Module, Diags> {
+    let mut m = lowered.clone();
+    let pl = passes::resolve(pipeline)?;
+    let cx = passes::context_for(&pl, &m, store, sources, progress)?;
+    passes::run_pipeline(&mut m, &pl, &cx, |_, _| {})?;
+    Ok(m)
+}
+
+fn side(t: &Totals) -> Value {
+    json!({
+        "energy_pj": t.energy_pj,
+        "energy_per_request_pj": t.energy_pj / t.requests.max(1) as f64,
+        "breakdown": t.breakdown,
+        "latency_ns": t.latency_ns,
+        "crossbars": t.crossbars,
+        "area_mm2": t.area_mm2,
+        "tiles_in_use": t.tiles_in_use,
+        "phases": t.phases,
+        "cell_writes": t.cell_writes,
+        "writes_per_cell_per_run": t.writes_per_cell_per_run,
+        "lifetime_inferences": t.lifetime_inferences,
+    })
+}
+
+/// Runs the comparison; returns the JSON report.
+pub fn compare(
+    file: &Path,
+    sources: &mut Sources,
+    counts_only: bool,
+    progress: bool,
+) -> Result<(Value, Option<crate::sim::Package>), Diags> {
+    let t0 = std::time::Instant::now();
+    let f = crate::driver::front(sources, file)?;
+    let (lowered, store) = crate::driver::module_and_store(f, sources)?;
+    let batch = crate::data::load(&lowered.spec, sources)?;
+    let base = compiled(&lowered, "baseline", &store, sources, progress)?;
+    let ours = compiled(&lowered, "default", &store, sources, progress)?;
+    let pb = crate::backend::program::package(&base, &store, &batch, counts_only)?;
+    let pm = crate::backend::program::package(&ours, &store, &batch, counts_only)?;
+    if counts_only {
+        sim::validate(&pb.prog, &pb.tasks, pb.hw.crossbars())?;
+        sim::validate(&pm.prog, &pm.tasks, pm.hw.crossbars())?;
+    }
+    let r = batch.requests.len();
+    let tb = sim::count(&pb.prog, &pb.hw, r);
+    let tm = sim::count(&pm.prog, &pm.hw, r);
+    let sharing = ours.sharing.as_ref().ok_or_else(|| {
+        Diags::from(Diagnostic::error(
+            crate::diag::Code::E103,
+            "the default pipeline ran no `share` pass",
+        ))
+    })?;
+    let labels: Vec<Option<Label>> = batch.requests.iter().map(|q| q.label).collect();
+    let n = ours.spec.workload.tasks.len();
+    let layers_of = |t: usize| -> usize {
+        let name = &sharing.tasks[t].name;
+        sharing
+            .tree
+            .iter()
+            .filter(|(b, groups)| {
+                b != "emb" && groups.iter().any(|g| g.contains(name) && g.len() > 1)
+            })
+            .count()
+    };
+    let mut tasks = Vec::new();
+    let sim_outputs = if counts_only {
+        None
+    } else {
+        let ob = sim::simulate(&pb, false, progress)?;
+        let om = sim::simulate(&pm, false, progress)?;
+        Some((ob, om))
+    };
+    for t in 0..n {
+        let task = &ours.spec.tasks[ours.spec.workload.tasks[t]];
+        let st = &sharing.tasks[t];
+        let mut budgets = Vec::new();
+        for (bi, b) in task.budgets.iter().enumerate() {
+            let entry = match (&sim_outputs, &pb.reference, &pm.reference) {
+                (Some((ob, om)), Some(own), Some(float_m)) => {
+                    let m_sim = share::measure(b, &task.head, &om[t], &own[t], &labels);
+                    let b_sim = share::measure(b, &task.head, &ob[t], &own[t], &labels);
+                    let m_float = share::measure(b, &task.head, &float_m[t], &own[t], &labels);
+                    json!({
+                        "budget": m_sim.budget, "metric": m_sim.metric, "bound": m_sim.bound,
+                        "value": m_sim.value, "holds": m_sim.holds,
+                        "source": "mgen simulated outputs vs the task's own float model, workload requests",
+                        "mgen_float": m_float.value,
+                        "baseline_simulated": b_sim.value,
+                        "baseline_holds": b_sim.holds,
+                    })
+                }
+                _ => {
+                    let g = &st.measured[bi];
+                    json!({
+                        "budget": g.budget, "metric": g.metric, "bound": g.bound,
+                        "value": g.value, "holds": g.holds,
+                        "source": "generator: float outputs vs the task's own float model, calibration inputs",
+                    })
+                }
+            };
+            budgets.push(entry);
+        }
+        let first = budgets.first().cloned().unwrap_or(Value::Null);
+        tasks.push(json!({
+            "name": st.name,
+            "head": match task.head { Head::Classify { .. } => "classify", Head::Regress { .. } => "regress", Head::Embed { .. } => "embed" },
+            "shared_layers": layers_of(t),
+            "shared_blocks": st.shared_blocks,
+            "blocks": st.blocks,
+            "source": st.source,
+            "budget": first["budget"],
+            "metric": first["value"],
+            "holds": budgets.iter().all(|b| b["holds"].as_bool().unwrap_or(false)),
+            "budgets": budgets,
+        }));
+    }
+    let schedule = ours.schedule.as_ref().map(|s| {
+        json!({
+            "group": s.group,
+            "edram": s.edram,
+            "chosen": s.chosen,
+            "candidates": s.candidates,
+        })
+    });
+    let v = json!({
+        "file": file.display().to_string(),
+        "mode": if counts_only { "counts" } else { "functional" },
+        "requests": r,
+        "seq": batch.seq,
+        "baseline": side(&tb),
+        "mgen": side(&tm),
+        "energy_ratio": tb.energy_pj / tm.energy_pj.max(1e-30),
+        "energy_ratio_per_request_no_programming": sharing.unshared_pj / sharing.shared_pj.max(1e-30),
+        "cell_write_ratio": tb.cell_writes / tm.cell_writes.max(1e-30),
+        "tasks": tasks,
+        "schedule": schedule,
+        "share_seconds": sharing.seconds,
+        "seconds": t0.elapsed().as_secs_f64(),
+        "notes": store.notes,
+    });
+    Ok((v, Some(pm)))
+}
+
+/// The comparison as a side-by-side table.
+pub fn text(v: &Value) -> String {
+    use std::fmt::Write;
+    let (b, m) = (&v["baseline"], &v["mgen"]);
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "compare: {} ({} requests x seq {}, {})",
+        v["file"].as_str().unwrap_or(""),
+        v["requests"],
+        v["seq"],
+        if v["mode"] == "counts" {
+            "counts only"
+        } else {
+            "simulated"
+        }
+    );
+    let _ = writeln!(
+        o,
+        "baseline: every task its own model, declaration order; mgen: merge + share + place + schedule\n"
+    );
+    let _ = writeln!(
+        o,
+        "{:<26} {:>16} {:>16} {:>10}",
+        "", "baseline", "mgen", "ratio"
+    );
+    let f = |k: &str, x: &Value| x[k].as_f64().unwrap_or(0.0);
+    let row = |o: &mut String, label: &str, a: f64, c: f64, fmt: &dyn Fn(f64) -> String| {
+        let _ = writeln!(
+            o,
+            "{:<26} {:>16} {:>16} {:>9.3}x",
+            label,
+            fmt(a),
+            fmt(c),
+            a / c.max(1e-30)
+        );
+    };
+    row(
+        &mut o,
+        "energy (total)",
+        f("energy_pj", b),
+        f("energy_pj", m),
+        &sim::si,
+    );
+    row(
+        &mut o,
+        "energy per request",
+        f("energy_per_request_pj", b),
+        f("energy_per_request_pj", m),
+        &sim::si,
+    );
+    if let (Some(bb), Some(mb)) = (b["breakdown"].as_object(), m["breakdown"].as_object()) {
+        for (k, x) in bb {
+            let (a, c) = (
+                x.as_f64().unwrap_or(0.0),
+                mb.get(k).and_then(|y| y.as_f64()).unwrap_or(0.0),
+            );
+            if a > 0.0 || c > 0.0 {
+                row(&mut o, &format!("  {k}"), a, c, &sim::si);
+            }
+        }
+    }
+    row(
+        &mut o,
+        "latency",
+        f("latency_ns", b),
+        f("latency_ns", m),
+        &sim::time,
+    );
+    row(
+        &mut o,
+        "crossbars",
+        f("crossbars", b),
+        f("crossbars", m),
+        &|x| format!("{x:.0}"),
+    );
+    row(
+        &mut o,
+        "area (mm2)",
+        f("area_mm2", b),
+        f("area_mm2", m),
+        &|x| format!("{x:.2}"),
+    );
+    row(&mut o, "phases", f("phases", b), f("phases", m), &|x| {
+        format!("{x:.0}")
+    });
+    row(
+        &mut o,
+        "cell writes",
+        f("cell_writes", b),
+        f("cell_writes", m),
+        &|x| format!("{x:.4e}"),
+    );
+    let life = |x: &Value| match x["lifetime_inferences"].as_f64() {
+        Some(l) => format!("{l:.3e}"),
+        None => "unlimited".into(),
+    };
+    let _ = writeln!(
+        o,
+        "{:<26} {:>16} {:>16}",
+        "lifetime (inferences)",
+        life(b),
+        life(m)
+    );
+    let _ = writeln!(
+        o,
+        "\nenergy efficiency (baseline / mgen): {:.3}x over the run; {:.3}x per request without programming",
+        v["energy_ratio"].as_f64().unwrap_or(0.0),
+        v["energy_ratio_per_request_no_programming"]
+            .as_f64()
+            .unwrap_or(0.0)
+    );
+    let _ = writeln!(
+        o,
+        "\n{:<14} {:>7} {:<14} {:<30} {:>9} {:>9} {:>6}",
+        "task", "layers", "source", "budget", "mgen", "baseline", "holds"
+    );
+    for t in v["tasks"].as_array().into_iter().flatten() {
+        for (i, bd) in t["budgets"].as_array().into_iter().flatten().enumerate() {
+            let (name, layers, source) = if i == 0 {
+                (
+                    t["name"].as_str().unwrap_or("").to_string(),
+                    format!(
+                        "{}/{}",
+                        t["shared_layers"],
+                        t["blocks"].as_u64().unwrap_or(1).saturating_sub(1)
+                    ),
+                    t["source"].as_str().unwrap_or("").to_string(),
+                )
+            } else {
+                Default::default()
+            };
+            let base = bd["baseline_simulated"]
+                .as_f64()
+                .map(|x| format!("{x:.4}"))
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                o,
+                "{:<14} {:>7} {:<14} {:<30} {:>9.4} {:>9} {:>6}",
+                name,
+                layers,
+                source,
+                bd["budget"].as_str().unwrap_or(""),
+                bd["value"].as_f64().unwrap_or(f64::NAN),
+                base,
+                if bd["holds"].as_bool().unwrap_or(false) {
+                    "yes"
+                } else {
+                    "NO"
+                }
+            );
+        }
+    }
+    let src = v["tasks"][0]["budgets"][0]["source"].as_str().unwrap_or("");
+    let _ = writeln!(o, "(metrics: {src})");
+    if let Some(s) = v["schedule"].as_object()
+        && let Some(c) = s.get("candidates").and_then(|c| c.as_array())
+        && c.len() > 1
+    {
+        let _ = writeln!(o, "\nschedule (capacity-limited: phases are reprogrammed):");
+        for x in c {
+            let _ = writeln!(
+                o,
+                "  {:<30} {:>12.4e} cell writes  {:>14} writes + parking",
+                x["name"].as_str().unwrap_or(""),
+                x["cell_writes"].as_f64().unwrap_or(0.0),
+                sim::si(x["total_pj"].as_f64().unwrap_or(0.0))
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  chosen: {}",
+            s["chosen"]["name"].as_str().unwrap_or("")
+        );
+    }
+    for n in v["notes"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "note: {}", n.as_str().unwrap_or(""));
+    }
+    o
+}
+
+/// Writes `compare.json` and SVG charts into `dir`.
+pub fn write_report(dir: &Path, v: &Value) -> Result<(), Diags> {
+    use crate::report::bar_chart;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Diags::from(Diagnostic::error(
+            crate::diag::Code::E105,
+            format!("cannot create `{}`: {e}", dir.display()),
+        ))
+    })?;
+    let w = |name: &str, text: &str| crate::cli::write_atomic(&dir.join(name), text.as_bytes());
+    w(
+        "compare.json",
+        &serde_json::to_string_pretty(v).unwrap_or_default(),
+    )?;
+    let mut bars = Vec::new();
+    if let (Some(bb), Some(mb)) = (
+        v["baseline"]["breakdown"].as_object(),
+        v["mgen"]["breakdown"].as_object(),
+    ) {
+        for (k, x) in bb {
+            let (a, c) = (
+                x.as_f64().unwrap_or(0.0),
+                mb.get(k).and_then(|y| y.as_f64()).unwrap_or(0.0),
+            );
+            if a > 0.0 || c > 0.0 {
+                bars.push((format!("{k} (baseline)"), a));
+                bars.push((format!("{k} (mgen)"), c));
+            }
+        }
+    }
+    w(
+        "energy_by_component.svg",
+        &bar_chart("Energy by component: baseline vs mgen", "pJ", &bars),
+    )?;
+    let totals = vec![
+        (
+            "energy baseline".to_string(),
+            v["baseline"]["energy_pj"].as_f64().unwrap_or(0.0),
+        ),
+        (
+            "energy mgen".to_string(),
+            v["mgen"]["energy_pj"].as_f64().unwrap_or(0.0),
+        ),
+    ];
+    w(
+        "energy_total.svg",
+        &bar_chart("Energy over the run", "pJ", &totals),
+    )?;
+    let layers: Vec<(String, f64)> = v["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap_or("").to_string(),
+                t["shared_layers"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    w(
+        "shared_layers.svg",
+        &bar_chart(
+            "Encoder layers computed with other tasks",
+            "layers",
+            &layers,
+        ),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! The task scheduler and `mgen compare`: optimality of the request
+//! grouping against every alternative (by the counting simulator, not the
+//! scheduler's own arithmetic), buffer capacity, residency, budgets in the
+//! compared run, and the one-task case.
+
+mod common;
+
+use common::json_of;
+use mgen::diag::Sources;
+use mgen::ir::Module;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The quickstart on a 2-tile chip (7 phases), with edits.
+fn small_chip(dir: &Path, name: &str, edit: &dyn Fn(String) -> String) -> PathBuf {
+    let p = dir.join(name);
+    let src = std::fs::read_to_string("examples/quickstart.mgen")
+        .unwrap()
+        .replace("tiles = 168;", "tiles = 2;");
+    std::fs::write(&p, edit(src)).unwrap();
+    p
+}
+
+fn scheduled(path: &Path) -> Module {
+    let mut sources = Sources::new();
+    let f = mgen::driver::front(&mut sources, path)
+        .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
+    let mut m = mgen::driver::module(f, &sources).unwrap();
+    mgen::passes::run_pipeline(
+        &mut m,
+        &mgen::passes::resolve("exact").unwrap(),
+        &mgen::passes::Context::default(),
+        |_, _| {},
+    )
+    .unwrap();
+    m
+}
+
+/// The counted energy of `m` under a given grouping and parking level.
+fn energy_with(m: &Module, group: usize, edram: bool) -> (f64, mgen::backend::isa::Program) {
+    let mut m2 = m.clone();
+    let s = m2.schedule.as_mut().unwrap();
+    s.group = group;
+    s.edram = edram;
+    let prog =
+        mgen::backend::codegen::codegen(&m2, m2.placement.as_ref().unwrap(), &HashMap::new());
+    let r = m.spec.workload.requests as usize;
+    (mgen::sim::count(&prog, &m.spec.hardware, r).energy_pj, prog)
+}
+
+/// Exhaustive check: no grouping (1..=R, eDRAM where it fits, else
+/// off-chip) costs less than the scheduler's choice.
+fn assert_optimal(m: &Module) -> (usize, bool) {
+    let s = m.schedule.as_ref().unwrap();
+    let r = s.requests;
+    let (chosen, _) = energy_with(m, s.group, s.edram);
+    let mut best = (f64::INFINITY, 0, false);
+    for g in 1..=r {
+        for edram in [false, true] {
+            let fits =
+                g as u64 * s.parked_bytes_per_request + s.peak_live_bytes <= s.capacity_bytes;
+            if edram && !fits {
+                continue;
+            }
+            let (e, _) = energy_with(m, g, edram);
+            if e < best.0 {
+                best = (e, g, edram);
+            }
+        }
+    }
+    assert!(
+        chosen <= best.0 * (1.0 + 1e-12),
+        "scheduler chose g={} edram={} at {chosen} pJ; g={} edram={} costs {} pJ",
+        s.group,
+        s.edram,
+        best.1,
+        best.2,
+        best.0
+    );
+    (s.group, s.edram)
+}
+
+#[test]
+fn the_scheduler_finds_the_optimal_grouping() {
+    let dir = tempfile::tempdir().unwrap();
+    // Cell writes dominate: all requests through each phase.
+    let a = scheduled(&small_chip(dir.path(), "a.mgen", &|s| s));
+    assert!(a.placement.as_ref().unwrap().phases > 1);
+    assert_eq!(assert_optimal(&a), (8, false));
+    // Cheap writes and room in eDRAM for four requests' parked activations:
+    // groups of four beat one off-chip batch.
+    let b = scheduled(&small_chip(dir.path(), "b.mgen", &|s| {
+        s.replace(
+            "crossbars_per_core = 8;",
+            "crossbars_per_core = 8; tile_buffer = 524288 B; energy { cell_write = 0.1 pJ; }",
+        )
+    }));
+    let (g, edram) = assert_optimal(&b);
+    assert!(edram && (2..8).contains(&g), "groups of {g}, eDRAM {edram}");
+    // One phase: nothing to choose, nothing parked.
+    let c = scheduled(Path::new("examples/quickstart.mgen"));
+    let s = c.schedule.as_ref().unwrap();
+    assert_eq!((s.group, s.parked_bytes_per_request), (8, 0));
+    assert_optimal(&c);
+}
+
+#[test]
+fn parked_buffers_fit_their_level_and_grouped_programs_compute_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = small_chip(dir.path(), "b.mgen", &|s| {
+        s.replace(
+            "crossbars_per_core = 8;",
+            "crossbars_per_core = 8; tile_buffer = 524288 B; energy { cell_write = 0.1 pJ; }",
+        )
+    });
+    let m = scheduled(&p);
+    let s = m.schedule.as_ref().unwrap().clone();
+    assert!(s.edram);
+    assert!(s.group as u64 * s.parked_bytes_per_request + s.peak_live_bytes <= s.capacity_bytes);
+    // Off-chip parking is charged on the chip links; eDRAM parking is not.
+    let (_, grouped) = energy_with(&m, s.group, true);
+    let (_, offchip) = energy_with(&m, 8, false);
+    let hw = &m.spec.hardware;
+    let link = |prog: &mgen::backend::isa::Program| mgen::sim::count(prog, hw, 8).breakdown["interconnect"];
+    assert!(link(&offchip) > link(&grouped));
+    // Every group reprograms every phase before running it: the validator
+    // refuses an MVM on crossbars not programmed in the current phase.
+    mgen::sim::validate(
+        &grouped,
+        &mgen::backend::program::task_infos(&m),
+        hw.crossbars(),
+    )
+    .unwrap();
+    let loads = grouped
+        .code
+        .iter()
+        .filter(|l| matches!(l.inst, mgen::backend::isa::Inst::Phase(_)))
+        .count();
+    assert_eq!(
+        loads,
+        8usize.div_ceil(s.group) * m.placement.as_ref().unwrap().phases as usize
+    );
+    // Functionally, the grouped program computes what one batch computes.
+    let mut sources = Sources::new();
+    let f = mgen::driver::front(&mut sources, &p).unwrap();
+    let (_, store) = mgen::driver::module_and_store(f, &sources).unwrap();
+    let batch = mgen::data::load(&m.spec, &mut sources).unwrap();
+    let outputs = |group: usize, edram: bool| {
+        let mut m2 = m.clone();
+        let s = m2.schedule.as_mut().unwrap();
+        s.group = group;
+        s.edram = edram;
+        let pkg = mgen::backend::program::package(&m2, &store, &batch, false).unwrap();
+        mgen::sim::simulate(&pkg, false, false).unwrap()
+    };
+    assert_eq!(outputs(s.group, true), outputs(8, false));
+}
+
+#[test]
+fn compare_reports_both_sides_and_every_budget_holds_on_simulated_outputs() {
+    let v = json_of(&["compare", "examples/quickstart.mgen", "--json"]);
+    for k in ["energy_pj", "latency_ns", "crossbars", "cell_writes"] {
+        assert!(v["baseline"][k].as_f64().unwrap() > 0.0, "baseline.{k}");
+        assert!(v["mgen"][k].as_f64().unwrap() > 0.0, "mgen.{k}");
+    }
+    let ratio = v["energy_ratio"].as_f64().unwrap();
+    assert!(ratio > 1.2, "energy ratio {ratio}");
+    assert_eq!(
+        ratio,
+        v["baseline"]["energy_pj"].as_f64().unwrap() / v["mgen"]["energy_pj"].as_f64().unwrap()
+    );
+    for t in v["tasks"].as_array().unwrap() {
+        for k in ["name", "shared_layers", "budget", "metric"] {
+            assert!(!t[k].is_null(), "tasks[].{k}");
+        }
+        assert_eq!(t["holds"], true, "{t}");
+        assert!(
+            t["budgets"][0]["source"]
+                .as_str()
+                .unwrap()
+                .contains("simulated")
+        );
+    }
+}
+
+#[test]
+fn one_task_with_nothing_to_share_costs_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("one.mgen");
+    let src = std::fs::read_to_string("examples/quickstart.mgen")
+        .unwrap()
+        .replace(
+            "tasks  = [sentiment, topic, similarity];",
+            "tasks  = [topic];",
+        );
+    std::fs::write(&p, src).unwrap();
+    let v = json_of(&["compare", p.to_str().unwrap(), "--counts-only", "--json"]);
+    assert_eq!(v["energy_ratio"].as_f64().unwrap(), 1.0);
+    assert_eq!(v["baseline"]["cell_writes"], v["mgen"]["cell_writes"]);
+    assert_eq!(v["tasks"][0]["shared_layers"], 0);
+}
