@@ -473,12 +473,33 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
         } => {
             let f = driver::front(sources, &file)?;
             let (mut m, store) = driver::module_and_store(f, sources)?;
+            let lowered = m.clone();
             let pipeline = passes::resolve(if baseline { "baseline" } else { "default" })?;
             let cx = passes::context_for(&pipeline, &m, &store, sources, io.progress)?;
             passes::run_pipeline(&mut m, &pipeline, &cx, |_, _| {})?;
             let batch = crate::data::load(&m.spec, sources)?;
             if !reference {
-                let pkg = crate::backend::program::package(&m, &store, &batch, counts_only)?;
+                let mut pkg = crate::backend::program::package(&m, &store, &batch, counts_only)?;
+                // Accuracy is against each task's own model: when the
+                // generator changed what a task computes, its reference is
+                // the unshared model's float outputs.
+                let changed = m.sharing.as_ref().is_some_and(|s| {
+                    s.tasks
+                        .iter()
+                        .any(|t| t.source != "own" && t.shared_blocks > 0)
+                });
+                if changed && !counts_only {
+                    let mut own = lowered;
+                    passes::run_pipeline(
+                        &mut own,
+                        &passes::resolve("merge")?,
+                        &passes::Context::default(),
+                        |_, _| {},
+                    )?;
+                    let plan = crate::reference::Plan::new(&own, &store)?;
+                    let outs = crate::run::with_progress(&plan, &batch, io.progress);
+                    pkg.reference = Some(outs.into_iter().map(|o| o.values).collect());
+                }
                 return simulate_and_report(
                     io,
                     &pkg,

@@ -53,6 +53,9 @@ pub struct Context<'a> {
     pub calibration: Vec<crate::data::Batch>,
     /// Progress bars on stderr.
     pub progress: bool,
+    /// Per workload task, the deepest sharing `share` may choose (set by
+    /// `mgen compare` when a task's simulated outputs break its budget).
+    pub depth_caps: Vec<Option<usize>>,
 }
 
 /// The context a pipeline needs: calibration inputs are loaded only when
@@ -71,6 +74,7 @@ pub fn context_for<'a>(
             store: Some(store),
             calibration: Vec::new(),
             progress,
+            depth_caps: Vec::new(),
         })
     }
 }
@@ -120,6 +124,7 @@ impl<'a> Context<'a> {
             store: Some(store),
             calibration,
             progress,
+            depth_caps: Vec::new(),
         })
     }
 }

@@ -83,7 +83,7 @@ impl Pass for Share {
                     .note("this is a bug in mgen: the pass context has no weight store"),
             )
         })?;
-        share(m, store, &cx.calibration, cx.progress)
+        share(m, store, &cx.calibration, &cx.depth_caps, cx.progress)
     }
 }
 
@@ -123,6 +123,8 @@ pub struct TaskShare {
     /// Blocks it computes together with other tasks (read off the final
     /// IR: exact merges count too).
     pub shared_blocks: usize,
+    /// Blocks (from the bottom) that use `source`'s weights.
+    pub depth: usize,
     /// Whose weights its shared blocks use when they are not its own: the
     /// base model's name, a task's name, or `own`.
     pub source: String,
@@ -399,6 +401,7 @@ pub fn share(
     m: &mut Module,
     store: &Store,
     calibration: &[Batch],
+    caps: &[Option<usize>],
     progress: bool,
 ) -> Result<(), Diags> {
     let t0 = Instant::now();
@@ -731,7 +734,8 @@ pub fn share(
     for t in 0..n {
         let nb = forward::blocks(&spec.models[group_of(t)]);
         for &s in &candidates[t] {
-            let (mut lo, mut hi) = (0usize, nb + 1);
+            let cap = caps.get(t).copied().flatten().unwrap_or(nb).min(nb);
+            let (mut lo, mut hi) = (0usize, cap + 1);
             while hi - lo > 1 {
                 let mid = (lo + hi) / 2;
                 if evaluate(t, s, mid)?.0 {
@@ -942,6 +946,7 @@ pub fn share(
                 model: spec.models[group_of(t)].name.clone(),
                 blocks: forward::blocks(&spec.models[group_of(t)]),
                 shared_blocks: together(t).len(),
+                depth: depth[t],
                 source: source_name(t, best[t]),
                 shared_with: first,
                 measured: measured[t].clone(),

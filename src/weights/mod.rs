@@ -645,6 +645,45 @@ impl Store {
                 basis.push(v.into_iter().map(|x| x / norm).collect());
             }
         }
+        // Keep the directions the probes vary most along: the top principal
+        // components (as many as the head has outputs) within that span.
+        // Quantisation noise spreads over every direction; the input signal
+        // concentrates on these, so the head's margins are as robust as
+        // the features allow.
+        if basis.len() > n {
+            let r = basis.len();
+            let coords: Vec<Vec<f64>> = feats
+                .iter()
+                .map(|f| {
+                    basis
+                        .iter()
+                        .map(|b| (0..h).map(|k| (f[k] as f64 - fmean[k]) * b[k]).sum())
+                        .collect()
+                })
+                .collect();
+            let mut cov = vec![vec![0.0f64; r]; r];
+            for c in &coords {
+                for i in 0..r {
+                    for j in 0..r {
+                        cov[i][j] += c[i] * c[j];
+                    }
+                }
+            }
+            let (vals, vecs) = jacobi_eigen(cov);
+            let mut idx: Vec<usize> = (0..r).collect();
+            idx.sort_by(|&a, &b| vals[b].total_cmp(&vals[a]).then(a.cmp(&b)));
+            basis = idx[..n]
+                .iter()
+                .map(|&e| {
+                    let mut v = vec![0.0f64; h];
+                    for (i, b) in basis.iter().enumerate() {
+                        let w = vecs[i][e];
+                        v.iter_mut().zip(b).for_each(|(x, y)| *x += w * y);
+                    }
+                    v
+                })
+                .collect();
+        }
         let mut w0 = w0;
         if !basis.is_empty() {
             for c in 0..n {
@@ -775,6 +814,52 @@ impl Store {
             }
         }
     }
+}
+
+/// Eigenvalues and eigenvectors (columns) of a small symmetric matrix, by
+/// cyclic Jacobi rotations (deterministic: fixed sweep order).
+fn jacobi_eigen(mut a: Vec<Vec<f64>>) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let n = a.len();
+    let mut v: Vec<Vec<f64>> = (0..n)
+        .map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
+        .collect();
+    for _ in 0..100 {
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i][j] * a[i][j])
+            .sum();
+        if off < 1e-30 {
+            break;
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                if a[p][q].abs() < 1e-300 {
+                    continue;
+                }
+                let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..n {
+                    let (akp, akq) = (a[k][p], a[k][q]);
+                    a[k][p] = c * akp - s * akq;
+                    a[k][q] = s * akp + c * akq;
+                }
+                for k in 0..n {
+                    let (apk, aqk) = (a[p][k], a[q][k]);
+                    a[p][k] = c * apk - s * aqk;
+                    a[q][k] = s * apk + c * aqk;
+                }
+                for row in v.iter_mut() {
+                    let (vkp, vkq) = (row[p], row[q]);
+                    row[p] = c * vkp - s * vkq;
+                    row[q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    ((0..n).map(|i| a[i][i]).collect(), v)
 }
 
 fn fill(shape: &[u64], mut f: impl FnMut() -> f32) -> ArrayD<f32> {
