@@ -90,7 +90,9 @@ pub fn compare(
     let (ours, pm, om) = loop {
         let ours = compiled(&lowered, "default", &store, sources, progress, &caps)?;
         let pm = crate::backend::program::package(&ours, &store, &batch, counts_only)?;
-        let Some(ob) = &ob else { break (ours, pm, None) };
+        let Some(ob) = &ob else {
+            break (ours, pm, None);
+        };
         let om = sim::simulate(&pm, false, progress)?;
         let sharing = ours.sharing.as_ref();
         let failing: Vec<usize> = (0..n)
@@ -337,7 +339,15 @@ pub fn text(v: &Value) -> String {
     let _ = writeln!(
         o,
         "\n{:<14} {:>7} {:<10} {:<26} {:>9} {:>9} {:>9} {:>9} {:>6}",
-        "task", "layers", "source", "budget", "on chip", "mgen sim", "base sim", "mgen f32", "holds"
+        "task",
+        "layers",
+        "source",
+        "budget",
+        "on chip",
+        "mgen sim",
+        "base sim",
+        "mgen f32",
+        "holds"
     );
     for t in v["tasks"].as_array().into_iter().flatten() {
         for (i, bd) in t["budgets"].as_array().into_iter().flatten().enumerate() {
@@ -382,22 +392,42 @@ pub fn text(v: &Value) -> String {
                 sim,
                 num("baseline_simulated"),
                 f32_,
-                if bd["holds"].as_bool().unwrap_or(false) { "yes" } else { "NO" }
+                if bd["holds"].as_bool().unwrap_or(false) {
+                    "yes"
+                } else {
+                    "NO"
+                }
             );
         }
     }
     if let Some(r) = v["chip_rounds"].as_array()
         && r.len() > 1
     {
-        let _ = writeln!(o, "\nverified on the chip in {} rounds (a task whose simulated outputs broke a budget got half its sharing depth):", r.len());
+        let _ = writeln!(
+            o,
+            "\nverified on the chip in {} rounds (a task whose simulated outputs broke a budget got half its sharing depth):",
+            r.len()
+        );
         for (i, x) in r.iter().enumerate() {
-            let _ = writeln!(o, "  round {}: depths {}, failing {}", i + 1, x["depths"], x["failing"]);
+            let _ = writeln!(
+                o,
+                "  round {}: depths {}, failing {}",
+                i + 1,
+                x["depths"],
+                x["failing"]
+            );
         }
     }
     if v["mode"] == "counts" {
-        let _ = writeln!(o, "(counts only: metrics are the generator's, float outputs vs each task's own float model on its calibration inputs)");
+        let _ = writeln!(
+            o,
+            "(counts only: metrics are the generator's, float outputs vs each task's own float model on its calibration inputs)"
+        );
     } else {
-        let _ = writeln!(o, "(on chip: mgen's simulated outputs vs the task's own model simulated on the same chip, which decides `holds`;\n mgen sim / base sim: simulated outputs vs the task's own float model; mgen f32: the generated model in float)");
+        let _ = writeln!(
+            o,
+            "(on chip: mgen's simulated outputs vs the task's own model simulated on the same chip, which decides `holds`;\n mgen sim / base sim: simulated outputs vs the task's own float model; mgen f32: the generated model in float)"
+        );
     }
     if let Some(s) = v["schedule"].as_object()
         && let Some(c) = s.get("candidates").and_then(|c| c.as_array())

@@ -199,3 +199,63 @@ fn one_task_with_nothing_to_share_costs_the_same() {
     assert_eq!(v["baseline"]["cell_writes"], v["mgen"]["cell_writes"]);
     assert_eq!(v["tasks"][0]["shared_layers"], 0);
 }
+
+/// When one request's live buffers exceed the eDRAM, the longest-waiting
+/// ones are kept off chip between uses: charged on the chip links, and the
+/// outputs do not change.
+#[test]
+fn buffers_over_the_edram_are_evicted_and_charged() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = dir.path().join("tiny.mgen");
+    let src = std::fs::read_to_string("examples/quickstart.mgen").unwrap();
+    std::fs::write(
+        &tiny,
+        src.replace(
+            "crossbars_per_core = 8;",
+            "crossbars_per_core = 8; tile_buffer = 1536 B;",
+        ),
+    )
+    .unwrap();
+    let m = scheduled(&tiny);
+    let s = m.schedule.as_ref().unwrap();
+    assert!(s.peak_before_evictions > s.capacity_bytes);
+    assert!(!s.evict.is_empty());
+    assert!(s.peak_live_bytes < s.peak_before_evictions);
+    // Nothing is over capacity unless it is reported.
+    assert_eq!(
+        s.overflow_bytes,
+        s.peak_live_bytes.saturating_sub(s.capacity_bytes)
+    );
+    let big = scheduled(Path::new("examples/quickstart.mgen"));
+    let hw = &m.spec.hardware;
+    let r = m.spec.workload.requests as usize;
+    let prog = mgen::backend::codegen::codegen(&m, m.placement.as_ref().unwrap(), &HashMap::new());
+    let prog_big =
+        mgen::backend::codegen::codegen(&big, big.placement.as_ref().unwrap(), &HashMap::new());
+    let spills = prog
+        .code
+        .iter()
+        .filter(|l| matches!(l.inst, mgen::backend::isa::Inst::Spill { edram: false, .. }))
+        .count();
+    assert_eq!(spills, s.evict.len());
+    let link =
+        |p: &mgen::backend::isa::Program| mgen::sim::count(p, hw, r).breakdown["interconnect"];
+    assert!(link(&prog) > link(&prog_big));
+    // Same outputs, bit for bit.
+    let run = |path: &Path| {
+        let mut sources = Sources::new();
+        let f = mgen::driver::front(&mut sources, path).unwrap();
+        let (mut mm, store) = mgen::driver::module_and_store(f, &sources).unwrap();
+        mgen::passes::run_pipeline(
+            &mut mm,
+            &mgen::passes::resolve("exact").unwrap(),
+            &mgen::passes::Context::default(),
+            |_, _| {},
+        )
+        .unwrap();
+        let batch = mgen::data::load(&mm.spec, &mut sources).unwrap();
+        let pkg = mgen::backend::program::package(&mm, &store, &batch, false).unwrap();
+        mgen::sim::simulate(&pkg, false, false).unwrap()
+    };
+    assert_eq!(run(&tiny), run(Path::new("examples/quickstart.mgen")));
+}

@@ -110,6 +110,11 @@ pub fn codegen_with_consts(
     // Request groups (the task scheduler's): with one phase, or one group,
     // a single loop over every request; otherwise every group runs every
     // phase, reprogramming each phase's crossbars per group.
+    let evict: std::collections::HashSet<NodeId> = m
+        .schedule
+        .as_ref()
+        .map(|s| s.evict.iter().copied().collect())
+        .unwrap_or_default();
     let (groups, edram) = match &m.schedule {
         Some(s) if p.phases > 1 && s.group < s.requests => {
             let g: Vec<Option<(u32, u32)>> = (0..s.requests)
@@ -152,6 +157,19 @@ pub fn codegen_with_consts(
                 }
             }
             for id in order.iter().filter(|id| phase[id] == ph) {
+                // Operands the schedule keeps off chip between uses come back first.
+                let mut back = BTreeSet::new();
+                for o in m.operands(*id) {
+                    if evict.contains(&o) && phase[&o] == ph && back.insert(o) {
+                        prog.code.push(meta(
+                            o,
+                            Inst::Fill {
+                                dst: buf[&o],
+                                edram: false,
+                            },
+                        ));
+                    }
+                }
                 let n = m.node(*id);
                 let ops: Vec<u32> = m
                     .operands(*id)
@@ -311,6 +329,15 @@ pub fn codegen_with_consts(
                             src: ops[0],
                         },
                     )),
+                }
+                if evict.contains(id) {
+                    prog.code.push(meta(
+                        *id,
+                        Inst::Spill {
+                            src: dst,
+                            edram: false,
+                        },
+                    ));
                 }
             }
             // Buffers made here and read in a later phase.

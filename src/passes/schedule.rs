@@ -83,6 +83,11 @@ pub struct Lifetime {
     pub bytes: u64,
     /// Read in a later phase: parked at the end of its phase.
     pub parked: bool,
+    /// Steps of its phase that read it.
+    pub uses: Vec<usize>,
+    /// Evicted off chip between its uses (one request's live buffers would
+    /// not fit in eDRAM otherwise).
+    pub evicted: bool,
 }
 
 /// The schedule.
@@ -96,8 +101,19 @@ pub struct Schedule {
     pub edram: bool,
     /// eDRAM over every tile of every chip, bytes.
     pub capacity_bytes: u64,
-    /// Most bytes one request holds live at once within a phase.
+    /// Most bytes one request holds live at once within a phase, after
+    /// evictions.
     pub peak_live_bytes: u64,
+    /// The same before evictions.
+    pub peak_before_evictions: u64,
+    /// Buffers kept off chip between their producer and each use, so that
+    /// one request's live buffers fit in eDRAM (codegen emits `SPILL` after
+    /// the producer and `FILL` before each use, charged on the chip links).
+    #[serde(skip)]
+    pub evict: Vec<NodeId>,
+    /// Bytes still over the eDRAM after every possible eviction (0 when it
+    /// fits).
+    pub overflow_bytes: u64,
     /// Most bytes one request parks across a phase boundary.
     pub parked_bytes_per_request: u64,
     /// Parks plus fetches per request.
@@ -160,6 +176,7 @@ pub fn schedule(m: &Module) -> Result<Schedule, Diags> {
         counts[ph] += 1;
     }
     let mut lifetimes = Vec::new();
+    let mut ids: Vec<NodeId> = Vec::new();
     let mut parked_elems: Vec<(u32, u32, f64)> = Vec::new(); // (made in, last read in, elems)
     let mut moves = 0usize;
     for id in &order {
@@ -176,6 +193,14 @@ pub fn schedule(m: &Module) -> Result<Schedule, Diags> {
         let later: std::collections::BTreeSet<u32> =
             users.iter().map(|u| phase[u]).filter(|&q| q > ph).collect();
         let parked = !later.is_empty();
+        let mut uses: Vec<usize> = users
+            .iter()
+            .filter(|u| phase[u] == ph)
+            .filter_map(|u| step.get(u))
+            .copied()
+            .collect();
+        uses.sort_unstable();
+        uses.dedup();
         if parked {
             let elems = m.node(*id).shape.iter().product::<u64>() as f64;
             parked_elems.push((ph, *later.iter().next_back().unwrap_or(&ph), elems));
@@ -188,29 +213,69 @@ pub fn schedule(m: &Module) -> Result<Schedule, Diags> {
             last,
             bytes: bytes(*id),
             parked,
+            uses,
+            evicted: false,
         });
+        ids.push(*id);
     }
     // Peak live bytes of one request within a phase body (a parked value
-    // stays live to the end of its phase).
-    let mut peak = 0u64;
-    for ph in 0..p.phases.max(1) {
-        let n = counts[ph as usize];
-        let mut delta = vec![0i64; n + 1];
-        for l in lifetimes.iter().filter(|l| l.phase == ph) {
-            let end = if l.parked {
-                n.saturating_sub(1)
-            } else {
-                l.last
-            };
-            delta[l.first] += l.bytes as i64;
-            delta[end + 1] -= l.bytes as i64;
+    // stays live to the end of its phase; an evicted one only at the steps
+    // that make or read it).
+    let peak_of = |lifetimes: &[Lifetime]| -> u64 {
+        let mut peak = 0u64;
+        for ph in 0..p.phases.max(1) {
+            let n = counts[ph as usize];
+            let mut delta = vec![0i64; n + 1];
+            for l in lifetimes.iter().filter(|l| l.phase == ph) {
+                if l.evicted {
+                    for &s in std::iter::once(&l.first).chain(&l.uses) {
+                        delta[s] += l.bytes as i64;
+                        delta[s + 1] -= l.bytes as i64;
+                    }
+                    continue;
+                }
+                let end = if l.parked {
+                    n.saturating_sub(1)
+                } else {
+                    l.last
+                };
+                delta[l.first] += l.bytes as i64;
+                delta[end + 1] -= l.bytes as i64;
+            }
+            let mut live = 0i64;
+            for d in delta {
+                live += d;
+                peak = peak.max(live.max(0) as u64);
+            }
         }
-        let mut live = 0i64;
-        for d in delta {
-            live += d;
-            peak = peak.max(live.max(0) as u64);
+        peak
+    };
+    let capacity = hw.tile_buffer * hw.tiles * hw.chips;
+    let peak_before = peak_of(&lifetimes);
+    let mut peak = peak_before;
+    // One request's live buffers must fit in eDRAM: evict the buffers that
+    // wait longest (bytes x steps) between their producer and a later use
+    // until they do.
+    if peak > capacity {
+        let mut cands: Vec<usize> = (0..lifetimes.len())
+            .filter(|&i| !lifetimes[i].parked && lifetimes[i].last > lifetimes[i].first + 1)
+            .collect();
+        cands.sort_by_key(|&i| {
+            let l = &lifetimes[i];
+            (std::cmp::Reverse(l.bytes * (l.last - l.first) as u64), i)
+        });
+        for i in cands {
+            if peak <= capacity {
+                break;
+            }
+            lifetimes[i].evicted = true;
+            peak = peak_of(&lifetimes);
         }
     }
+    let evict: Vec<NodeId> = (0..lifetimes.len())
+        .filter(|&i| lifetimes[i].evicted)
+        .map(|i| ids[i])
+        .collect();
     // Bytes parked across each boundary k | k+1.
     let mut parked_max = 0u64;
     for k in 0..p.phases.saturating_sub(1) {
@@ -221,7 +286,6 @@ pub fn schedule(m: &Module) -> Result<Schedule, Diags> {
             .sum();
         parked_max = parked_max.max(b as u64);
     }
-    let capacity = hw.tile_buffer * hw.tiles * hw.chips;
     let requests = m.spec.workload.requests as usize;
     let cells: u64 = p.matrices.iter().map(|mp| mp.cells).sum();
     let per_request_parking = |edram: bool| -> f64 {
@@ -310,6 +374,9 @@ pub fn schedule(m: &Module) -> Result<Schedule, Diags> {
         edram: chosen.edram,
         capacity_bytes: capacity,
         peak_live_bytes: peak,
+        peak_before_evictions: peak_before,
+        evict,
+        overflow_bytes: peak.saturating_sub(capacity),
         parked_bytes_per_request: parked_max,
         parking_moves_per_request: moves,
         cells_per_load: cells,
@@ -343,6 +410,19 @@ pub fn text(s: &Schedule) -> String {
         "buffers: peak {} B live per request; {} B parked per request across a phase boundary; eDRAM {} B",
         s.peak_live_bytes, s.parked_bytes_per_request, s.capacity_bytes
     );
+    if !s.evict.is_empty() {
+        let _ = writeln!(
+            o,
+            "evictions: {} buffer(s) kept off chip between uses (peak {} B before){}",
+            s.evict.len(),
+            s.peak_before_evictions,
+            if s.overflow_bytes > 0 {
+                format!("; still {} B over the eDRAM", s.overflow_bytes)
+            } else {
+                String::new()
+            }
+        );
+    }
     let _ = writeln!(
         o,
         "\n{:<30} {:>7} {:>6} {:>8} {:>16} {:>14} {:>14} {:>14}",
