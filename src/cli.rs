@@ -307,6 +307,7 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             }
             let t1 = Instant::now();
             let (mut m, store) = driver::module_and_store(f, sources)?;
+            let lowered = m.clone();
             let t_lower = t1.elapsed().as_secs_f64();
             let cx = passes::context_for(&pipeline, &m, &store, sources, io.progress)?;
             let err = &mut *io.err;
@@ -385,7 +386,11 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                 }
                 Emit::Program => {
                     let batch = crate::data::load(&m.spec, sources)?;
-                    let pkg = crate::backend::program::package(&m, &store, &batch, false)?;
+                    let mut pkg = crate::backend::program::package(&m, &store, &batch, false)?;
+                    // Accuracy in the program is against each task's own model.
+                    if let Some(r) = own_reference(&m, &lowered, &store, &batch, io.progress)? {
+                        pkg.reference = Some(r);
+                    }
                     let dir = output.clone().unwrap_or_default();
                     crate::backend::program::write_dir(&pkg, &dir)?;
                     let _ = writeln!(
@@ -483,22 +488,10 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                 // Accuracy is against each task's own model: when the
                 // generator changed what a task computes, its reference is
                 // the unshared model's float outputs.
-                let changed = m.sharing.as_ref().is_some_and(|s| {
-                    s.tasks
-                        .iter()
-                        .any(|t| t.source != "own" && t.shared_blocks > 0)
-                });
-                if changed && !counts_only {
-                    let mut own = lowered;
-                    passes::run_pipeline(
-                        &mut own,
-                        &passes::resolve("merge")?,
-                        &passes::Context::default(),
-                        |_, _| {},
-                    )?;
-                    let plan = crate::reference::Plan::new(&own, &store)?;
-                    let outs = crate::run::with_progress(&plan, &batch, io.progress);
-                    pkg.reference = Some(outs.into_iter().map(|o| o.values).collect());
+                if !counts_only
+                    && let Some(r) = own_reference(&m, &lowered, &store, &batch, io.progress)?
+                {
+                    pkg.reference = Some(r);
                 }
                 return simulate_and_report(
                     io,
@@ -574,6 +567,36 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             Ok(0)
         }
     }
+}
+
+/// The float outputs of each task's own unshared model, when the model
+/// generator changed what some task of `m` computes (`None` otherwise: the
+/// compiled module's own float outputs are then the same).
+fn own_reference(
+    m: &crate::ir::Module,
+    lowered: &crate::ir::Module,
+    store: &crate::weights::Store,
+    batch: &crate::data::Batch,
+    progress: bool,
+) -> Result<Option<Vec<ndarray::Array2<f32>>>, Diags> {
+    let changed = m.sharing.as_ref().is_some_and(|s| {
+        s.tasks
+            .iter()
+            .any(|t| t.source != "own" && t.shared_blocks > 0)
+    });
+    if !changed {
+        return Ok(None);
+    }
+    let mut own = lowered.clone();
+    passes::run_pipeline(
+        &mut own,
+        &passes::resolve("merge")?,
+        &passes::Context::default(),
+        |_, _| {},
+    )?;
+    let plan = crate::reference::Plan::new(&own, store)?;
+    let outs = crate::run::with_progress(&plan, batch, progress);
+    Ok(Some(outs.into_iter().map(|o| o.values).collect()))
 }
 
 #[allow(clippy::too_many_arguments)]

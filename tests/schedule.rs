@@ -212,7 +212,7 @@ fn buffers_over_the_edram_are_evicted_and_charged() {
         &tiny,
         src.replace(
             "crossbars_per_core = 8;",
-            "crossbars_per_core = 8; tile_buffer = 1536 B;",
+            "crossbars_per_core = 8; tile_buffer = 1700 B;",
         ),
     )
     .unwrap();
@@ -221,11 +221,9 @@ fn buffers_over_the_edram_are_evicted_and_charged() {
     assert!(s.peak_before_evictions > s.capacity_bytes);
     assert!(!s.evict.is_empty());
     assert!(s.peak_live_bytes < s.peak_before_evictions);
-    // Nothing is over capacity unless it is reported.
-    assert_eq!(
-        s.overflow_bytes,
-        s.peak_live_bytes.saturating_sub(s.capacity_bytes)
-    );
+    // After evictions one request's live buffers fit.
+    assert!(s.peak_live_bytes <= s.capacity_bytes);
+    assert_eq!(s.overflow_bytes, 0);
     let big = scheduled(Path::new("examples/quickstart.mgen"));
     let hw = &m.spec.hardware;
     let r = m.spec.workload.requests as usize;

@@ -111,8 +111,9 @@ pub struct Schedule {
     /// the producer and `FILL` before each use, charged on the chip links).
     #[serde(skip)]
     pub evict: Vec<NodeId>,
-    /// Bytes still over the eDRAM after every possible eviction (0 when it
-    /// fits).
+    /// Bytes over the eDRAM when even evicting every waiting buffer would
+    /// not fit one request (an op's own operands and result are larger than
+    /// the eDRAM; nothing is evicted then). 0 when it fits.
     pub overflow_bytes: u64,
     /// Most bytes one request parks across a phase boundary.
     pub parked_bytes_per_request: u64,
@@ -264,12 +265,20 @@ pub fn schedule(m: &Module) -> Result<Schedule, Diags> {
             let l = &lifetimes[i];
             (std::cmp::Reverse(l.bytes * (l.last - l.first) as u64), i)
         });
-        for i in cands {
-            if peak <= capacity {
-                break;
+        // Only when evictions can make it fit: otherwise an op's own inputs
+        // and output exceed the eDRAM, and the overflow is reported.
+        let mut all = lifetimes.clone();
+        for &i in &cands {
+            all[i].evicted = true;
+        }
+        if peak_of(&all) <= capacity {
+            for i in cands {
+                if peak <= capacity {
+                    break;
+                }
+                lifetimes[i].evicted = true;
+                peak = peak_of(&lifetimes);
             }
-            lifetimes[i].evicted = true;
-            peak = peak_of(&lifetimes);
         }
     }
     let evict: Vec<NodeId> = (0..lifetimes.len())
