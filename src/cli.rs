@@ -346,7 +346,8 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                 Emit::Sharing => match &m.sharing {
                     Some(s) if json => serde_json::to_string(s).unwrap_or_default() + "\n",
                     Some(s) => passes::share::text(s),
-                    None => String::new(),
+                    None if json => "{\"already_shared\": true}\n".to_string(),
+                    None => "the module already shares computation (a .mir written after `share`): its tree is kept as it is\n".to_string(),
                 },
                 Emit::Schedule => {
                     let s = match &m.schedule {

@@ -243,3 +243,27 @@ proptest! {
         }
     }
 }
+
+/// A `.mir` written after `share` keeps its tree: compiling it again with
+/// the default pipeline changes nothing.
+#[test]
+fn a_shared_mir_compiles_to_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.mir");
+    let b = dir.path().join("b.mir");
+    let (code, _, err) = common::mgen(&[
+        "compile",
+        "examples/quickstart.mgen",
+        "-o",
+        a.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = common::mgen(&["compile", a.to_str().unwrap(), "-o", b.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&a).unwrap(),
+        std::fs::read_to_string(&b).unwrap()
+    );
+    let (_, out, _) = common::mgen(&["compile", a.to_str().unwrap(), "--emit", "sharing"]);
+    assert!(out.contains("already shares"), "{out}");
+}
