@@ -549,9 +549,9 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             json,
             report,
         } => {
-            let (v, _) = crate::compare::compare(&file, sources, counts_only, io.progress)?;
+            let (v, sharing) = crate::compare::compare(&file, sources, counts_only, io.progress)?;
             if let Some(dir) = &report {
-                crate::compare::write_report(dir, &v)?;
+                crate::compare::write_report(dir, &v, sharing.as_ref())?;
             }
             if json {
                 let _ = writeln!(io.out, "{v}");

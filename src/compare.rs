@@ -68,7 +68,7 @@ pub fn compare(
     sources: &mut Sources,
     counts_only: bool,
     progress: bool,
-) -> Result<(Value, Option<crate::sim::Package>), Diags> {
+) -> Result<(Value, Option<share::Sharing>), Diags> {
     let t0 = std::time::Instant::now();
     let f = crate::driver::front(sources, file)?;
     let (lowered, store) = crate::driver::module_and_store(f, sources)?;
@@ -221,7 +221,7 @@ pub fn compare(
         "seconds": t0.elapsed().as_secs_f64(),
         "notes": store.notes,
     });
-    Ok((v, Some(pm)))
+    Ok((v, ours.sharing.clone()))
 }
 
 /// The comparison as a side-by-side table.
@@ -455,8 +455,9 @@ pub fn text(v: &Value) -> String {
     o
 }
 
-/// Writes `compare.json` and SVG charts into `dir`.
-pub fn write_report(dir: &Path, v: &Value) -> Result<(), Diags> {
+/// Writes `compare.json` and SVG charts into `dir` (with the sharing tree
+/// when given).
+pub fn write_report(dir: &Path, v: &Value, sharing: Option<&share::Sharing>) -> Result<(), Diags> {
     use crate::report::bar_chart;
     std::fs::create_dir_all(dir).map_err(|e| {
         Diags::from(Diagnostic::error(
@@ -522,5 +523,8 @@ pub fn write_report(dir: &Path, v: &Value) -> Result<(), Diags> {
             &layers,
         ),
     )?;
+    if let Some(s) = sharing {
+        w("sharing_tree.svg", &share::tree_svg(s))?;
+    }
     Ok(())
 }

@@ -184,6 +184,34 @@ fn compare_reports_both_sides_and_every_budget_holds_on_simulated_outputs() {
 }
 
 #[test]
+fn compare_writes_a_report_with_the_sharing_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = common::mgen(&[
+        "compare",
+        "examples/quickstart.mgen",
+        "--counts-only",
+        "--report",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("energy efficiency"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("compare.json")).unwrap())
+            .unwrap();
+    assert!(v["energy_ratio"].as_f64().unwrap() > 1.0);
+    let tree = std::fs::read_to_string(dir.path().join("sharing_tree.svg")).unwrap();
+    // One cell per task and block: 3 tasks x 5 blocks.
+    assert_eq!(tree.matches("<rect").count(), 15);
+    for f in [
+        "energy_by_component.svg",
+        "energy_total.svg",
+        "shared_layers.svg",
+    ] {
+        assert!(dir.path().join(f).exists(), "{f}");
+    }
+}
+
+#[test]
 fn one_task_with_nothing_to_share_costs_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("one.mgen");

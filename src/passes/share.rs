@@ -1266,3 +1266,71 @@ pub fn text(s: &Sharing) -> String {
     );
     o
 }
+
+/// The tree as an SVG: one column per task, one row per block; cells of
+/// tasks that compute a block together share a colour (grey: computed
+/// alone).
+pub fn tree_svg(s: &Sharing) -> String {
+    use std::fmt::Write;
+    let names: Vec<&str> = s.tasks.iter().map(|t| t.name.as_str()).collect();
+    let (left, top, cw, rh) = (80.0, 60.0, 84.0, 20.0);
+    let w = (left + cw * names.len() as f64 + 20.0).max(480.0);
+    let h = top + rh * s.tree.len() as f64 + 30.0;
+    let palette = [
+        "#4a78b5", "#e07b39", "#5aa05a", "#b5524a", "#8a6bb8", "#8c6d5a", "#d17fb4", "#7f7f3f",
+    ];
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        o,
+        r#"<text x="10" y="20" font-size="15" font-weight="bold">Sharing tree: same colour = computed once for those tasks</text>"#
+    );
+    for (j, n) in names.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            left + cw * j as f64 + cw / 2.0,
+            top - 8.0,
+            n.replace('&', "&amp;").replace('<', "&lt;")
+        );
+    }
+    for (i, (block, groups)) in s.tree.iter().enumerate() {
+        let y = top + rh * i as f64;
+        let label = if block == "emb" {
+            "emb".to_string()
+        } else {
+            format!("layer {block}")
+        };
+        let _ = writeln!(
+            o,
+            r#"<text x="{}" y="{}" text-anchor="end">{label}</text>"#,
+            left - 6.0,
+            y + 14.0
+        );
+        let mut colour = 0usize;
+        for g in groups {
+            let fill = if g.len() > 1 {
+                colour += 1;
+                palette[(colour - 1) % palette.len()]
+            } else {
+                "#d8d8d8"
+            };
+            for t in g {
+                if let Some(j) = names.iter().position(|n| n == t) {
+                    let _ = writeln!(
+                        o,
+                        r#"<rect x="{:.1}" y="{y}" width="{}" height="{}" fill="{fill}" stroke="white"/>"#,
+                        left + cw * j as f64,
+                        cw,
+                        rh
+                    );
+                }
+            }
+        }
+    }
+    let _ = writeln!(o, "</svg>");
+    o
+}
