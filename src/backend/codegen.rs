@@ -74,13 +74,8 @@ pub fn codegen_with_consts(
             prog.buffers.push(n.shape.clone());
         }
     }
-    // Phases.
-    let mut phase: HashMap<NodeId, u32> = HashMap::new();
-    for id in &order {
-        let own = p.of(*id).map(|mp| mp.phase).unwrap_or(0);
-        let from_ops = m.operands(*id).iter().map(|o| phase[o]).max().unwrap_or(0);
-        phase.insert(*id, own.max(from_ops));
-    }
+    // Phases (the scheduler computes them the same way).
+    let phase = crate::passes::schedule::phases_of(m, p, &order);
     let meta = |id: NodeId, inst: Inst| -> Line {
         let n = m.node(id);
         Line {

@@ -134,13 +134,16 @@ fn bug(msg: &str) -> Diags {
         .into()
 }
 
-/// The phase each node runs in (its matrix's, or its latest operand's), as
-/// codegen assigns it.
-pub fn phases_of(m: &Module, order: &[NodeId]) -> HashMap<NodeId, u32> {
-    let p = m.placement.as_ref();
+/// The phase each node runs in under placement `p`: its matrix's, or its
+/// latest operand's (`order` is topological). Codegen uses it too.
+pub fn phases_of(
+    m: &Module,
+    p: &crate::backend::place::Placement,
+    order: &[NodeId],
+) -> HashMap<NodeId, u32> {
     let mut phase: HashMap<NodeId, u32> = HashMap::new();
     for id in order {
-        let own = p.and_then(|p| p.of(*id)).map(|mp| mp.phase).unwrap_or(0);
+        let own = p.of(*id).map(|mp| mp.phase).unwrap_or(0);
         let from_ops = m
             .operands(*id)
             .iter()
@@ -163,7 +166,7 @@ pub fn schedule(m: &Module) -> Result<Schedule, Diags> {
         .canonical_order()
         .ok_or_else(|| bug("the graph has a cycle"))?;
     let pos: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-    let phase = phases_of(m, &order);
+    let phase = phases_of(m, p, &order);
     let bytes = |id: NodeId| m.node(id).shape.iter().product::<u64>() * 4;
     // Steps within each phase body; lifetimes.
     let mut step: HashMap<NodeId, usize> = HashMap::new();
