@@ -172,6 +172,14 @@ fn malformed_assembly_gives_located_errors() {
             text.replacen("XB_PROGRAM  i0", "XB_PROGRAM  i", 1),
             "bad image",
         ),
+        (
+            text.replacen("FOR_REQUESTS", "FOR_GROUP 1", 1),
+            "`FOR_GROUP` takes 2 operand(s), found 1",
+        ),
+        (
+            text.replacen("FOR_REQUESTS", "FOR_REQUESTS\n        SPILL b0, nowhere", 1),
+            "unknown spill level `nowhere`",
+        ),
     ] {
         let mut sources = Sources::new();
         let id = sources.add("p.masm", bad);

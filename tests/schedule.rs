@@ -6,8 +6,10 @@
 mod common;
 
 use common::json_of;
+use mgen::data::Batch;
 use mgen::diag::Sources;
 use mgen::ir::Module;
+use mgen::weights::Store;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -21,11 +23,13 @@ fn small_chip(dir: &Path, name: &str, edit: &dyn Fn(String) -> String) -> PathBu
     p
 }
 
-fn scheduled(path: &Path) -> Module {
+/// The module after the `exact` pipeline (merge, place, schedule), its
+/// weights and its requests.
+fn loaded(path: &Path) -> (Module, Store, Batch) {
     let mut sources = Sources::new();
     let f = mgen::driver::front(&mut sources, path)
         .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
-    let mut m = mgen::driver::module(f, &sources).unwrap();
+    let (mut m, store) = mgen::driver::module_and_store(f, &sources).unwrap();
     mgen::passes::run_pipeline(
         &mut m,
         &mgen::passes::resolve("exact").unwrap(),
@@ -33,7 +37,18 @@ fn scheduled(path: &Path) -> Module {
         |_, _| {},
     )
     .unwrap();
-    m
+    let batch = mgen::data::load(&m.spec, &mut sources).unwrap();
+    (m, store, batch)
+}
+
+fn scheduled(path: &Path) -> Module {
+    loaded(path).0
+}
+
+/// Functional simulation of `m` (as scheduled) over `batch`.
+fn simulated(m: &Module, store: &Store, batch: &Batch) -> Vec<ndarray::Array2<f32>> {
+    let pkg = mgen::backend::program::package(m, store, batch, false).unwrap();
+    mgen::sim::simulate(&pkg, false, false).unwrap()
 }
 
 /// The counted energy of `m` under a given grouping and parking level.
@@ -140,18 +155,37 @@ fn parked_buffers_fit_their_level_and_grouped_programs_compute_the_same() {
         loads,
         8usize.div_ceil(s.group) * m.placement.as_ref().unwrap().phases as usize
     );
+    // Two groups over the same requests would store a task twice.
+    let mut twice = grouped.clone();
+    let first = twice
+        .code
+        .iter()
+        .find_map(|l| match l.inst {
+            mgen::backend::isa::Inst::ForGroup { first, count } => Some((first, count)),
+            _ => None,
+        })
+        .unwrap();
+    for l in twice.code.iter_mut() {
+        if let mgen::backend::isa::Inst::ForGroup { first: f, count: c } = &mut l.inst {
+            (*f, *c) = first;
+        }
+    }
+    let e = mgen::sim::validate(
+        &twice,
+        &mgen::backend::program::task_infos(&m),
+        hw.crossbars(),
+    )
+    .unwrap_err()
+    .render(&Sources::new(), false);
+    assert!(e.contains("a second STORE"), "{e}");
     // Functionally, the grouped program computes what one batch computes.
-    let mut sources = Sources::new();
-    let f = mgen::driver::front(&mut sources, &p).unwrap();
-    let (_, store) = mgen::driver::module_and_store(f, &sources).unwrap();
-    let batch = mgen::data::load(&m.spec, &mut sources).unwrap();
+    let (_, store, batch) = loaded(&p);
     let outputs = |group: usize, edram: bool| {
         let mut m2 = m.clone();
         let s = m2.schedule.as_mut().unwrap();
         s.group = group;
         s.edram = edram;
-        let pkg = mgen::backend::program::package(&m2, &store, &batch, false).unwrap();
-        mgen::sim::simulate(&pkg, false, false).unwrap()
+        simulated(&m2, &store, &batch)
     };
     assert_eq!(outputs(s.group, true), outputs(8, false));
 }
@@ -269,19 +303,8 @@ fn buffers_over_the_edram_are_evicted_and_charged() {
     assert!(link(&prog) > link(&prog_big));
     // Same outputs, bit for bit.
     let run = |path: &Path| {
-        let mut sources = Sources::new();
-        let f = mgen::driver::front(&mut sources, path).unwrap();
-        let (mut mm, store) = mgen::driver::module_and_store(f, &sources).unwrap();
-        mgen::passes::run_pipeline(
-            &mut mm,
-            &mgen::passes::resolve("exact").unwrap(),
-            &mgen::passes::Context::default(),
-            |_, _| {},
-        )
-        .unwrap();
-        let batch = mgen::data::load(&mm.spec, &mut sources).unwrap();
-        let pkg = mgen::backend::program::package(&mm, &store, &batch, false).unwrap();
-        mgen::sim::simulate(&pkg, false, false).unwrap()
+        let (mm, store, batch) = loaded(path);
+        simulated(&mm, &store, &batch)
     };
     assert_eq!(run(&tiny), run(Path::new("examples/quickstart.mgen")));
 }

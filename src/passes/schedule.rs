@@ -181,7 +181,8 @@ pub fn schedule(m: &Module) -> Result<Schedule, Diags> {
     }
     let mut lifetimes = Vec::new();
     let mut ids: Vec<NodeId> = Vec::new();
-    let mut parked_elems: Vec<(u32, u32, f64)> = Vec::new(); // (made in, last read in, elems)
+    // Per parked buffer: (made in, last read in, elems, moves = 1 SPILL + a FILL per later phase).
+    let mut parked_elems: Vec<(u32, u32, f64, usize)> = Vec::new();
     let mut moves = 0usize;
     for id in &order {
         let Some(&first) = step.get(id) else { continue };
@@ -207,7 +208,12 @@ pub fn schedule(m: &Module) -> Result<Schedule, Diags> {
         uses.dedup();
         if parked {
             let elems = m.node(*id).shape.iter().product::<u64>() as f64;
-            parked_elems.push((ph, *later.iter().next_back().unwrap_or(&ph), elems));
+            parked_elems.push((
+                ph,
+                *later.iter().next_back().unwrap_or(&ph),
+                elems,
+                1 + later.len(),
+            ));
             moves += 1 + later.len();
         }
         lifetimes.push(Lifetime {
@@ -293,31 +299,18 @@ pub fn schedule(m: &Module) -> Result<Schedule, Diags> {
     for k in 0..p.phases.saturating_sub(1) {
         let b: f64 = parked_elems
             .iter()
-            .filter(|(made, last, _)| *made <= k && *last > k)
-            .map(|(_, _, e)| e * 4.0)
+            .filter(|(made, last, _, _)| *made <= k && *last > k)
+            .map(|(_, _, e, _)| e * 4.0)
             .sum();
         parked_max = parked_max.max(b as u64);
     }
     let requests = m.spec.workload.requests as usize;
     let cells: u64 = p.matrices.iter().map(|mp| mp.cells).sum();
     let per_request_parking = |edram: bool| -> f64 {
-        let mut e = 0.0;
-        for id in &order {
-            if !step.contains_key(id) {
-                continue;
-            }
-            let later: std::collections::BTreeSet<u32> = m
-                .users(*id)
-                .iter()
-                .map(|u| phase[u])
-                .filter(|&q| q > phase[id])
-                .collect();
-            if !later.is_empty() {
-                let elems = m.node(*id).shape.iter().product::<u64>() as f64;
-                e += (1 + later.len()) as f64 * spill_pj(hw, elems, edram);
-            }
-        }
-        e
+        parked_elems
+            .iter()
+            .map(|&(_, _, elems, moves)| moves as f64 * spill_pj(hw, elems, edram))
+            .fold(0.0, |a, e| a + e)
     };
     let fits_edram = |g: usize| -> bool {
         parked_max > 0 && (g as u64).saturating_mul(parked_max) + peak <= capacity

@@ -989,7 +989,8 @@ pub fn share(
 /// once either way); and each task's own energy per (task, layer).
 pub type Energies = (f64, f64, HashMap<(String, String), f64>);
 
-/// See [`Energies`].
+/// See [`Energies`]. `m` must not be scheduled yet (`share` runs before
+/// `schedule`): request groups would repeat each phase's lines.
 pub fn per_request_energy(m: &Module, store: &Store, batch: &Batch) -> Result<Energies, Diags> {
     let pkg = crate::backend::program::package(m, store, batch, true)?;
     let mut by = HashMap::new();

@@ -357,7 +357,7 @@ pub fn metrics(tasks: &[TaskInfo], sim: &[Array2<f32>], reference: &[Array2<f32>
             let n = s.nrows().max(1) as f64;
             match t.kind.as_str() {
                 "classify" => {
-                    let argmax = |row: ndarray::ArrayView1<f32>| row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (j, &x)| if x > b.1 { (j, x) } else { b }).0;
+                    let argmax = crate::passes::share::argmax;
                     let agree = s.rows().into_iter().zip(r.rows()).filter(|(a, b)| argmax(*a) == argmax(*b)).count() as f64;
                     json!({ "name": t.name, "metric": "agreement", "value": agree / n })
                 }
