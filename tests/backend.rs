@@ -213,6 +213,7 @@ fn worked_example_energy_by_hand() {
             crossbars: 1,
             tiles: 1,
             xscale: 1.0,
+            xzero: 128,
         }],
         code: vec![],
     };
@@ -320,7 +321,12 @@ fn ideal_adc_mvm_is_within_the_quantisation_bound() {
         let q = mgen::backend::quant::quantize_weights(w.view(), hw.weight_bits);
         let xmax = x.iter().fold(0.0f32, |a, &b| a.max(b.abs())) as f64;
         let sx = mgen::backend::quant::input_scale(xmax, hw.input_bits);
-        let img = mgen::sim::exec::prepare(&q, sx, &hw, true);
+        let img = mgen::sim::exec::prepare(
+            &q,
+            mgen::backend::quant::InputQuant::symmetric(sx, hw.input_bits),
+            &hw,
+            true,
+        );
         let y = mgen::sim::exec::mvm(&img, &x.clone().into_dyn(), &hw, true);
         let y = y.into_dimensionality::<ndarray::Ix2>().unwrap();
         let exact = x.dot(&w.t());
@@ -351,12 +357,22 @@ fn the_adc_saturates_when_column_sums_exceed_its_range() {
     let x = Array2::<f32>::from_elem((1, 128), 1.0);
     let q = mgen::backend::quant::quantize_weights(w.view(), 8);
     let ideal = mgen::sim::exec::mvm(
-        &mgen::sim::exec::prepare(&q, 1.0 / 127.0, &hw, true),
+        &mgen::sim::exec::prepare(
+            &q,
+            mgen::backend::quant::InputQuant::symmetric(1.0 / 127.0, 8),
+            &hw,
+            true,
+        ),
         &x.clone().into_dyn(),
         &hw,
         true,
     );
-    let real_img = mgen::sim::exec::prepare(&q, 1.0 / 127.0, &hw, false);
+    let real_img = mgen::sim::exec::prepare(
+        &q,
+        mgen::backend::quant::InputQuant::symmetric(1.0 / 127.0, 8),
+        &hw,
+        false,
+    );
     assert!(real_img.fast_fraction < 1.0);
     let real = mgen::sim::exec::mvm(&real_img, &x.into_dyn(), &hw, false);
     assert!((ideal[[0, 0]] - 128.0).abs() < 1.0, "{}", ideal[[0, 0]]);
@@ -519,12 +535,12 @@ fn validation_names_the_instruction() {
     let _ = Path::new(".");
 }
 
-/// MiniLM on the simulator. With 16-bit inputs the embeddings keep a
-/// cosine of at least 0.99 to the float reference. With ISAAC's 8-bit
-/// inputs the compiler's input treatment (per-matrix choice of smoothing
-/// and an MSE-optimal scale) gives a mean of 0.991 and a worst case of
-/// 0.985 today; the worst case is still below the 0.99 the issue asks, so
-/// this guards the measured level and issue 6 stays open.
+/// MiniLM on the simulator with the default ISAAC-like settings (8-bit
+/// inputs, 1-bit DAC, 8-bit ADC): every sentence's mean-pooled embedding
+/// keeps a cosine of at least 0.99 to the float reference (measured: worst
+/// 0.9916, mean 0.9949, with the compiler's per-matrix choice of smoothing
+/// and symmetric or zero-point quantisation; symmetric only gave a worst
+/// case of 0.985). With 16-bit inputs the worst case is above 0.999.
 #[test]
 fn minilm_on_the_simulator_stays_close_to_the_float_reference() {
     common::ensure_weights();
@@ -532,7 +548,7 @@ fn minilm_on_the_simulator_stays_close_to_the_float_reference() {
     let cos = r["tasks"][0]["value"].as_f64().unwrap();
     let mean = r["tasks"][0]["mean"].as_f64().unwrap();
     assert!(
-        cos >= 0.98 && mean >= 0.99,
+        cos >= 0.99 && mean >= 0.99,
         "worst-case cosine {cos}, mean {mean}"
     );
     let dir = tempfile::tempdir().unwrap();
@@ -554,7 +570,7 @@ fn minilm_on_the_simulator_stays_close_to_the_float_reference() {
     std::fs::write(&p, src).unwrap();
     let r = json_of(&["run", p.to_str().unwrap(), "--json"]);
     let cos16 = r["tasks"][0]["value"].as_f64().unwrap();
-    assert!(cos16 >= 0.99, "16-bit inputs: worst-case cosine {cos16}");
+    assert!(cos16 >= 0.999, "16-bit inputs: worst-case cosine {cos16}");
     eprintln!(
         "MiniLM simulated vs float: worst cosine {cos:.5} (8-bit inputs), {cos16:.5} (16-bit inputs)"
     );
@@ -661,6 +677,19 @@ fn bad_program_directories_are_errors_in_every_mode() {
         );
     }
 
+    // A zero point outside the input's codes.
+    rewrite_with_digest(&d, |_| {
+        let at = pristine.find("xzero=").unwrap() + "xzero=".len();
+        let end = at + pristine[at..].find(' ').unwrap();
+        format!("{}256{}", &pristine[..at], &pristine[end..])
+    });
+    let (code, _, err) = mgen(&["sim", ds]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("error[E303]") && err.contains("zero point 256"),
+        "{err}"
+    );
+
     rewrite_with_digest(&d, |_| pristine.clone());
     let mut man: serde_json::Value = serde_json::from_str(&manifest).unwrap();
     man["hardware"]["dac_bits"] = 0.into();
@@ -753,7 +782,7 @@ fn output_to_a_special_file_writes_through_it() {
 /// smoothing (which is among the candidates).
 #[test]
 fn the_input_treatment_tames_outlier_channels() {
-    use mgen::backend::quant::{choose_input_treatment, quantize_input, smooth_and_quantize};
+    use mgen::backend::quant::{InputQuant, choose_input_treatment, smooth_and_quantize};
     let w = rand_matrix(11, 32, 64, 0.05);
     let mut x = rand_matrix(12, 64, 64, 1.0);
     for t in 0..64 {
@@ -763,15 +792,14 @@ fn the_input_treatment_tames_outlier_channels() {
         .map(|c| x.column(c).fold(0.0f32, |a, &b| a.max(b.abs())))
         .collect();
     let samples: Vec<(f32, u32)> = x.indexed_iter().map(|((_, c), &v)| (v, c as u32)).collect();
-    let error = |xs: f64, smooth: &Array1<f32>| -> f64 {
+    let error = |xq: InputQuant, smooth: &Array1<f32>| -> f64 {
         let q = smooth_and_quantize(w.view(), smooth, 8);
         let mut got = 0.0;
         for t in 0..64 {
             for o in 0..32 {
                 let y: f64 = (0..64)
                     .map(|c| {
-                        quantize_input(x[[t, c]] / smooth[c], xs as f32, 8) as f64
-                            * xs
+                        xq.round_trip(x[[t, c]] / smooth[c], 8) as f64
                             * q.q[[o, c]] as f64
                             * q.scale[o] as f64
                     })
@@ -785,7 +813,7 @@ fn the_input_treatment_tames_outlier_channels() {
     let (xs, smooth) = choose_input_treatment(w.view(), &xmax, &samples, x.view(), 8, 8);
     let plain: Vec<f32> = samples.iter().map(|s| s.0).collect();
     let none = error(
-        mgen::backend::quant::mse_scale(&plain, 8),
+        InputQuant::symmetric(mgen::backend::quant::mse_scale(&plain, 8), 8),
         &Array1::ones(64),
     );
     let chosen = error(xs, &smooth);

@@ -12,13 +12,15 @@
 
 use super::isa::{Const, DmmKind, Image, Input, Inst, Line, Program, VecOp};
 use super::place::Placement;
+use super::quant::InputQuant;
 use crate::ir::{InputKind, Layer, Module, NodeId, Op, ParamId};
 use crate::spec::Pool;
 use std::collections::{BTreeSet, HashMap};
 
-/// Generates the program; `xscale` gives the static input scale of each
-/// `linear` node (1.0 where absent, e.g. in counting mode).
-pub fn codegen(m: &Module, p: &Placement, xscale: &HashMap<NodeId, f64>) -> Program {
+/// Generates the program; `xscale` gives the static input quantisation of
+/// each `linear` node (symmetric with scale 1.0 where absent, e.g. in
+/// counting mode).
+pub fn codegen(m: &Module, p: &Placement, xscale: &HashMap<NodeId, InputQuant>) -> Program {
     codegen_with_consts(m, p, xscale).0
 }
 
@@ -26,7 +28,7 @@ pub fn codegen(m: &Module, p: &Placement, xscale: &HashMap<NodeId, f64>) -> Prog
 pub fn codegen_with_consts(
     m: &Module,
     p: &Placement,
-    xscale: &HashMap<NodeId, f64>,
+    xscale: &HashMap<NodeId, InputQuant>,
 ) -> (Program, Vec<ParamId>) {
     let hw = &m.spec.hardware;
     let order = m.canonical_order().unwrap_or_default();
@@ -43,6 +45,10 @@ pub fn codegen_with_consts(
     for mp in &p.matrices {
         let tiles = (mp.first / per_tile..=(mp.first + mp.crossbars - 1) / per_tile).count() as u32;
         image_of.insert(mp.node, prog.images.len() as u32);
+        let xq = xscale
+            .get(&mp.node)
+            .copied()
+            .unwrap_or(InputQuant::symmetric(1.0, hw.input_bits));
         prog.images.push(Image {
             tensor: mp.tensor.clone(),
             out_dim: mp.out_dim,
@@ -51,7 +57,8 @@ pub fn codegen_with_consts(
             first: mp.first,
             crossbars: mp.crossbars,
             tiles,
-            xscale: xscale.get(&mp.node).copied().unwrap_or(1.0),
+            xscale: xq.scale,
+            xzero: xq.zero,
         });
     }
     let mut const_of: HashMap<ParamId, u32> = HashMap::new();

@@ -142,8 +142,10 @@ pub struct Image {
     pub crossbars: u64,
     /// Tiles the image spans.
     pub tiles: u32,
-    /// Static input scale (per tensor): `x ≈ xscale · x_q`.
+    /// Static input scale (per tensor): `x ≈ xscale · (x_u − xzero)`.
     pub xscale: f64,
+    /// The unsigned input code of 0 (`2^(input_bits−1)` when symmetric).
+    pub xzero: i64,
 }
 
 /// A constant in eDRAM (embedding tables, biases, LayerNorm vectors).
@@ -285,7 +287,7 @@ impl Program {
         for (i, m) in self.images.iter().enumerate() {
             let _ = writeln!(
                 s,
-                ".image i{i} [{},{}] phase={} xb={}..{} tiles={} xscale={:e} \"{}\"",
+                ".image i{i} [{},{}] phase={} xb={}..{} tiles={} xscale={:e} xzero={} \"{}\"",
                 m.out_dim,
                 m.in_dim,
                 m.phase,
@@ -293,6 +295,7 @@ impl Program {
                 m.first + m.crossbars,
                 m.tiles,
                 m.xscale,
+                m.xzero,
                 m.tensor
             );
         }
@@ -452,9 +455,9 @@ fn parse_line(line: &str, comment: Option<&str>, p: &mut Program) -> Result<(), 
                     .map(|(h, t)| (h, format!("\"{t}")))
                     .ok_or("expected `.image iN [out,in] ... \"tensor\"`")?;
                 let f: Vec<&str> = head.split_whitespace().collect();
-                let [name, sh, phase, xb, tiles, xscale] = f.as_slice() else {
+                let [name, sh, phase, xb, tiles, xscale, xzero] = f.as_slice() else {
                     return Err(
-                        "expected `.image iN [out,in] phase=P xb=A..B tiles=T xscale=S \"tensor\"`"
+                        "expected `.image iN [out,in] phase=P xb=A..B tiles=T xscale=S xzero=Z \"tensor\"`"
                             .into(),
                     );
                 };
@@ -479,6 +482,7 @@ fn parse_line(line: &str, comment: Option<&str>, p: &mut Program) -> Result<(), 
                     crossbars: b - a,
                     tiles: num(kv(tiles, "tiles")?, "tile count")?,
                     xscale: num(kv(xscale, "xscale")?, "scale")?,
+                    xzero: num(kv(xzero, "xzero")?, "zero point")?,
                 });
             }
             other => return Err(format!("unknown directive `.{other}`")),

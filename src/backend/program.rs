@@ -12,7 +12,7 @@
 
 use super::codegen::codegen;
 use super::isa::{self, Program};
-use super::quant::{QMatrix, quantize_weights, smooth_and_quantize};
+use super::quant::{InputQuant, QMatrix, quantize_weights, smooth_and_quantize};
 use crate::data::{Batch, Request};
 use crate::diag::{Code, Diagnostic, Diags, Sources};
 use crate::hw::Hardware;
@@ -53,11 +53,11 @@ pub fn task_infos(m: &Module) -> Vec<TaskInfo> {
 }
 
 /// The static input treatment of one `linear` node: per-channel smoothing
-/// divisors (folded into the weights) and the per-tensor scale of the
-/// smoothed inputs.
+/// divisors (folded into the weights) and the per-tensor quantisation
+/// (scale and zero point) of the smoothed inputs.
 #[derive(Debug, Clone)]
 pub struct InputCalibration {
-    pub xscale: f64,
+    pub quant: InputQuant,
     pub smooth: Array1<f32>,
 }
 
@@ -74,9 +74,9 @@ pub type Calibration = (HashMap<NodeId, InputCalibration>, Vec<Array2<f32>>);
 /// [`super::quant::choose_input_treatment`]: optional SmoothQuant-style
 /// per-channel divisors `s_c = max|x_c|^α / max|W[:,c]|^(1−α)` (the digital
 /// unit divides each input by `s_c` before the DAC; the crossbar holds
-/// `W·diag(s)`), and the MSE-optimal per-tensor scale of the smoothed
-/// inputs — whichever candidate reproduces the float product best on 32
-/// calibration tokens.
+/// `W·diag(s)`), and the MSE-optimal per-tensor quantisation of the
+/// smoothed inputs, symmetric or with a zero point — whichever candidate
+/// reproduces the float product best on 128 calibration tokens.
 pub fn calibrate(m: &Module, store: &Store, batch: &Batch) -> Result<Calibration, Diags> {
     let plan = Plan::new(m, store)?;
     // Linear nodes by their input node (Q, K and V share one input).
@@ -167,7 +167,7 @@ pub fn calibrate(m: &Module, store: &Store, batch: &Batch) -> Result<Calibration
                 &keep[..keep.len() / width * width],
             )
             .map_err(|e| Diags::from(Diagnostic::error(Code::E103, e.to_string())))?;
-            let (xscale, smooth) = super::quant::choose_input_treatment(
+            let (quant, smooth) = super::quant::choose_input_treatment(
                 w,
                 xmax,
                 samples,
@@ -175,15 +175,15 @@ pub fn calibrate(m: &Module, store: &Store, batch: &Batch) -> Result<Calibration
                 m.spec.hardware.weight_bits,
                 bits,
             );
-            Ok((u, InputCalibration { xscale, smooth }))
+            Ok((u, InputCalibration { quant, smooth }))
         })
         .collect();
     Ok((calib?, outputs))
 }
 
-/// The per-tensor input scale of every calibrated `linear` node.
-fn xscales(calib: &HashMap<NodeId, InputCalibration>) -> HashMap<NodeId, f64> {
-    calib.iter().map(|(k, c)| (*k, c.xscale)).collect()
+/// The per-tensor input quantisation of every calibrated `linear` node.
+fn xscales(calib: &HashMap<NodeId, InputCalibration>) -> HashMap<NodeId, InputQuant> {
+    calib.iter().map(|(k, c)| (*k, c.quant)).collect()
 }
 
 /// Static activation scales are calibrated on at most this many requests
@@ -506,6 +506,19 @@ pub fn read_dir(dir: &Path, sources: &mut Sources) -> Result<Package, Diags> {
                 return Err(bad_dir(
                     dir,
                     format!("`i{k}.smooth` has a divisor that is not a positive number"),
+                ));
+            }
+            if !(img.xscale.is_finite() && img.xscale > 0.0)
+                || img.xzero < 0
+                || img.xzero >= 1i64 << hw.input_bits
+            {
+                return Err(bad_dir(
+                    dir,
+                    format!(
+                        "image i{k} has input scale {} and zero point {}: the scale must be \
+                         positive and the zero point a {}-bit code",
+                        img.xscale, img.xzero, hw.input_bits
+                    ),
                 ));
             }
             images.push(QMatrix {

@@ -2,10 +2,19 @@
 //! (per tensor, static scale calibrated on the workload's inputs).
 //!
 //! Weights: `s_o = max|W[o,:]| / (2^(b−1) − 1)`, `q = round(W/s_o)` in
-//! `[−(2^(b−1) − 1), 2^(b−1) − 1]`. Inputs: `s_x = max|x| / (2^(b−1) − 1)`
-//! over the calibration run, or the scale that minimises the squared error on
-//! the calibration samples ([`mse_scale`], what the compiler uses);
-//! `x_q = clamp(round(x/s_x), −2^(b−1), 2^(b−1) − 1)`.
+//! `[−(2^(b−1) − 1), 2^(b−1) − 1]`.
+//!
+//! Inputs ([`InputQuant`]): the DAC streams an unsigned code
+//! `x_u = clamp(round(x/s_x) + z, 0, 2^b − 1)` and `x ≈ s_x · (x_u − z)`;
+//! the zero point `z` is removed digitally after the crossbar
+//! (`Σ_r W (x_u − z) = Σ_r W x_u − z · Σ_r W`, a per-column constant), so
+//! any `z` costs the same. Symmetric: `z = 2^(b−1)` and
+//! `s_x = max|x| / (2^(b−1) − 1)` ([`input_scale`]) or the scale minimising
+//! the squared error on calibration samples ([`mse_scale`]). Asymmetric: `z`
+//! and `s_x` cover a clipped `[lo, hi]` chosen by squared error
+//! ([`mse_asymmetric`]) — one more bit of resolution for one-sided inputs
+//! such as GELU outputs. The compiler keeps, per matrix, whichever
+//! reproduces the float product best ([`choose_input_treatment`]).
 
 use ndarray::{Array1, Array2, ArrayView2};
 
@@ -41,11 +50,42 @@ pub fn smoothing(xmax: &[f32], w: ArrayView2<f32>, alpha: f32) -> Array1<f32> {
     }))
 }
 
+/// The static quantisation of one matrix's input (see the module docs):
+/// `x ≈ scale · (x_u − zero)`, `x_u` an unsigned `bits`-bit code.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputQuant {
+    pub scale: f64,
+    /// The code of 0, within `[0, 2^bits − 1]`.
+    pub zero: i64,
+}
+
+impl InputQuant {
+    /// The symmetric quantisation with this scale (`zero = 2^(bits−1)`).
+    pub fn symmetric(scale: f64, bits: u32) -> Self {
+        InputQuant {
+            scale,
+            zero: 1i64 << (bits - 1),
+        }
+    }
+
+    /// The unsigned code of `x`. For a symmetric quantisation it is
+    /// [`quantize_input`] plus `2^(bits−1)`.
+    pub fn code(&self, x: f32, bits: u32) -> i64 {
+        ((x / self.scale as f32).round() as i64 + self.zero).clamp(0, (1i64 << bits) - 1)
+    }
+
+    /// `x` quantised and back.
+    pub fn round_trip(&self, x: f32, bits: u32) -> f32 {
+        (self.code(x, bits) - self.zero) as f32 * self.scale as f32
+    }
+}
+
 /// Chooses a matrix's input treatment from calibration data: for every
-/// candidate smoothing, the MSE-optimal input scale of the smoothed
-/// `samples` (value, channel), then the squared error of the quantised
-/// product against the float one on the calibration token `rows`
-/// (`[tokens, in]`); the smallest wins. Returns (input scale, divisors).
+/// candidate smoothing, the MSE-optimal symmetric and asymmetric
+/// quantisations of the smoothed `samples` (value, channel), then the
+/// squared error of the quantised product against the float one on the
+/// calibration token `rows` (`[tokens, in]`); the smallest wins. Returns
+/// (input quantisation, divisors).
 pub fn choose_input_treatment(
     w_full: ArrayView2<f32>,
     xmax: &[f32],
@@ -53,12 +93,12 @@ pub fn choose_input_treatment(
     rows: ArrayView2<f32>,
     weight_bits: u32,
     input_bits: u32,
-) -> (f64, Array1<f32>) {
+) -> (InputQuant, Array1<f32>) {
     // (Estimating the error on a subset of the outputs was tried: it picks
     // worse treatments — MiniLM's worst cosine fell from 0.986 to 0.957.)
     let w = w_full;
     let exact = rows.dot(&w.t());
-    let mut best: Option<(f64, f64, Array1<f32>)> = None;
+    let mut best: Option<(f64, InputQuant, Array1<f32>)> = None;
     for cand in SMOOTHING_CANDIDATES {
         let smooth = match cand {
             Some(a) => smoothing(xmax, w_full, a),
@@ -68,28 +108,35 @@ pub fn choose_input_treatment(
             .iter()
             .map(|&(x, c)| x / smooth[c as usize])
             .collect();
-        let xs = mse_scale(&smoothed, input_bits);
+        let sym = InputQuant::symmetric(mse_scale(&smoothed, input_bits), input_bits);
+        let asym = mse_asymmetric(&smoothed, input_bits);
         let q = smooth_and_quantize(w, &smooth, weight_bits);
         let mut wdq = q.q.mapv(|v| v as f32);
         for (mut row, &s) in wdq.rows_mut().into_iter().zip(q.scale.iter()) {
             row *= s;
         }
-        let mut xq = rows.to_owned();
-        for mut r in xq.rows_mut() {
-            for (v, &s) in r.iter_mut().zip(smooth.iter()) {
-                *v = quantize_input(*v / s, xs as f32, input_bits) as f32 * xs as f32;
+        for xq_params in [sym, asym] {
+            let mut xq = rows.to_owned();
+            for mut r in xq.rows_mut() {
+                for (v, &s) in r.iter_mut().zip(smooth.iter()) {
+                    *v = xq_params.round_trip(*v / s, input_bits);
+                }
+            }
+            let err: f64 = (&xq.dot(&wdq.t()) - &exact)
+                .iter()
+                .map(|&d| (d as f64) * (d as f64))
+                .sum();
+            if best.as_ref().is_none_or(|b| err < b.0) {
+                best = Some((err, xq_params, smooth.clone()));
             }
         }
-        let err: f64 = (&xq.dot(&wdq.t()) - &exact)
-            .iter()
-            .map(|&d| (d as f64) * (d as f64))
-            .sum();
-        if best.as_ref().is_none_or(|b| err < b.0) {
-            best = Some((err, xs, smooth));
-        }
     }
-    let (_, xs, smooth) = best.unwrap_or((0.0, 1.0, Array1::ones(w.ncols())));
-    (xs, smooth)
+    let (_, xq, smooth) = best.unwrap_or((
+        0.0,
+        InputQuant::symmetric(1.0, input_bits),
+        Array1::ones(w.ncols()),
+    ));
+    (xq, smooth)
 }
 
 /// Quantises `W · diag(smooth)` (see [`QMatrix`]).
@@ -164,6 +211,58 @@ pub fn mse_scale(samples: &[f32], bits: u32) -> f64 {
     best.1
 }
 
+/// The asymmetric quantisation (zero point and scale) whose clipped range
+/// `[lo, hi] ∋ 0` minimises the squared error of the `samples` (at most
+/// 16,384 of them, strided): coordinate descent over 40 clipping points per
+/// end, from the extreme value down to 5% of it, two rounds. All-zero
+/// samples give the symmetric quantisation with scale 1.
+pub fn mse_asymmetric(samples: &[f32], bits: u32) -> InputQuant {
+    let step = samples.len().div_ceil(1 << 14).max(1);
+    let sub: Vec<f32> = samples.iter().step_by(step).copied().collect();
+    let lo0 = sub.iter().fold(0.0f32, |a, &b| a.min(b)) as f64;
+    let hi0 = sub.iter().fold(0.0f32, |a, &b| a.max(b)) as f64;
+    if !(hi0 - lo0 > 0.0 && (hi0 - lo0).is_finite()) {
+        return InputQuant::symmetric(1.0, bits);
+    }
+    let levels = ((1i64 << bits) - 1) as f64;
+    let quant = |lo: f64, hi: f64| -> InputQuant {
+        let scale = (hi - lo) / levels;
+        InputQuant {
+            scale,
+            zero: ((-lo / scale).round() as i64).clamp(0, (1i64 << bits) - 1),
+        }
+    };
+    let error = |q: InputQuant| -> f64 {
+        sub.iter()
+            .map(|&x| (q.round_trip(x, bits) as f64 - x as f64).powi(2))
+            .sum()
+    };
+    let shrink = |k: usize| 1.0 - k as f64 * 0.95 / 39.0;
+    let (mut lo, mut hi) = (lo0, hi0);
+    let mut best = (error(quant(lo, hi)), quant(lo, hi));
+    for _ in 0..2 {
+        for k in 0..40 {
+            let h = hi0 * shrink(k);
+            let q = quant(lo, h);
+            let e = error(q);
+            if e < best.0 {
+                best = (e, q);
+                hi = h;
+            }
+        }
+        for k in 0..40 {
+            let l = lo0 * shrink(k);
+            let q = quant(l, hi);
+            let e = error(q);
+            if e < best.0 {
+                best = (e, q);
+                lo = l;
+            }
+        }
+    }
+    best.1
+}
+
 /// Quantises one input value.
 pub fn quantize_input(x: f32, scale: f32, bits: u32) -> i32 {
     let hi = (1i32 << (bits - 1)) - 1;
@@ -190,5 +289,51 @@ mod tests {
         assert_eq!(q.q[[2, 0]], -127);
         assert_eq!(quantize_input(10.0, 0.01, 8), 127);
         assert_eq!(quantize_input(-10.0, 0.01, 8), -128);
+    }
+
+    #[test]
+    fn a_symmetric_code_is_the_signed_value_offset() {
+        for bits in [4, 8, 12] {
+            let q = InputQuant::symmetric(0.037, bits);
+            for k in -400..400 {
+                let x = k as f32 * 0.013;
+                assert_eq!(
+                    q.code(x, bits),
+                    quantize_input(x, 0.037, bits) as i64 + (1 << (bits - 1))
+                );
+            }
+        }
+    }
+
+    /// GELU outputs are one-sided (≥ −0.17): a zero point spends every code
+    /// on the range they occupy, which roughly halves the squared error of
+    /// the best symmetric scale; the treatment choice then takes it.
+    #[test]
+    fn one_sided_inputs_get_a_zero_point() {
+        let gelu = |x: f32| 0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044715 * x * x * x)).tanh());
+        let xs: Vec<f32> = (0..4096)
+            .map(|k| gelu(((k * 7919) % 4096) as f32 / 4096.0 * 6.0 - 3.0))
+            .collect();
+        let sym = InputQuant::symmetric(mse_scale(&xs, 8), 8);
+        let asym = mse_asymmetric(&xs, 8);
+        let err = |q: InputQuant| -> f64 {
+            xs.iter()
+                .map(|&x| (q.round_trip(x, 8) as f64 - x as f64).powi(2))
+                .sum()
+        };
+        assert!(asym.zero < 40, "zero point {}", asym.zero);
+        assert!(err(asym) < err(sym) * 0.5, "{} vs {}", err(asym), err(sym));
+        // As a matrix's input: the zero point is chosen.
+        let w = Array2::from_shape_fn((16, 64), |(o, i)| ((o * 31 + i * 17) % 23) as f32 - 11.0);
+        let rows = Array2::from_shape_fn((64, 64), |(t, i)| xs[(t * 64 + i) % xs.len()]);
+        let samples: Vec<(f32, u32)> = rows
+            .indexed_iter()
+            .map(|((_, c), &v)| (v, c as u32))
+            .collect();
+        let xmax: Vec<f32> = (0..64)
+            .map(|c| rows.column(c).fold(0.0f32, |a, &b| a.max(b.abs())))
+            .collect();
+        let (q, _) = choose_input_treatment(w.view(), &xmax, &samples, rows.view(), 8, 8);
+        assert_ne!(q.zero, 128, "{q:?}");
     }
 }

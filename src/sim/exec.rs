@@ -1,7 +1,8 @@
 //! Functional execution: the hardware's arithmetic.
 //!
-//! MVM: inputs are quantised with the image's static scale to `input_bits`
-//! (two's complement) and offset to unsigned `x_u = x_q + 2^(b−1)`, streamed
+//! MVM: inputs are quantised with the image's static scale and zero point
+//! to unsigned `input_bits`-bit codes `x_u = clamp(round(x/s) + z, 0,
+//! 2^b − 1)` (symmetric: `z = 2^(b−1)`, two's complement offset), streamed
 //! `dac_bits` at a time. Weights are quantised per output row, stored
 //! offset (`W_u = W_q + 2^(wb−1)`) or as a differential pair, and
 //! bit-sliced `cell_bits` per cell. Each crossbar column's sum for one input
@@ -22,7 +23,7 @@
 //! f32 with the reference executor's functions.
 
 use crate::backend::isa::{DmmKind, Inst, Program, VecOp};
-use crate::backend::quant::{QMatrix, quantize_input};
+use crate::backend::quant::{InputQuant, QMatrix};
 use crate::hw::{Hardware, Signs};
 use crate::reference::{av, embed, gelu, layernorm, mask_scores, mean_pool, qk, softmax};
 use ndarray::{Array1, Array2, ArrayD, ArrayView2, Axis, Ix1, Ix2, Ix3, Zip, s};
@@ -51,7 +52,7 @@ pub struct PImage {
     out: usize,
     inp: usize,
     wscale: Array1<f32>,
-    xscale: f32,
+    xquant: InputQuant,
     /// Per-input-channel divisors applied before quantisation.
     smooth: Array1<f32>,
     parts: Vec<Part>,
@@ -62,7 +63,7 @@ pub struct PImage {
 }
 
 /// Prepares a quantised matrix for the hardware.
-pub fn prepare(q: &QMatrix, xscale: f64, hw: &Hardware, ideal_adc: bool) -> PImage {
+pub fn prepare(q: &QMatrix, xquant: InputQuant, hw: &Hardware, ideal_adc: bool) -> PImage {
     let (out, inp) = q.q.dim();
     let cb = hw.cell_bits;
     let slices = hw.weight_bits.div_ceil(cb);
@@ -133,7 +134,7 @@ pub fn prepare(q: &QMatrix, xscale: f64, hw: &Hardware, ideal_adc: bool) -> PIma
         out,
         inp,
         wscale: q.scale.clone(),
-        xscale: xscale as f32,
+        xquant,
         smooth: q.smooth.clone(),
         parts,
         ow,
@@ -168,7 +169,7 @@ pub fn mvm(img: &PImage, x: &ArrayD<f32>, hw: &Hardware, ideal_adc: bool) -> Arr
             .to_owned()
     };
     let ib = hw.input_bits;
-    let ox = (1i64 << (ib - 1)) as f64;
+    let ox = img.xquant.zero as f64;
     // Smoothed (digital division per channel), quantised, offset to
     // unsigned: exact small integers in f32.
     let mut xu = Array2::<f32>::zeros(x2.dim());
@@ -179,7 +180,7 @@ pub fn mvm(img: &PImage, x: &ArrayD<f32>, hw: &Hardware, ideal_adc: bool) -> Arr
                 .and(&x)
                 .and(&img.smooth)
                 .for_each(|o, &v, &s| {
-                    *o = (quantize_input(v / s, img.xscale, ib) as i64 + ox as i64) as f32;
+                    *o = img.xquant.code(v / s, ib) as f32;
                 });
         });
     let tokens = xu.nrows();
@@ -228,7 +229,9 @@ pub fn mvm(img: &PImage, x: &ArrayD<f32>, hw: &Hardware, ideal_adc: bool) -> Arr
             Zip::from(&mut o)
                 .and(&yr)
                 .and(&img.wscale)
-                .for_each(|o, &v, &ws| *o = (v * img.xscale as f64 * ws as f64) as f32);
+                .for_each(|o, &v, &ws| {
+                    *o = (v * img.xquant.scale as f32 as f64 * ws as f64) as f32
+                });
         });
     if two_d {
         out.into_dyn()

@@ -399,7 +399,13 @@ pub fn prepare_images(pkg: &Package, ideal_adc: bool) -> Vec<exec::PImage> {
     pkg.images
         .par_iter()
         .zip(pkg.prog.images.par_iter())
-        .map(|(q, img)| exec::prepare(q, img.xscale, &pkg.hw, ideal_adc))
+        .map(|(q, img)| {
+            let xq = crate::backend::quant::InputQuant {
+                scale: img.xscale,
+                zero: img.xzero,
+            };
+            exec::prepare(q, xq, &pkg.hw, ideal_adc)
+        })
         .collect()
 }
 
