@@ -20,7 +20,7 @@ BASE = open(os.path.join(ROOT, "examples", "glue8-mini.mgen")).read()
 TASKS = ["sst2", "mnli", "qqp", "qnli", "cola", "stsb", "mrpc", "rte"]
 
 
-def variant(name, tasks=8, budgets="default", chip="fits"):
+def variant(name, tasks=8, budgets="default", chip="fits", area=None):
     s = BASE
     s = re.sub(r"tasks\s*=\s*\[[^\]]*\];", "tasks = [%s];" % ", ".join(TASKS[:tasks]), s)
     if budgets == "strict":
@@ -31,6 +31,8 @@ def variant(name, tasks=8, budgets="default", chip="fits"):
         s = re.sub(r"keep cosine >= [0-9.]+;", "keep cosine >= 0.95;", s)
     if chip == "limited":
         s = s.replace("chips = 2; tiles = 168;", "chips = 1; tiles = 32;")
+    if area:
+        s = re.sub(r"(tasks\s*=\s*\[[^\]]*\];)", r"\1\n    area = delta(bits = %d);" % area, s)
     os.makedirs(OUT, exist_ok=True)
     path = os.path.join(OUT, name + ".mgen")
     with open(path, "w") as f:
@@ -93,3 +95,19 @@ for c in limited["schedule"]["candidates"]:
         c["name"], c["group"], "yes" if c["edram"] else "no", c["cell_writes"], c["total_pj"] * 1e-6))
 print("\nbaseline (task by task, no sharing) cell writes: %.4g; mgen: %.4g" % (
     limited["baseline"]["cell_writes"], limited["mgen"]["cell_writes"]))
+print("\n### Area mode (8 tasks, default budgets, chip fits)\n")
+print("| deltas | tasks taking it | crossbars (baseline → mgen) | area mm² (baseline → mgen) "
+      "| energy ratio (run) | wall |\n|---|---|---|---|---|---|")
+for bits in (None, 2, 4):
+    v = compare(variant("area-%s" % (bits or "off"), area=bits))
+    b, m = v["baseline"], v["mgen"]
+    took = "—"
+    if bits:
+        share = json.loads(subprocess.run(
+            [MGEN, "compile", os.path.join(OUT, "area-%d.mgen" % bits), "--emit", "sharing", "--json"],
+            capture_output=True, text=True, cwd=ROOT).stdout)
+        took = "%d of %d" % (sum(1 for t in share["area"]["tasks"] if t["applied"]),
+                             len(share["area"]["tasks"]))
+    print("| %s | %s | %d → %d | %.1f → %.1f | %.3f× | %.1f s |" % (
+        "%d-bit" % bits if bits else "off", took, b["crossbars"], m["crossbars"],
+        b["area_mm2"], m["area_mm2"], v["energy_ratio"], v["_wall"]))

@@ -62,7 +62,7 @@ fn placement_matches_the_closed_form() {
                 (1, 1),
                 (129, 257),
             ] {
-                let (rb, cbk, sl, sg) = place::blocks(&hw, out, inp);
+                let (rb, cbk, sl, sg) = place::blocks(&hw, out, inp, hw.weight_bits);
                 assert_eq!(
                     rb * cbk * sl * sg,
                     inp.div_ceil(rows) * out.div_ceil(cols) * (wb as u64).div_ceil(cb as u64) * s
@@ -214,6 +214,8 @@ fn worked_example_energy_by_hand() {
             tiles: 1,
             xscale: 1.0,
             xzero: 128,
+            wbits: 2,
+            reuses: None,
         }],
         code: vec![],
     };
@@ -239,7 +241,10 @@ fn worked_example_energy_by_hand() {
     // shift-and-add, buffers and the digital recombination; 806 ns.
     assert!((c.total() - 2531.648).abs() < 1e-6, "{}", c.total());
     assert!((c.latency_ns - 808.0).abs() < 1e-9, "{}", c.latency_ns);
-    // At 8-bit weights in 2-bit cells the matrix takes 4 crossbars.
+    // At 8-bit weights in 2-bit cells the matrix takes 4 crossbars (the
+    // image's width sets its slices).
+    let mut prog8 = prog.clone();
+    prog8.images[0].wbits = 8;
     let c4 = mgen::sim::cost::cost(
         &Inst::Mvm {
             dst: 1,
@@ -247,7 +252,7 @@ fn worked_example_energy_by_hand() {
             image: 0,
             bias: 0,
         },
-        &prog,
+        &prog8,
         &Hardware::default(),
     );
     assert!((c4.energy[0] + c4.energy[1] + c4.energy[2] - 7814.656).abs() < 1e-6);
@@ -262,7 +267,7 @@ fn worked_example_energy_by_hand() {
             image: 0,
             bias: 0,
         },
-        &prog,
+        &prog8,
         &diff,
     );
     assert!((c8.energy[0] + c8.energy[1] + c8.energy[2] - 15_629.312).abs() < 1e-6);
@@ -618,20 +623,6 @@ fn a_phase_cannot_read_an_earlier_phase_buffer_without_fill() {
     assert!(e.contains("read before it is written"), "{e}");
 }
 
-fn rewrite_with_digest(dir: &Path, edit: impl Fn(String) -> String) {
-    use sha2::Digest;
-    let masm = edit(std::fs::read_to_string(dir.join("program.masm")).unwrap());
-    let sha: String = sha2::Sha256::digest(masm.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    std::fs::write(dir.join("program.masm"), &masm).unwrap();
-    let mut man: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-    man["sha256"]["program.masm"] = sha.into();
-    std::fs::write(dir.join("manifest.json"), man.to_string()).unwrap();
-}
-
 /// Bad programs that pass the integrity check: malformed assembly (E302,
 /// located in program.masm), an MVM on unprogrammed crossbars (E304, in
 /// counting mode too), hardware out of range in the manifest (E303).
@@ -655,7 +646,7 @@ fn bad_program_directories_are_errors_in_every_mode() {
     let pristine = std::fs::read_to_string(d.join("program.masm")).unwrap();
     let manifest = std::fs::read_to_string(d.join("manifest.json")).unwrap();
 
-    rewrite_with_digest(&d, |s| s.replacen("MVM ", "MVN ", 1));
+    common::rewrite_with_digest(&d, |s| s.replacen("MVM ", "MVN ", 1));
     let (code, _, err) = mgen(&["sim", ds]);
     assert_eq!(code, 1);
     assert!(
@@ -665,7 +656,7 @@ fn bad_program_directories_are_errors_in_every_mode() {
         "{err}"
     );
 
-    rewrite_with_digest(&d, |_| pristine.replacen("XB_PROGRAM  i0", "BARRIER", 1));
+    common::rewrite_with_digest(&d, |_| pristine.replacen("XB_PROGRAM  i0", "BARRIER", 1));
     for mode in [None, Some("--counts-only")] {
         let mut args = vec!["sim", ds];
         args.extend(mode);
@@ -678,7 +669,7 @@ fn bad_program_directories_are_errors_in_every_mode() {
     }
 
     // A zero point outside the input's codes.
-    rewrite_with_digest(&d, |_| {
+    common::rewrite_with_digest(&d, |_| {
         let at = pristine.find("xzero=").unwrap() + "xzero=".len();
         let end = at + pristine[at..].find(' ').unwrap();
         format!("{}256{}", &pristine[..at], &pristine[end..])
@@ -690,7 +681,7 @@ fn bad_program_directories_are_errors_in_every_mode() {
         "{err}"
     );
 
-    rewrite_with_digest(&d, |_| pristine.clone());
+    common::rewrite_with_digest(&d, |_| pristine.clone());
     let mut man: serde_json::Value = serde_json::from_str(&manifest).unwrap();
     man["hardware"]["dac_bits"] = 0.into();
     std::fs::write(d.join("manifest.json"), man.to_string()).unwrap();

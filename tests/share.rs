@@ -93,8 +93,12 @@ fn identical_tasks_share_one_full_model() {
         assert_eq!(groups.len(), 1, "block {b}: {groups:?}");
         assert_eq!(groups[0].len(), 3);
     }
+    // Over the run, programming included: the baseline computes every task
+    // separately but programs each of the identical matrices once (a
+    // weight several MVMs use is placed once), so the ratio sits a little
+    // below the per-request one.
     let ratio = energy(&p, true) / energy(&p, false);
-    assert!((2.9..=3.0).contains(&ratio), "energy ratio {ratio}");
+    assert!((2.85..=3.0).contains(&ratio), "energy ratio {ratio}");
     // The pass's own estimate is the counting simulator's per-request figure.
     let est = s.unshared_pj / s.shared_pj;
     assert!((2.9..=3.0).contains(&est), "estimated ratio {est}");

@@ -59,6 +59,8 @@ pub fn codegen_with_consts(
             tiles,
             xscale: xq.scale,
             xzero: xq.zero,
+            wbits: mp.bits,
+            reuses: mp.reuses.map(|j| j as u32),
         });
     }
     let mut const_of: HashMap<ParamId, u32> = HashMap::new();
@@ -132,7 +134,7 @@ pub fn codegen_with_consts(
         for ph in 0..p.phases {
             prog.code.push(bare(Inst::Phase(ph)));
             for (i, mp) in p.matrices.iter().enumerate() {
-                if mp.phase == ph {
+                if mp.phase == ph && mp.reuses.is_none() {
                     prog.code.push(meta(mp.node, Inst::XbProgram(i as u32)));
                 }
             }

@@ -146,6 +146,12 @@ pub struct Image {
     pub xscale: f64,
     /// The unsigned input code of 0 (`2^(input_bits−1)` when symmetric).
     pub xzero: i64,
+    /// Bits per weight (the hardware's `weight_bits`, fewer for area
+    /// mode's deltas).
+    pub wbits: u32,
+    /// An earlier image of the same phase whose crossbars (and weights)
+    /// this one uses; it is not programmed itself.
+    pub reuses: Option<u32>,
 }
 
 /// A constant in eDRAM (embedding tables, biases, LayerNorm vectors).
@@ -287,15 +293,19 @@ impl Program {
         for (i, m) in self.images.iter().enumerate() {
             let _ = writeln!(
                 s,
-                ".image i{i} [{},{}] phase={} xb={}..{} tiles={} xscale={:e} xzero={} \"{}\"",
+                ".image i{i} [{},{}] phase={} xb={}..{} tiles={} wbits={} xscale={:e} xzero={}{} \"{}\"",
                 m.out_dim,
                 m.in_dim,
                 m.phase,
                 m.first,
                 m.first + m.crossbars,
                 m.tiles,
+                m.wbits,
                 m.xscale,
                 m.xzero,
+                m.reuses
+                    .map(|r| format!(" reuses=i{r}"))
+                    .unwrap_or_default(),
                 m.tensor
             );
         }
@@ -455,11 +465,28 @@ fn parse_line(line: &str, comment: Option<&str>, p: &mut Program) -> Result<(), 
                     .map(|(h, t)| (h, format!("\"{t}")))
                     .ok_or("expected `.image iN [out,in] ... \"tensor\"`")?;
                 let f: Vec<&str> = head.split_whitespace().collect();
-                let [name, sh, phase, xb, tiles, xscale, xzero] = f.as_slice() else {
-                    return Err(
-                        "expected `.image iN [out,in] phase=P xb=A..B tiles=T xscale=S xzero=Z \"tensor\"`"
-                            .into(),
-                    );
+                let (name, sh, phase, xb, tiles, wbits, xscale, xzero, reuses) = match f.as_slice()
+                {
+                    [name, sh, phase, xb, tiles, wbits, xscale, xzero] => {
+                        (name, sh, phase, xb, tiles, wbits, xscale, xzero, None)
+                    }
+                    [name, sh, phase, xb, tiles, wbits, xscale, xzero, reuses] => (
+                        name,
+                        sh,
+                        phase,
+                        xb,
+                        tiles,
+                        wbits,
+                        xscale,
+                        xzero,
+                        Some(reuses),
+                    ),
+                    _ => {
+                        return Err(
+                            "expected `.image iN [out,in] phase=P xb=A..B tiles=T wbits=W xscale=S xzero=Z [reuses=iK] \"tensor\"`"
+                                .into(),
+                        );
+                    }
                 };
                 if *name != format!("i{}", p.images.len()) {
                     return Err(format!("expected i{} next, found `{name}`", p.images.len()));
@@ -483,6 +510,11 @@ fn parse_line(line: &str, comment: Option<&str>, p: &mut Program) -> Result<(), 
                     tiles: num(kv(tiles, "tiles")?, "tile count")?,
                     xscale: num(kv(xscale, "xscale")?, "scale")?,
                     xzero: num(kv(xzero, "xzero")?, "zero point")?,
+                    wbits: num(kv(wbits, "wbits")?, "weight width")?,
+                    reuses: match reuses {
+                        None => None,
+                        Some(r) => Some(reg(kv(r, "reuses")?, 'i', p.images.len(), "image")?),
+                    },
                 });
             }
             other => return Err(format!("unknown directive `.{other}`")),

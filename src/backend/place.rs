@@ -3,12 +3,18 @@
 //! A `linear` node with weight `[out, in]` computes `y = W·x`; on a
 //! crossbar the `in` inputs drive rows (word lines) and the `out` outputs
 //! are read from columns (bit lines). It takes
-//! `ceil(in/rows) × ceil(out/cols) × ceil(weight_bits/cell_bits) × signs`
-//! crossbars (`signs` = 2 for differential pairs, 1 for offset encoding);
-//! when `weight_bits` is not a multiple of `cell_bits`, the top slice holds
-//! the remaining bits. Embedding tables, biases and LayerNorm vectors are
+//! `ceil(in/rows) × ceil(out/cols) × ceil(bits/cell_bits) × signs`
+//! crossbars (`signs` = 2 for differential pairs, 1 for offset encoding;
+//! `bits` the hardware's `weight_bits`, or the param's own width for area
+//! mode's low-bit deltas); when `bits` is not a multiple of `cell_bits`,
+//! the top slice holds the remaining bits. Embedding tables, biases and LayerNorm vectors are
 //! not MVM operands: they live in tile eDRAM and are read by the digital
-//! unit. Shared nodes (used by several tasks) are placed once.
+//! unit. Shared nodes (used by several tasks) are placed once, and so is a
+//! weight several nodes multiply different inputs by (area mode's base
+//! matrices): within a phase, the later nodes **reuse** the first one's
+//! crossbars (`reuses`), which are programmed once. This holds for the
+//! baseline too: tasks with bit-identical matrices (e.g. `drift = 0`)
+//! compute separately there, but on one copy of the weights.
 //!
 //! Crossbars are numbered globally, chip-major then tile, core, crossbar;
 //! a matrix takes a contiguous range. When the chip cannot hold every
@@ -39,11 +45,17 @@ pub struct MatrixPlacement {
     pub col_blocks: u64,
     pub slices: u64,
     pub signs: u64,
+    /// Bits per weight.
+    pub bits: u32,
+    /// The placement (index into [`Placement::matrices`]) whose crossbars
+    /// this one reuses: the same weights, earlier in the same phase.
+    pub reuses: Option<usize>,
     pub phase: u32,
     /// First global crossbar index; the matrix occupies `first..first + crossbars`.
     pub first: u64,
     pub crossbars: u64,
-    /// Cells holding weights (each programmed once per phase load).
+    /// Cells holding weights (each programmed once per phase load; 0 for
+    /// a reuse).
     pub cells: u64,
 }
 
@@ -63,9 +75,9 @@ pub struct Placement {
     pub tile_use: Vec<u64>,
 }
 
-/// Crossbars one `[out, in]` matrix needs on `hw`: (row blocks, column
-/// blocks, slices, signs).
-pub fn blocks(hw: &Hardware, out_dim: u64, in_dim: u64) -> (u64, u64, u64, u64) {
+/// Crossbars one `[out, in]` matrix of `bits`-bit weights needs on `hw`:
+/// (row blocks, column blocks, slices, signs).
+pub fn blocks(hw: &Hardware, out_dim: u64, in_dim: u64, bits: u32) -> (u64, u64, u64, u64) {
     let signs = match hw.signs {
         Signs::Offset => 1,
         Signs::Differential => 2,
@@ -73,7 +85,7 @@ pub fn blocks(hw: &Hardware, out_dim: u64, in_dim: u64) -> (u64, u64, u64, u64) 
     (
         in_dim.div_ceil(hw.rows),
         out_dim.div_ceil(hw.cols),
-        (hw.weight_bits as u64).div_ceil(hw.cell_bits as u64),
+        (bits as u64).div_ceil(hw.cell_bits as u64),
         signs,
     )
 }
@@ -103,18 +115,30 @@ impl Placement {
     }
 
     /// Invariants: every matrix within the machine; no two matrices of one
-    /// phase share a crossbar.
+    /// phase share a crossbar, except a reuse, which has exactly the range
+    /// of an earlier matrix of its phase with the same weights.
     pub fn check(&self) -> Result<(), String> {
-        for p in &self.matrices {
+        for (i, p) in self.matrices.iter().enumerate() {
             if p.first + p.crossbars > self.crossbars_available {
                 return Err(format!("{} runs past the machine", p.node_name));
+            }
+            if let Some(j) = p.reuses {
+                let ok = j < i
+                    && self.matrices[j].reuses.is_none()
+                    && self.matrices[j].param == p.param
+                    && self.matrices[j].phase == p.phase
+                    && self.matrices[j].first == p.first
+                    && self.matrices[j].crossbars == p.crossbars;
+                if !ok {
+                    return Err(format!("{} reuses crossbars it may not", p.node_name));
+                }
             }
         }
         for ph in 0..self.phases {
             let mut ranges: Vec<(u64, u64)> = self
                 .matrices
                 .iter()
-                .filter(|p| p.phase == ph)
+                .filter(|p| p.phase == ph && p.reuses.is_none())
                 .map(|p| (p.first, p.first + p.crossbars))
                 .collect();
             ranges.sort();
@@ -147,7 +171,40 @@ pub fn place(m: &Module) -> Result<Placement, Diags> {
         let w = n.params[0];
         let shape = &m.params[w.0 as usize].shape;
         let (out_dim, in_dim) = (shape[0], shape[1]);
-        let (rb, cb, sl, sg) = blocks(hw, out_dim, in_dim);
+        let bits = m.params[w.0 as usize].bits.unwrap_or(hw.weight_bits);
+        let (rb, cb, sl, sg) = blocks(hw, out_dim, in_dim, bits);
+        let tasks: Vec<String> = n
+            .tasks
+            .iter()
+            .filter_map(|t| names.get(t).map(|s| s.to_string()))
+            .collect();
+        if let Some(j) = matrices
+            .iter()
+            .position(|q: &MatrixPlacement| q.param == w && q.phase == phase && q.reuses.is_none())
+        {
+            let first = matrices[j].first;
+            let crossbars = matrices[j].crossbars;
+            matrices.push(MatrixPlacement {
+                node: *id,
+                param: w,
+                node_name: format!("%{k}"),
+                tensor: m.params[w.0 as usize].name.clone(),
+                tasks,
+                in_dim,
+                out_dim,
+                row_blocks: rb,
+                col_blocks: cb,
+                slices: sl,
+                signs: sg,
+                bits,
+                reuses: Some(j),
+                phase,
+                first,
+                crossbars,
+                cells: 0,
+            });
+            continue;
+        }
         let count = rb * cb * sl * sg;
         if count > available {
             let mut d = Diagnostic::error(
@@ -173,17 +230,15 @@ pub fn place(m: &Module) -> Result<Placement, Diags> {
             param: w,
             node_name: format!("%{k}"),
             tensor: m.params[w.0 as usize].name.clone(),
-            tasks: n
-                .tasks
-                .iter()
-                .filter_map(|t| names.get(t).map(|s| s.to_string()))
-                .collect(),
+            tasks,
             in_dim,
             out_dim,
             row_blocks: rb,
             col_blocks: cb,
             slices: sl,
             signs: sg,
+            bits,
+            reuses: None,
             phase,
             first: next,
             crossbars: count,
@@ -197,7 +252,10 @@ pub fn place(m: &Module) -> Result<Placement, Diags> {
     let mut tile_use = vec![0u64; tiles];
     for ph in 0..phases {
         let mut use_ph = vec![0u64; tiles];
-        for p in matrices.iter().filter(|p| p.phase == ph) {
+        for p in matrices
+            .iter()
+            .filter(|p| p.phase == ph && p.reuses.is_none())
+        {
             for xb in p.first..p.first + p.crossbars {
                 use_ph[(xb / per_tile) as usize] += 1;
             }
@@ -207,7 +265,11 @@ pub fn place(m: &Module) -> Result<Placement, Diags> {
         }
     }
     let placement = Placement {
-        crossbars_used: matrices.iter().map(|p| p.crossbars).sum(),
+        crossbars_used: matrices
+            .iter()
+            .filter(|p| p.reuses.is_none())
+            .map(|p| p.crossbars)
+            .sum(),
         cells_programmed: matrices.iter().map(|p| p.cells).sum(),
         fits: phases == 1,
         matrices,
@@ -273,7 +335,10 @@ pub fn text(m: &Module, p: &Placement) -> String {
             format!("{}x{}", q.row_blocks, q.col_blocks),
             q.crossbars,
             q.phase,
-            format!("{}..{}", q.first, q.first + q.crossbars),
+            match q.reuses {
+                Some(j) => format!("reuses {}", p.matrices[j].node_name),
+                None => format!("{}..{}", q.first, q.first + q.crossbars),
+            },
             q.tasks.join(",")
         ));
     }

@@ -16,7 +16,7 @@ use super::quant::{InputQuant, QMatrix, quantize_weights, smooth_and_quantize};
 use crate::data::{Batch, Request};
 use crate::diag::{Code, Diagnostic, Diags, Sources};
 use crate::hw::Hardware;
-use crate::ir::{Module, NodeId, Op};
+use crate::ir::{Module, NodeId, Op, ParamId};
 use crate::reference::Plan;
 use crate::sim::{Package, TaskInfo};
 use crate::spec::Head;
@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -146,39 +146,77 @@ pub fn calibrate(m: &Module, store: &Store, batch: &Batch) -> Result<Calibration
     let outputs = plan.assemble(&rows).into_iter().map(|o| o.values).collect();
     let bits = m.spec.hardware.input_bits;
     let seen = seen.into_inner().unwrap_or_default();
-    let jobs: Vec<(NodeId, &Seen)> = users
-        .iter()
-        .flat_map(|(i, us)| us.iter().filter_map(|u| seen.get(i).map(|s| (*u, s))))
+    // Per weight param, its linear nodes with what they saw (one smoothing
+    // for all of them: they may share crossbars).
+    let mut by_param: BTreeMap<ParamId, Vec<(NodeId, &Seen)>> = BTreeMap::new();
+    for (i, us) in &users {
+        for u in us {
+            if let Some(s) = seen.get(i) {
+                by_param
+                    .entry(m.node(*u).params[0])
+                    .or_default()
+                    .push((*u, s));
+            }
+        }
+    }
+    let jobs: Vec<(ParamId, Vec<(NodeId, &Seen)>)> = by_param
+        .into_iter()
+        .map(|(p, mut us)| {
+            us.sort_by_key(|u| u.0);
+            (p, us)
+        })
         .collect();
-    let calib: Result<HashMap<NodeId, InputCalibration>, Diags> = jobs
+    let calib: Result<Vec<Vec<(NodeId, InputCalibration)>>, Diags> = jobs
         .into_par_iter()
-        .map(|(u, (samples, xmax, keep))| {
-            let digest = &m.params[m.node(u).params[0].0 as usize].digest;
+        .map(|(pid, us)| {
+            let param = &m.params[pid.0 as usize];
             let w = store
-                .tensor(digest)
+                .tensor(&param.digest)
                 .map_err(|e| Diags::from(Diagnostic::error(Code::E103, e)))?;
             let w = w
                 .view()
                 .into_dimensionality::<ndarray::Ix2>()
                 .map_err(|_| Diags::from(Diagnostic::error(Code::E103, "a matrix is not 2-D")))?;
-            let width = xmax.len().max(1);
-            let rows = ndarray::ArrayView2::from_shape(
-                (keep.len() / width, width),
-                &keep[..keep.len() / width * width],
-            )
-            .map_err(|e| Diags::from(Diagnostic::error(Code::E103, e.to_string())))?;
-            let (quant, smooth) = super::quant::choose_input_treatment(
+            let mut observed = Vec::with_capacity(us.len());
+            for (_, (samples, xmax, keep)) in &us {
+                let width = xmax.len().max(1);
+                let rows = ndarray::ArrayView2::from_shape(
+                    (keep.len() / width, width),
+                    &keep[..keep.len() / width * width],
+                )
+                .map_err(|e| Diags::from(Diagnostic::error(Code::E103, e.to_string())))?;
+                observed.push(super::quant::Observed {
+                    xmax,
+                    samples,
+                    rows,
+                });
+            }
+            let wbits = param.bits.unwrap_or(m.spec.hardware.weight_bits);
+            // Smoothing is folded into the weights before quantisation; a
+            // low-bit delta is exact on its own grid only unsmoothed.
+            let (smooth, quants) = super::quant::choose_shared_treatment(
                 w,
-                xmax,
-                samples,
-                rows,
-                m.spec.hardware.weight_bits,
+                &observed,
+                wbits,
                 bits,
+                wbits == m.spec.hardware.weight_bits,
             );
-            Ok((u, InputCalibration { quant, smooth }))
+            Ok(us
+                .iter()
+                .zip(quants)
+                .map(|((u, _), quant)| {
+                    (
+                        *u,
+                        InputCalibration {
+                            quant,
+                            smooth: smooth.clone(),
+                        },
+                    )
+                })
+                .collect())
         })
         .collect();
-    Ok((calib?, outputs))
+    Ok((calib?.into_iter().flatten().collect(), outputs))
 }
 
 /// The per-tensor input quantisation of every calibrated `linear` node.
@@ -246,8 +284,8 @@ pub fn package(
                         Diags::from(Diagnostic::error(Code::E103, "a matrix is not 2-D"))
                     })?;
                 Ok(match calib.get(&mp.node) {
-                    Some(c) => smooth_and_quantize(w2, &c.smooth, hw.weight_bits),
-                    None => quantize_weights(w2, hw.weight_bits),
+                    Some(c) => smooth_and_quantize(w2, &c.smooth, mp.bits),
+                    None => quantize_weights(w2, mp.bits),
                 })
             })
             .collect();
@@ -296,6 +334,10 @@ pub fn write_dir(pkg: &Package, dir: &Path) -> Result<(), Diags> {
     let masm = pkg.prog.to_masm();
     let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (k, q) in pkg.images.iter().enumerate() {
+        // A reuse holds its primary's crossbars: nothing of its own.
+        if pkg.prog.images.get(k).is_some_and(|im| im.reuses.is_some()) {
+            continue;
+        }
         let (o, i) = q.q.dim();
         owned.push((
             format!("i{k}.q"),
@@ -496,6 +538,14 @@ pub fn read_dir(dir: &Path, sources: &mut Sources) -> Result<Package, Diags> {
     if functional {
         for (k, img) in prog.images.iter().enumerate() {
             let (o, i) = (img.out_dim as usize, img.in_dim as usize);
+            if let Some(j) = img.reuses {
+                // Checked by the parser: an earlier image.
+                let q: &QMatrix = images
+                    .get(j as usize)
+                    .ok_or_else(|| bad_dir(dir, format!("image i{k} reuses a missing image")))?;
+                images.push(q.clone());
+                continue;
+            }
             let q: Vec<i16> = tensor(&format!("i{k}.q"), Dtype::I16, &[o, i])?
                 .chunks_exact(2)
                 .map(|c| i16::from_le_bytes([c[0], c[1]]))
@@ -521,11 +571,21 @@ pub fn read_dir(dir: &Path, sources: &mut Sources) -> Result<Package, Diags> {
                     ),
                 ));
             }
+            let qmax = (1i32 << (img.wbits.clamp(2, 16) - 1)) - 1;
+            if q.iter().any(|&v| (v as i32).abs() > qmax) {
+                return Err(bad_dir(
+                    dir,
+                    format!(
+                        "`i{k}.q` has a weight outside ±{qmax}, the range of {} bits",
+                        img.wbits
+                    ),
+                ));
+            }
             images.push(QMatrix {
                 q: Array2::from_shape_vec((o, i), q).map_err(|e| bad_dir(dir, e.to_string()))?,
                 scale: Array1::from(scale),
                 smooth: Array1::from(smooth),
-                bits: hw.weight_bits,
+                bits: img.wbits,
             });
         }
         for (k, c) in prog.consts.iter().enumerate() {

@@ -38,6 +38,7 @@ impl Lowerer<'_> {
             name,
             shape,
             digest: digest.clone(),
+            bits: None,
         });
         self.interned.insert(digest, id);
         id

@@ -228,6 +228,9 @@ pub struct Param {
     pub shape: Vec<u64>,
     /// Content digest (16 hex digits); equal digests mean equal tensors.
     pub digest: String,
+    /// Bits per weight on the crossbars when not the hardware's
+    /// `weight_bits` (area mode's low-bit deltas); printed `bits = N`.
+    pub bits: Option<u32>,
 }
 
 /// The graph type.

@@ -93,11 +93,12 @@ pub fn print(m: &Module) -> String {
         let p = &m.params[p.0 as usize];
         let _ = writeln!(
             s,
-            "    ${i} = param({}, {}, {}, {});",
+            "    ${i} = param({}, {}, {}, {}{});",
             p.source,
             quote(&p.name),
             shape(&p.shape),
-            quote(&p.digest)
+            quote(&p.digest),
+            p.bits.map(|b| format!(", bits = {b}")).unwrap_or_default()
         );
     }
     for (i, id) in num.order.iter().enumerate() {

@@ -188,14 +188,34 @@ fn read_param(r: &mut Reader, v: &Value) -> Option<Param> {
         );
         return None;
     };
-    if func.name != "param" || args.len() != 4 || args.iter().any(|a| a.name.is_some()) {
+    let positional = args.iter().take_while(|a| a.name.is_none()).count();
+    let extra_ok = args[positional.min(args.len())..]
+        .iter()
+        .all(|a| a.name.as_ref().is_some_and(|n| n.name == "bits"));
+    if func.name != "param" || positional != 4 || args.len() > 5 || !extra_ok {
         r.err(
             &v.span,
-            "expected `param(SOURCE, \"NAME\", [SHAPE], \"DIGEST\")`",
+            "expected `param(SOURCE, \"NAME\", [SHAPE], \"DIGEST\")` or `param(..., bits = N)`",
             "here",
         );
         return None;
     }
+    let bits = match args.get(4).map(|a| &a.value.kind) {
+        None => None,
+        Some(ValueKind::Number { value, .. })
+            if value.fract() == 0.0 && (2.0..=16.0).contains(value) =>
+        {
+            Some(*value as u32)
+        }
+        Some(_) => {
+            r.err(
+                &args[4].span,
+                "`bits` is a whole number from 2 to 16",
+                "here",
+            );
+            return None;
+        }
+    };
     let source = match &args[0].value.kind {
         ValueKind::Name { name } => name.clone(),
         _ => {
@@ -235,6 +255,7 @@ fn read_param(r: &mut Reader, v: &Value) -> Option<Param> {
         name,
         shape,
         digest,
+        bits,
     })
 }
 

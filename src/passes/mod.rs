@@ -6,6 +6,7 @@
 //! sees (and codegen never receives) a module that breaks the IR's
 //! invariants; it times each pass and can dump the IR after any of them.
 
+pub mod area;
 pub mod merge;
 pub mod schedule;
 pub mod share;

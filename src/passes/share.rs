@@ -182,6 +182,8 @@ pub struct Sharing {
     /// Calibration requests per task.
     pub calibration_requests: Vec<usize>,
     pub seconds: f64,
+    /// Area mode (`area = delta(bits = N)`), when the workload asks for it.
+    pub area: Option<super::area::AreaReport>,
 }
 
 fn bug(msg: String) -> Diags {
@@ -914,7 +916,27 @@ pub fn share(
     rewrite(m, store, &best, &depth)?;
     super::merge::merge(m);
     gc_params(m);
-    let (shared_pj, unshared_pj, per_task_layer) = per_request_energy(m, store, batches[0])?;
+    let before_area = m.clone();
+    let area = match spec.workload.area {
+        Some(mode) => {
+            let cal: Vec<&Batch> = (0..n).map(|t| batches[batch_of[t]]).collect();
+            let energy = |m: &Module| per_request_energy(m, store, batches[0]).map(|e| e.0);
+            Some(super::area::apply(m, store, mode, &cal, &own, &energy)?)
+        }
+        None => None,
+    };
+    // The unshared figure is every task running its own model, whatever
+    // area mode adds (computed before it).
+    let unshared_pj = match &area {
+        Some(_) => per_request_energy(&before_area, store, batches[0])?.1,
+        None => 0.0,
+    };
+    let (shared_pj, unshared_after, per_task_layer) = per_request_energy(m, store, batches[0])?;
+    let unshared_pj = if area.is_some() {
+        unshared_pj
+    } else {
+        unshared_after
+    };
 
     let source_name = |t: usize, s: Source| match s {
         Source::Own => "own".to_string(),
@@ -978,6 +1000,7 @@ pub fn share(
         evaluations: evaluations.load(std::sync::atomic::Ordering::Relaxed),
         calibration_requests: (0..n).map(|t| calibration[t].requests.len()).collect(),
         seconds: t0.elapsed().as_secs_f64(),
+        area,
     });
     Ok(())
 }
@@ -1092,6 +1115,7 @@ fn rewrite(m: &mut Module, store: &Store, src: &[Source], depth: &[usize]) -> Re
                         name: old.name.clone(),
                         shape: old.shape.clone(),
                         digest: digest.clone(),
+                        bits: None,
                     });
                     by_digest.insert(digest, q);
                     q
@@ -1260,6 +1284,52 @@ pub fn text(s: &Sharing) -> String {
         s.shared_pj * 1e-6,
         s.unshared_pj / s.shared_pj.max(1e-30)
     );
+    if let Some(a) = &s.area {
+        let _ = writeln!(
+            o,
+            "\narea mode: each task's own matrices as the base's (programmed once, reused) plus a {}-bit delta",
+            a.delta_bits
+        );
+        let _ = writeln!(
+            o,
+            "  crossbars {} -> {} ({:.3}x fewer), area {:.2} -> {:.2} mm2; energy per request {:.3} -> {:.3} uJ ({:.3}x more)",
+            a.crossbars_without,
+            a.crossbars_with,
+            a.crossbars_without as f64 / (a.crossbars_with.max(1)) as f64,
+            a.area_without_mm2,
+            a.area_with_mm2,
+            a.energy_without_pj * 1e-6,
+            a.energy_with_pj * 1e-6,
+            a.energy_with_pj / a.energy_without_pj.max(1e-30)
+        );
+        let _ = writeln!(
+            o,
+            "  {:<14} {:>7} {:>7} {:<14} {:<30} {:>9} {:>9}",
+            "task", "deltas", "zeros", "applied", "budget", "measured", "bound"
+        );
+        for t in &a.tasks {
+            for (i, mz) in t.measured.iter().enumerate() {
+                let (name, deltas, zeros, applied) = if i == 0 {
+                    (
+                        t.name.clone(),
+                        t.delta_matrices.to_string(),
+                        format!("{:.1}%", 100.0 * t.zero_fraction),
+                        match t.kept_whole {
+                            None => "yes".to_string(),
+                            Some(why) => format!("no: {why}"),
+                        },
+                    )
+                } else {
+                    Default::default()
+                };
+                let _ = writeln!(
+                    o,
+                    "  {:<14} {:>7} {:>7} {:<14} {:<30} {:>9.4} {:>9.4}",
+                    name, deltas, zeros, applied, mz.budget, mz.value, mz.bound
+                );
+            }
+        }
+    }
     let _ = writeln!(
         o,
         "search: {} evaluations on up to {} calibration requests per task (`-v` or --json for its time)",

