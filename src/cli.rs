@@ -201,14 +201,6 @@ fn diags_json(diags: &Diags, sources: &Sources) -> serde_json::Value {
     serde_json::json!({ "ok": false, "diagnostics": list })
 }
 
-fn not_yet(io: &mut Io, what: &str, issue: u32) -> i32 {
-    let _ = writeln!(
-        io.err,
-        "error: {what} is not implemented yet (tracked in issue #{issue})"
-    );
-    2
-}
-
 fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> {
     match cmd {
         Cmd::Check { file, json } => {
@@ -255,11 +247,15 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             verbose,
         } => {
             match emit {
-                Emit::Weights => return Ok(not_yet(io, "`--emit weights`", 8)),
-                Emit::Program if output.is_none() => {
+                Emit::Program | Emit::Weights if output.is_none() => {
                     let _ = writeln!(
                         io.err,
-                        "error: `--emit program` writes a directory: give it with `-o DIR`"
+                        "error: `--emit {}` writes a directory: give it with `-o DIR`",
+                        if emit == Emit::Program {
+                            "program"
+                        } else {
+                            "weights"
+                        }
                     );
                     return Ok(2);
                 }
@@ -399,6 +395,29 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                         "wrote {}/program.masm, crossbars.safetensors, manifest.json",
                         dir.display()
                     );
+                    return Ok(0);
+                }
+                Emit::Weights => {
+                    let dir = output.clone().unwrap_or_default();
+                    let summary = crate::export::write_weights(&m, &store, &dir)?;
+                    if json {
+                        let _ = writeln!(io.out, "{summary}");
+                    } else {
+                        let files: Vec<String> = summary["models"]
+                            .as_object()
+                            .into_iter()
+                            .chain(summary["tasks"].as_object())
+                            .flat_map(|o| o.values())
+                            .filter_map(|v| v["file"].as_str().map(str::to_string))
+                            .collect();
+                        let _ = writeln!(
+                            io.out,
+                            "wrote {}/{{{}}} and weights.json; to read them back:\n{}",
+                            dir.display(),
+                            files.join(", "),
+                            summary["mgen"].as_str().unwrap_or_default()
+                        );
+                    }
                     return Ok(0);
                 }
                 _ if json => print::to_json(&m).to_string() + "\n",

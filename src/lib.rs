@@ -13,6 +13,7 @@ pub mod compare;
 pub mod data;
 pub mod diag;
 pub mod driver;
+pub mod export;
 pub mod forward;
 pub mod hw;
 pub mod ir;
