@@ -5,6 +5,7 @@ Writes variants of examples/glue8-mini.mgen into out/eval/, runs
 `mgen compare --json` on each and prints Markdown tables. Every figure in
 docs/evaluation.md comes from this script (or from the command shown next
 to it). Usage: cargo build --release && python3 scripts/evaluate.py
+(set MGEN to run another mgen binary).
 """
 import json
 import os
@@ -14,7 +15,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MGEN = os.path.join(ROOT, "target", "release", "mgen")
+MGEN = os.environ.get("MGEN", os.path.join(ROOT, "target", "release", "mgen"))
 OUT = os.path.join(ROOT, "out", "eval")
 BASE = open(os.path.join(ROOT, "examples", "glue8-mini.mgen")).read()
 TASKS = ["sst2", "mnli", "qqp", "qnli", "cola", "stsb", "mrpc", "rte"]

@@ -128,6 +128,12 @@ pub fn module_and_store(front: Front, sources: &Sources) -> Result<(Module, Stor
                         format!("parameter `{}` of `{}` has digest {}, which its declarations do not produce", p.name, p.source, p.digest),
                     )
                     .help("the weights changed since the .mir was written: compile the .mgen again");
+                    let regenerated = m.spec.tasks.iter().any(|t| {
+                        t.name == p.source && t.regenerate != crate::spec::Regenerate::None
+                    });
+                    if regenerated && p.name.starts_with("classifier.") {
+                        d = d.note("a head refitted by `regenerate = head` exists only in the run that made it: write the generated models with `--emit weights -o DIR` and point the tasks' `weights` at them");
+                    }
                     if let Some(l) = m
                         .spec
                         .loc(&format!("model {}.weights", p.source))

@@ -130,6 +130,29 @@ pub fn head(head: &Head, get: &Get, x: &ArrayD<f32>, r: &Req) -> Result<Vec<f32>
         .collect())
 }
 
+/// The head's classifier applied to features `f` with weights `w`, `b`
+/// (the reference executor's `linear`).
+pub fn classifier(f: &ArrayD<f32>, w: &ArrayD<f32>, b: &ArrayD<f32>, r: &Req) -> Vec<f32> {
+    r.op(&Op::Linear, &[f], &[w, b]).iter().copied().collect()
+}
+
+/// Runs blocks `from..` on `x` like [`rest`], then the head's features
+/// (what its classifier reads).
+pub fn rest_features(
+    m: &Model,
+    h: &Head,
+    get: &Get,
+    from: usize,
+    x: Option<&ArrayD<f32>>,
+    r: &Req,
+) -> Result<ArrayD<f32>, String> {
+    let mut cur = x.cloned();
+    for b in from..blocks(m) {
+        cur = Some(block(m, b, get, cur.as_ref(), r)?);
+    }
+    features(h, get, cur.as_ref().ok_or("no blocks")?, r)
+}
+
 /// Runs blocks `from..` on `x` (the activation after block `from - 1`, or
 /// `None` when `from == 0`), then the head.
 pub fn rest(

@@ -57,7 +57,17 @@ pub struct Context<'a> {
     /// Per workload task, the deepest sharing `share` may choose (set by
     /// `mgen compare` when a task's simulated outputs break its budget).
     pub depth_caps: Vec<Option<usize>>,
+    /// Per workload task: its training inputs when it asks for
+    /// regeneration (`regenerate = head`), else `None`.
+    pub training: Vec<Option<crate::data::Batch>>,
 }
+
+/// Synthetic training inputs of a task with `regenerate` and no `train`
+/// file: this many requests from `synthetic(seed = S)` (S given, or derived
+/// from the task's name).
+pub const TRAIN_REQUESTS: usize = 64;
+/// At most this many requests of a `train` file are used.
+pub const TRAIN_FILE_REQUESTS: usize = 256;
 
 /// The context a pipeline needs: calibration inputs are loaded only when
 /// it runs `share`.
@@ -76,6 +86,7 @@ pub fn context_for<'a>(
             calibration: Vec::new(),
             progress,
             depth_caps: Vec::new(),
+            training: Vec::new(),
         })
     }
 }
@@ -121,11 +132,39 @@ impl<'a> Context<'a> {
                 }
             }
         }
+        let mut training = Vec::new();
+        let seq = spec.workload.seq as usize;
+        for &t in &spec.workload.tasks {
+            let task = &spec.tasks[t];
+            if task.regenerate == crate::spec::Regenerate::None {
+                training.push(None);
+                continue;
+            }
+            let requests = match &task.train {
+                Some(crate::spec::InputSource::File { path }) => {
+                    let full = std::path::Path::new(&spec.root).join(path);
+                    let key = format!("task {}.train", task.name);
+                    let mut reqs = crate::data::load_jsonl(spec, &full, &key, seq, sources)?;
+                    reqs.truncate(TRAIN_FILE_REQUESTS);
+                    reqs
+                }
+                other => {
+                    let seed = match other {
+                        Some(crate::spec::InputSource::Synthetic { seed }) => *seed,
+                        _ => crate::weights::seed_of_name(&format!("train:{}", task.name)),
+                    };
+                    let vocab = spec.models[task.base].vocab;
+                    crate::data::synthetic(seed, TRAIN_REQUESTS, seq, vocab)
+                }
+            };
+            training.push(Some(crate::data::Batch { seq, requests }));
+        }
         Ok(Context {
             store: Some(store),
             calibration,
             progress,
             depth_caps: Vec::new(),
+            training,
         })
     }
 }

@@ -48,7 +48,7 @@ use crate::data::{Batch, Label};
 use crate::diag::{Code, Diagnostic, Diags};
 use crate::forward::{self, Req};
 use crate::ir::{Layer, Module, NodeId, Param, ParamId, TaskSet};
-use crate::spec::{Budget, Head, Metric, Spec};
+use crate::spec::{Budget, Head, Metric, Regenerate, Spec};
 use crate::weights::{Store, layout};
 use ndarray::{Array2, ArrayD};
 use rayon::prelude::*;
@@ -85,7 +85,14 @@ impl Pass for Share {
                     .note("this is a bug in mgen: the pass context has no weight store"),
             )
         })?;
-        share(m, store, &cx.calibration, &cx.depth_caps, cx.progress)
+        share(
+            m,
+            store,
+            &cx.calibration,
+            &cx.training,
+            &cx.depth_caps,
+            cx.progress,
+        )
     }
 }
 
@@ -133,6 +140,11 @@ pub struct TaskShare {
     /// Other tasks that compute its first block together with it.
     pub shared_with: Vec<String>,
     pub measured: Vec<Measured>,
+    /// The regeneration used (`head`: its classifier was refitted on the
+    /// shared features), and the budgets measured at the same choice
+    /// without it.
+    pub regenerate: &'static str,
+    pub before_regeneration: Vec<Measured>,
     /// Estimated energy per request this task no longer spends (its share
     /// of the blocks it computes together with others), in pJ.
     pub saved_pj: f64,
@@ -184,6 +196,83 @@ pub struct Sharing {
     pub seconds: f64,
     /// Area mode (`area = delta(bits = N)`), when the workload asks for it.
     pub area: Option<super::area::AreaReport>,
+}
+
+/// A refitted head: (classifier weight `[n, h]`, bias `[n]`).
+type HeadPair = (ArrayD<f32>, ArrayD<f32>);
+
+fn rows_to_array(rows: &[Vec<f32>]) -> Array2<f32> {
+    let width = rows.first().map(|r| r.len()).unwrap_or(0);
+    let mut o = Array2::<f32>::zeros((rows.len(), width));
+    for (i, r) in rows.iter().enumerate() {
+        o.row_mut(i).assign(&ndarray::ArrayView1::from(r));
+    }
+    o
+}
+
+/// Ridge regression of targets `y` (`[N, n]`) on features `f` (`[N, h]`)
+/// with a bias: `min ‖[f 1]·Θ − y‖² + λ‖W‖²`, `λ = 1e-3 · tr(fᵀf) / h`
+/// (the bias is not penalised), solved in f64 by Cholesky on the normal
+/// equations. Returns the classifier `(W [n, h], b [n])` in f32.
+pub fn ridge_head(f: &Array2<f32>, y: &Array2<f32>) -> HeadPair {
+    let (rows, h) = f.dim();
+    let n = y.ncols();
+    let mut x = ndarray::Array2::<f64>::ones((rows, h + 1));
+    x.slice_mut(ndarray::s![.., ..h])
+        .assign(&f.mapv(|v| v as f64));
+    let yd = y.mapv(|v| v as f64);
+    let mut a = x.t().dot(&x);
+    let trace: f64 = (0..h).map(|i| a[[i, i]]).sum();
+    let lambda = 1e-3 * trace / h.max(1) as f64 + 1e-12;
+    for i in 0..h {
+        a[[i, i]] += lambda;
+    }
+    // A tiny ridge on the bias too keeps the system definite when a
+    // feature is constant.
+    a[[h, h]] += 1e-9 * (1.0 + a[[h, h]]);
+    let bm = x.t().dot(&yd);
+    // Cholesky: a = L Lᵀ.
+    let k = h + 1;
+    let mut l = ndarray::Array2::<f64>::zeros((k, k));
+    for i in 0..k {
+        for j in 0..=i {
+            let mut s = a[[i, j]];
+            for p in 0..j {
+                s -= l[[i, p]] * l[[j, p]];
+            }
+            if i == j {
+                l[[i, i]] = s.max(1e-300).sqrt();
+            } else {
+                l[[i, j]] = s / l[[j, j]];
+            }
+        }
+    }
+    let mut theta = ndarray::Array2::<f64>::zeros((k, n));
+    for c in 0..n {
+        // Forward then back substitution.
+        let mut z = vec![0.0f64; k];
+        for i in 0..k {
+            let mut s = bm[[i, c]];
+            for p in 0..i {
+                s -= l[[i, p]] * z[p];
+            }
+            z[i] = s / l[[i, i]];
+        }
+        for i in (0..k).rev() {
+            let mut s = z[i];
+            for p in i + 1..k {
+                s -= l[[p, i]] * theta[[p, c]];
+            }
+            theta[[i, c]] = s / l[[i, i]];
+        }
+    }
+    let w = theta
+        .slice(ndarray::s![..h, ..])
+        .t()
+        .mapv(|v| v as f32)
+        .into_dyn();
+    let b = theta.row(h).mapv(|v| v as f32).into_dyn();
+    (w, b)
 }
 
 fn bug(msg: String) -> Diags {
@@ -405,6 +494,7 @@ pub fn share(
     m: &mut Module,
     store: &Store,
     calibration: &[Batch],
+    training: &[Option<Batch>],
     caps: &[Option<usize>],
     progress: bool,
 ) -> Result<(), Diags> {
@@ -618,9 +708,13 @@ pub fn share(
     // trunk[i][b] = the activation after block b of request i.
     type Trunk = Vec<Vec<ArrayD<f32>>>;
     let mut trunks: HashMap<(Source, usize, usize), Arc<Trunk>> = HashMap::new();
-    let mut trunk = |s: Source, t: usize| -> Result<Arc<Trunk>, Diags> {
+    let training: Vec<Option<&Batch>> = (0..n)
+        .map(|t| training.get(t).and_then(|b| b.as_ref()))
+        .collect();
+    // `train`: on task t's training inputs instead of its calibration inputs.
+    let mut trunk = |s: Source, t: usize, train: bool| -> Result<Arc<Trunk>, Diags> {
         let g = group_of(t);
-        let key = (s, g, batch_of[t]);
+        let key = (s, g, if train { usize::MAX - t } else { batch_of[t] });
         if let Some(tr) = trunks.get(&key) {
             return Ok(tr.clone());
         }
@@ -629,7 +723,11 @@ pub fn share(
             Source::Task(r) => getter(r, Source::Own),
             _ => getter(t, s),
         };
-        let batch = batches[batch_of[t]];
+        let batch = match (train, training[t]) {
+            (true, Some(b)) => b,
+            (true, None) => return Err(bug(format!("task `{}` has no training inputs", names[t]))),
+            (false, _) => batches[batch_of[t]],
+        };
         let tr: Result<Trunk, String> = batch
             .requests
             .par_iter()
@@ -653,24 +751,82 @@ pub fn share(
         Ok(tr)
     };
 
-    // Evaluates task t with `depth` blocks from source s.
-    let mut cache: HashMap<(usize, Source, usize), (bool, Vec<Measured>)> = HashMap::new();
+    // Evaluates task t with `depth` blocks from source s; with `regen`
+    // (and `regenerate = head`), after refitting its head on its training
+    // inputs to its own model's outputs there.
+    type Cached = (bool, Vec<Measured>);
+    let mut cache: HashMap<(usize, Source, usize, bool, bool), Cached> = HashMap::new();
+    let mut heads: HashMap<(usize, Source, usize), HeadPair> = HashMap::new();
+    let mut own_train: HashMap<usize, Array2<f32>> = HashMap::new();
     let mut evaluate = |t: usize,
                         s: Source,
-                        depth: usize|
-     -> Result<(bool, Vec<Measured>), Diags> {
-        if let Some(r) = cache.get(&(t, s, depth)) {
-            return Ok(r.clone());
-        }
+                        depth: usize,
+                        regen: bool,
+                        exhaustive: bool|
+     -> Result<Cached, Diags> {
         let st = spec_task(t);
         let task = &spec.tasks[st];
+        let regen = regen && task.regenerate == Regenerate::Head && depth > 0 && s != Source::Own;
+        if let Some(r) = cache.get(&(t, s, depth, regen, exhaustive)) {
+            return Ok(r.clone());
+        }
         let model = &spec.models[task.base];
         let batch = batches[batch_of[t]];
         let labels: Vec<Option<Label>> = batch.requests.iter().map(|r| r.label).collect();
+        let refit = if regen {
+            let tb = training[t]
+                .ok_or_else(|| bug(format!("task `{}` has no training inputs", names[t])))?;
+            let get = getter(t, Source::Own);
+            if let std::collections::hash_map::Entry::Vacant(slot) = own_train.entry(t) {
+                let rows: Result<Vec<Vec<f32>>, String> = tb
+                    .requests
+                    .par_iter()
+                    .map(|r| {
+                        let mask = r.mask();
+                        let req = Req {
+                            ids: &r.ids,
+                            mask: &mask,
+                        };
+                        forward::rest(model, &task.head, &*get, 0, None, &req)
+                    })
+                    .collect();
+                let rows = rows.map_err(|e| bug(format!("evaluating task `{}`: {e}", names[t])))?;
+                slot.insert(rows_to_array(&rows));
+            }
+            let tr = trunk(s, t, true)?;
+            let feats: Result<Vec<Vec<f32>>, String> = tb
+                .requests
+                .par_iter()
+                .zip(tr.par_iter())
+                .map(|(r, acts)| {
+                    let mask = r.mask();
+                    let req = Req {
+                        ids: &r.ids,
+                        mask: &mask,
+                    };
+                    forward::rest_features(
+                        model,
+                        &task.head,
+                        &*get,
+                        depth,
+                        Some(&acts[depth - 1]),
+                        &req,
+                    )
+                    .map(|f| f.iter().copied().collect())
+                })
+                .collect();
+            let feats = feats.map_err(|e| bug(format!("evaluating task `{}`: {e}", names[t])))?;
+            tick(1);
+            let pair = ridge_head(&rows_to_array(&feats), &own_train[&t]);
+            heads.insert((t, s, depth), pair.clone());
+            Some(pair)
+        } else {
+            None
+        };
         let out = if depth == 0 || s == Source::Own {
             own[t].clone()
         } else {
-            let tr = trunk(s, t)?;
+            let tr = trunk(s, t, false)?;
             let get = getter(t, Source::Own);
             // Requests in chunks; stop as soon as a budget can no longer
             // hold (a failed candidate need not be finished).
@@ -687,18 +843,30 @@ pub fn share(
                             ids: &r.ids,
                             mask: &mask,
                         };
-                        forward::rest(
-                            model,
-                            &task.head,
-                            &*get,
-                            depth,
-                            Some(&acts[depth - 1]),
-                            &req,
-                        )
+                        match &refit {
+                            None => forward::rest(
+                                model,
+                                &task.head,
+                                &*get,
+                                depth,
+                                Some(&acts[depth - 1]),
+                                &req,
+                            ),
+                            Some((w, b)) => forward::rest_features(
+                                model,
+                                &task.head,
+                                &*get,
+                                depth,
+                                Some(&acts[depth - 1]),
+                                &req,
+                            )
+                            .map(|f| forward::classifier(&f, w, b, &req)),
+                        }
                     })
                     .collect();
                 rows.extend(part.map_err(|e| bug(format!("evaluating task `{}`: {e}", names[t])))?);
-                if rows.len() < batch.requests.len()
+                if !exhaustive
+                    && rows.len() < batch.requests.len()
                     && task
                         .budgets
                         .iter()
@@ -721,7 +889,7 @@ pub fn share(
                         holds: false,
                     })
                     .collect();
-                cache.insert((t, s, depth), (false, ms.clone()));
+                cache.insert((t, s, depth, regen, exhaustive), (false, ms.clone()));
                 return Ok((false, ms));
             }
             let width = own[t].ncols();
@@ -737,7 +905,7 @@ pub fn share(
             .map(|b| measure(b, &task.head, &out, &own[t], &labels))
             .collect();
         let ok = ms.iter().all(|m| m.holds);
-        cache.insert((t, s, depth), (ok, ms.clone()));
+        cache.insert((t, s, depth, regen, exhaustive), (ok, ms.clone()));
         Ok((ok, ms))
     };
 
@@ -750,7 +918,7 @@ pub fn share(
             let (mut lo, mut hi) = (0usize, cap + 1);
             while hi - lo > 1 {
                 let mid = (lo + hi) / 2;
-                if evaluate(t, s, mid)?.0 {
+                if evaluate(t, s, mid, true, false)?.0 {
                     lo = mid;
                 } else {
                     hi = mid;
@@ -897,7 +1065,7 @@ pub fn share(
     let mut measured: Vec<Vec<Measured>> = Vec::with_capacity(n);
     for t in 0..n {
         loop {
-            let (ok, ms) = evaluate(t, best[t], depth[t])?;
+            let (ok, ms) = evaluate(t, best[t], depth[t], true, false)?;
             if ok || depth[t] == 0 {
                 measured.push(ms);
                 break;
@@ -908,12 +1076,68 @@ pub fn share(
             best[t] = Source::Own;
         }
     }
+    // Regenerated tasks: the same choice without regeneration, for the report.
+    let regenerated: Vec<bool> = (0..n)
+        .map(|t| {
+            spec.tasks[spec_task(t)].regenerate == Regenerate::Head
+                && depth[t] > 0
+                && best[t] != Source::Own
+        })
+        .collect();
+    let mut before: Vec<Vec<Measured>> = vec![Vec::new(); n];
+    for t in 0..n {
+        if regenerated[t] {
+            before[t] = evaluate(t, best[t], depth[t], false, true)?.1;
+        }
+    }
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
 
     // Rewrite: the first `depth` blocks of each task read the source's weights.
     rewrite(m, store, &best, &depth)?;
+    // Refitted heads replace the tasks' classifiers.
+    for t in 0..n {
+        if !regenerated[t] {
+            continue;
+        }
+        let (w, b) = heads
+            .get(&(t, best[t], depth[t]))
+            .cloned()
+            .ok_or_else(|| bug(format!("no refitted head for task `{}`", names[t])))?;
+        let ids: Vec<NodeId> = m.graph.node_indices().map(NodeId).collect();
+        for id in ids {
+            let node = m.node(id).clone();
+            if !matches!(node.op, crate::ir::Op::Linear)
+                || node.tasks != TaskSet::single(t)
+                || m.params[node.params[0].0 as usize].name != "classifier.weight"
+            {
+                continue;
+            }
+            let mut new = Vec::new();
+            for (k, tensor) in [(0usize, &w), (1, &b)] {
+                let old = m.params[node.params[k].0 as usize].clone();
+                let digest = crate::weights::digest_of(&[
+                    "refit-head-v1",
+                    &names[t],
+                    &format!("{:?}", best[t]),
+                    &depth[t].to_string(),
+                    &old.digest,
+                    &format!("{:?}", spec.tasks[spec_task(t)].train),
+                ]);
+                store.register(&digest, tensor.clone()).map_err(bug)?;
+                new.push(ParamId(m.params.len() as u32));
+                m.params.push(Param {
+                    source: names[t].clone(),
+                    name: old.name.clone(),
+                    shape: old.shape.clone(),
+                    digest,
+                    bits: None,
+                });
+            }
+            m.graph[id.0].params = new;
+        }
+    }
     super::merge::merge(m);
     gc_params(m);
     let before_area = m.clone();
@@ -964,7 +1188,7 @@ pub fn share(
                     .unwrap_or(0.0)
                     * (1.0 - 1.0 / k as f64)
             })
-            .sum()
+            .fold(0.0, |a, e| a + e)
     };
     let tasks: Vec<TaskShare> = (0..n)
         .map(|t| {
@@ -982,6 +1206,8 @@ pub fn share(
                 source: source_name(t, best[t]),
                 shared_with: first,
                 measured: measured[t].clone(),
+                regenerate: if regenerated[t] { "head" } else { "none" },
+                before_regeneration: before[t].clone(),
                 saved_pj: saved(t),
                 reach: reach[t]
                     .iter()
@@ -1244,6 +1470,13 @@ pub fn text(s: &Sharing) -> String {
                 mz.bound,
                 if mz.holds { "" } else { "  FAILS" }
             );
+            if let Some(b) = t.before_regeneration.get(i) {
+                let _ = writeln!(
+                    o,
+                    "{:<14} {:>7} {:<14} {:<28} {:>10} {:<30} {:>9.4}",
+                    "", "", "", "", "", "  (head refitted; without it:", b.value
+                );
+            }
         }
     }
     let _ = writeln!(o);

@@ -1380,7 +1380,14 @@ impl Cx {
         let b = self.body(
             owner.clone(),
             &item.body,
-            &["base", "head", "weights", "calibrate"],
+            &[
+                "base",
+                "head",
+                "weights",
+                "calibrate",
+                "regenerate",
+                "train",
+            ],
             &[],
             true,
             item.span.end.saturating_sub(1)..item.span.end,
@@ -1512,6 +1519,100 @@ impl Cx {
                 return None;
             }
         }
+        let regenerate = match b.attrs.get("regenerate") {
+            None => Regenerate::None,
+            Some(v) => match &v.kind {
+                ValueKind::Name { name } if name == "none" => Regenerate::None,
+                ValueKind::Name { name } if name == "head" => {
+                    if matches!(head, Head::Embed { .. }) {
+                        self.err(
+                            Diagnostic::error(
+                                Code::E017,
+                                "`regenerate = head` needs a classifier: an `embed` head has none",
+                            )
+                            .at(
+                                self.file,
+                                v.span.clone(),
+                                "nothing to refit",
+                            ),
+                        );
+                        return None;
+                    }
+                    Regenerate::Head
+                }
+                ValueKind::Name { name } if name == "branch" => {
+                    self.err(
+                        Diagnostic::error(
+                            Code::E017,
+                            "`regenerate = branch` (retraining a task's unshared layers) is not available yet",
+                        )
+                        .at(self.file, v.span.clone(), "not available")
+                        .help("use `regenerate = head` (refit the head) or `none`"),
+                    );
+                    return None;
+                }
+                _ => {
+                    self.err(
+                        Diagnostic::error(
+                            Code::E016,
+                            format!(
+                                "`regenerate` must be `none` or `head`, found {}",
+                                v.describe()
+                            ),
+                        )
+                        .at(self.file, v.span.clone(), "unexpected value"),
+                    );
+                    return None;
+                }
+            },
+        };
+        let train = match b.attrs.get("train") {
+            None => None,
+            Some(v) => match &v.kind {
+                ValueKind::Str { .. } => {
+                    let path = self.string(v, "train")?;
+                    if calibrate.as_deref() == Some(path.as_str()) {
+                        self.err(
+                            Diagnostic::error(
+                                Code::E017,
+                                "`train` and `calibrate` name the same file: budgets are checked on held-out inputs",
+                            )
+                            .at(self.file, v.span.clone(), "the calibration set"),
+                        );
+                        return None;
+                    }
+                    Some(InputSource::File { path })
+                }
+                ValueKind::Call { func, args } if func.name == "synthetic" => {
+                    let a = self.args(func, args, &["seed"])?;
+                    let Some(s) = a.get("seed").copied() else {
+                        self.err(
+                            Diagnostic::error(Code::E015, "`synthetic` needs a `seed`").at(
+                                self.file,
+                                v.span.clone(),
+                                "add `seed = N`",
+                            ),
+                        );
+                        return None;
+                    };
+                    let seed = self.int(s, "seed", 0, u64::MAX >> 11)?;
+                    Some(InputSource::Synthetic { seed })
+                }
+                _ => {
+                    self.err(
+                        Diagnostic::error(
+                            Code::E016,
+                            format!(
+                                "`train` must be `synthetic(seed = S)` or a path, found {}",
+                                v.describe()
+                            ),
+                        )
+                        .at(self.file, v.span.clone(), "unexpected value"),
+                    );
+                    return None;
+                }
+            },
+        };
         Some(Task {
             name: item.name.name.clone(),
             base: base?,
@@ -1519,6 +1620,8 @@ impl Cx {
             weights: weights?,
             budgets,
             calibrate,
+            regenerate,
+            train,
         })
     }
 

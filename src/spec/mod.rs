@@ -203,6 +203,33 @@ pub struct Task {
     pub weights: WeightSource,
     pub budgets: Vec<Budget>,
     pub calibrate: Option<String>,
+    /// What the model generator may re-generate of this task when it
+    /// shares (`regenerate = none | head;`).
+    pub regenerate: Regenerate,
+    /// Training inputs for regeneration (`train = "FILE.jsonl"` or
+    /// `synthetic(seed = S)`); never the `calibrate` set.
+    pub train: Option<InputSource>,
+}
+
+/// Regeneration levels (docs/sharing.md, "Regeneration").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Regenerate {
+    /// Selection only: shared blocks are used as they are.
+    #[default]
+    None,
+    /// The task head is refitted (ridge regression, distilled from the
+    /// task's own model) on the features of each candidate model.
+    Head,
+}
+
+impl Regenerate {
+    pub fn name(self) -> &'static str {
+        match self {
+            Regenerate::None => "none",
+            Regenerate::Head => "head",
+        }
+    }
 }
 
 /// Where the workload's requests come from.
@@ -327,6 +354,18 @@ impl Spec {
             let _ = writeln!(s, "    weights = {};", weights_to_mgen(&t.weights));
             for b in &t.budgets {
                 let _ = writeln!(s, "    {}", b.to_mgen());
+            }
+            if t.regenerate != Regenerate::None {
+                let _ = writeln!(s, "    regenerate = {};", t.regenerate.name());
+            }
+            match &t.train {
+                Some(InputSource::Synthetic { seed }) => {
+                    let _ = writeln!(s, "    train = synthetic(seed = {seed});");
+                }
+                Some(InputSource::File { path }) => {
+                    let _ = writeln!(s, "    train = {};", quote(path));
+                }
+                None => {}
             }
             if let Some(c) = &t.calibrate {
                 let _ = writeln!(s, "    calibrate = {};", quote(c));

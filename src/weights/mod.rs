@@ -266,11 +266,13 @@ pub struct Store {
     deltas: HashMap<String, (String, String)>,
     /// Area mode: length → digest of a zero vector.
     zeros: HashMap<u64, String>,
+    /// Digests of tensors the generator registered ([`Store::register`]).
+    generated: Mutex<std::collections::HashSet<String>>,
     /// Things the report should say (e.g. a head synthesised from a seed).
     pub notes: Vec<String>,
 }
 
-fn seed_of_name(name: &str) -> u64 {
+pub fn seed_of_name(name: &str) -> u64 {
     let d = Sha256::digest(name.as_bytes());
     let mut b = [0u8; 8];
     b.copy_from_slice(&d[..8]);
@@ -291,6 +293,7 @@ impl Store {
             heads: Mutex::new(HashMap::new()),
             deltas: HashMap::new(),
             zeros: HashMap::new(),
+            generated: Mutex::new(Default::default()),
             notes: Vec::new(),
         };
         let mut diags = Diags::default();
@@ -862,6 +865,26 @@ impl Store {
     /// Whether a digest is known.
     pub fn knows(&self, digest: &str) -> bool {
         self.recipes.contains_key(digest)
+            || self
+                .generated
+                .lock()
+                .map(|g| g.contains(digest))
+                .unwrap_or(false)
+    }
+
+    /// Registers a tensor the model generator made (a refitted head): it
+    /// has no recipe, so it lives in this store only (`--emit weights`
+    /// writes it out).
+    pub fn register(&self, digest: &str, t: ArrayD<f32>) -> Result<(), String> {
+        self.generated
+            .lock()
+            .map_err(|_| "weight cache poisoned".to_string())?
+            .insert(digest.to_string());
+        self.cache
+            .lock()
+            .map_err(|_| "weight cache poisoned".to_string())?
+            .insert(digest.to_string(), Arc::new(t));
+        Ok(())
     }
 
     /// Materialises a tensor (cached).
