@@ -160,9 +160,12 @@ pub fn choose_shared_treatment(
                 .map(|&(x, c)| x / smooth[c as usize])
                 .collect();
             let sym = InputQuant::symmetric(mse_scale(&smoothed, input_bits), input_bits);
-            let asym = mse_asymmetric(&smoothed, input_bits);
+            let mut options = vec![sym];
+            if one_sided(&smoothed) {
+                options.push(mse_asymmetric(&smoothed, input_bits));
+            }
             let mut mine: Option<(f64, InputQuant)> = None;
-            for xq_params in [sym, asym] {
+            for xq_params in options {
                 let mut xq = u.rows.to_owned();
                 for mut r in xq.rows_mut() {
                     for (v, &s) in r.iter_mut().zip(smooth.iter()) {
@@ -318,6 +321,22 @@ pub fn mse_asymmetric(samples: &[f32], bits: u32) -> InputQuant {
     best.1
 }
 
+/// Whether samples are one-sided enough for a zero point: the smaller side
+/// reaches at most [`ONE_SIDED`] of the larger. Only such inputs (GELU
+/// outputs) are offered a zero point: on roughly symmetric inputs a
+/// shifted, clipped range lowers one matrix's squared error on the
+/// calibration rows but biases its rounding, and the bias accumulates over
+/// layers (measured on glue8-mini: output error 0.057 → 0.073 when every
+/// input could take one).
+pub fn one_sided(samples: &[f32]) -> bool {
+    let lo = samples.iter().fold(0.0f32, |a, &b| a.min(b)).abs();
+    let hi = samples.iter().fold(0.0f32, |a, &b| a.max(b));
+    lo.min(hi) <= ONE_SIDED * lo.max(hi)
+}
+
+/// See [`one_sided`].
+pub const ONE_SIDED: f32 = 0.25;
+
 /// Quantises one input value.
 pub fn quantize_input(x: f32, scale: f32, bits: u32) -> i32 {
     let hi = (1i32 << (bits - 1)) - 1;
@@ -376,6 +395,7 @@ mod tests {
                 .map(|&x| (q.round_trip(x, 8) as f64 - x as f64).powi(2))
                 .sum()
         };
+        assert!(one_sided(&xs));
         assert!(asym.zero < 40, "zero point {}", asym.zero);
         assert!(err(asym) < err(sym) * 0.5, "{} vs {}", err(asym), err(sym));
         // As a matrix's input: the zero point is chosen.
@@ -390,5 +410,11 @@ mod tests {
             .collect();
         let (q, _) = choose_input_treatment(w.view(), &xmax, &samples, rows.view(), 8, 8);
         assert_ne!(q.zero, 128, "{q:?}");
+        // Shifted but two-sided inputs are never offered one.
+        let two: Vec<(f32, u32)> = samples.iter().map(|&(v, c)| (v - 0.6, c)).collect();
+        let rows2 = rows.mapv(|v| v - 0.6);
+        assert!(!one_sided(&two.iter().map(|s| s.0).collect::<Vec<_>>()));
+        let (q2, _) = choose_input_treatment(w.view(), &xmax, &two, rows2.view(), 8, 8);
+        assert_eq!(q2.zero, 128, "{q2:?}");
     }
 }
