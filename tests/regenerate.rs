@@ -85,6 +85,70 @@ fn a_refitted_head_makes_blocks_shareable() {
     }
 }
 
+/// On requests the generator never saw (the workload's requests after the
+/// 32 calibration ones; training inputs are separate synthetic ones), the
+/// refitted heads agree with the tasks' own models at least as often as
+/// the original heads do on the same shared model.
+#[test]
+fn refitted_heads_hold_up_on_held_out_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("held.mgen");
+    std::fs::write(
+        &p,
+        FILE.replace("REGEN", "regenerate = head;")
+            .replace("requests = 32;", "requests = 96;"),
+    )
+    .unwrap();
+    let (m, store, _) = compiled(&p, "default");
+    let (exact, store_x, _) = compiled(&p, "exact");
+    let mut sources = Sources::new();
+    let mut batch = mgen::data::load(&m.spec, &mut sources).unwrap();
+    batch
+        .requests
+        .drain(..mgen::passes::SHARE_CALIBRATION_REQUESTS);
+    assert_eq!(batch.requests.len(), 64);
+    // The same shared model with each task's original classifier.
+    let mut plain = m.clone();
+    let ids: Vec<_> = plain.graph.node_indices().collect();
+    for id in ids {
+        let node = plain.graph[id].clone();
+        for (k, pid) in node.params.iter().enumerate() {
+            let param = plain.params[pid.0 as usize].clone();
+            if !param.name.starts_with("classifier.") {
+                continue;
+            }
+            let t = node.tasks.iter().next().unwrap();
+            let st = plain.spec.workload.tasks[t];
+            let (digest, _) = store.lookup(st, &param.name).unwrap().clone();
+            if digest != param.digest {
+                let q = mgen::ir::ParamId(plain.params.len() as u32);
+                plain.params.push(mgen::ir::Param { digest, ..param });
+                plain.graph[id].params[k] = q;
+            }
+        }
+    }
+    let agree = |a: &ndarray::Array2<f32>, b: &ndarray::Array2<f32>| -> usize {
+        a.rows()
+            .into_iter()
+            .zip(b.rows())
+            .filter(|(x, y)| mgen::passes::share::argmax(*x) == mgen::passes::share::argmax(*y))
+            .count()
+    };
+    let regen = Plan::new(&m, store).unwrap().run(&batch);
+    let orig = Plan::new(&plain, store).unwrap().run(&batch);
+    let own = Plan::new(&exact, store_x).unwrap().run(&batch);
+    for t in 0..2 {
+        assert!(m.sharing.as_ref().unwrap().tasks[t].shared_blocks >= 2);
+        let (r, o) = (
+            agree(&regen[t].values, &own[t].values),
+            agree(&orig[t].values, &own[t].values),
+        );
+        eprintln!("task {t}: held-out agreement {r}/64 refitted, {o}/64 original head");
+        assert!(r >= o, "task {t}: {r} vs {o} of 64");
+        assert!(r as f64 >= 0.8 * 64.0, "task {t}: {r} of 64");
+    }
+}
+
 /// The same file and seeds give bit-identical regenerated heads.
 #[test]
 fn regeneration_is_deterministic() {
