@@ -21,7 +21,7 @@ BASE = open(os.path.join(ROOT, "examples", "glue8-mini.mgen")).read()
 TASKS = ["sst2", "mnli", "qqp", "qnli", "cola", "stsb", "mrpc", "rte"]
 
 
-def variant(name, tasks=8, budgets="default", chip="fits", area=None):
+def variant(name, tasks=8, budgets="default", chip="fits", area=None, regen=False):
     s = BASE
     s = re.sub(r"tasks\s*=\s*\[[^\]]*\];", "tasks = [%s];" % ", ".join(TASKS[:tasks]), s)
     if budgets == "strict":
@@ -32,6 +32,8 @@ def variant(name, tasks=8, budgets="default", chip="fits", area=None):
         s = re.sub(r"keep cosine >= [0-9.]+;", "keep cosine >= 0.95;", s)
     if chip == "limited":
         s = s.replace("chips = 2; tiles = 168;", "chips = 1; tiles = 32;")
+    if regen:
+        s = re.sub(r"(head\s*=\s*(classify|regress)[^;]*;)", r"\1 regenerate = head;", s)
     if area:
         s = re.sub(r"(tasks\s*=\s*\[[^\]]*\];)", r"\1\n    area = delta(bits = %d);" % area, s)
     os.makedirs(OUT, exist_ok=True)
@@ -112,3 +114,7 @@ for bits in (None, 2, 4):
     print("| %s | %s | %d → %d | %.1f → %.1f | %.3f× | %.1f s |" % (
         "%d-bit" % bits if bits else "off", took, b["crossbars"], m["crossbars"],
         b["area_mm2"], m["area_mm2"], v["energy_ratio"], v["_wall"]))
+print("\n### Regeneration (8 tasks, default budgets, chip fits)\n")
+print(HEAD % "regenerate")
+for r in (False, True):
+    print(row("head" if r else "none", compare(variant("regen-%s" % ("head" if r else "none"), regen=r))))

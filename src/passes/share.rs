@@ -918,7 +918,9 @@ pub fn share(
             let (mut lo, mut hi) = (0usize, cap + 1);
             while hi - lo > 1 {
                 let mid = (lo + hi) / 2;
-                if evaluate(t, s, mid, true, false)?.0 {
+                // The task's own head first; a refitted one only where
+                // that fails (regeneration never does worse than none).
+                if evaluate(t, s, mid, false, false)?.0 || evaluate(t, s, mid, true, false)?.0 {
                     lo = mid;
                 } else {
                     hi = mid;
@@ -1063,10 +1065,17 @@ pub fn share(
     let mut depth = depths_for(&best);
     // Measure every choice; lower a depth that fails until it holds.
     let mut measured: Vec<Vec<Measured>> = Vec::with_capacity(n);
+    let mut refitted = vec![false; n];
     for t in 0..n {
         loop {
-            let (ok, ms) = evaluate(t, best[t], depth[t], true, false)?;
+            let (ok, ms) = evaluate(t, best[t], depth[t], false, false)?;
             if ok || depth[t] == 0 {
+                measured.push(ms);
+                break;
+            }
+            let (ok, ms) = evaluate(t, best[t], depth[t], true, false)?;
+            if ok {
+                refitted[t] = spec.tasks[spec_task(t)].regenerate == Regenerate::Head;
                 measured.push(ms);
                 break;
             }
@@ -1078,11 +1087,7 @@ pub fn share(
     }
     // Regenerated tasks: the same choice without regeneration, for the report.
     let regenerated: Vec<bool> = (0..n)
-        .map(|t| {
-            spec.tasks[spec_task(t)].regenerate == Regenerate::Head
-                && depth[t] > 0
-                && best[t] != Source::Own
-        })
+        .map(|t| refitted[t] && depth[t] > 0 && best[t] != Source::Own)
         .collect();
     let mut before: Vec<Vec<Measured>> = vec![Vec::new(); n];
     for t in 0..n {
