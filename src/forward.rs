@@ -146,11 +146,22 @@ pub fn rest_features(
     x: Option<&ArrayD<f32>>,
     r: &Req,
 ) -> Result<ArrayD<f32>, String> {
+    features(h, get, &blocks_from(m, get, from, x, r)?, r)
+}
+
+/// The activation after the last block, running blocks `from..` on `x`.
+fn blocks_from(
+    m: &Model,
+    get: &Get,
+    from: usize,
+    x: Option<&ArrayD<f32>>,
+    r: &Req,
+) -> Result<ArrayD<f32>, String> {
     let mut cur = x.cloned();
     for b in from..blocks(m) {
         cur = Some(block(m, b, get, cur.as_ref(), r)?);
     }
-    features(h, get, cur.as_ref().ok_or("no blocks")?, r)
+    cur.ok_or_else(|| "no blocks".to_string())
 }
 
 /// Runs blocks `from..` on `x` (the activation after block `from - 1`, or
@@ -163,9 +174,5 @@ pub fn rest(
     x: Option<&ArrayD<f32>>,
     r: &Req,
 ) -> Result<Vec<f32>, String> {
-    let mut cur = x.cloned();
-    for b in from..blocks(m) {
-        cur = Some(block(m, b, get, cur.as_ref(), r)?);
-    }
-    head(h, get, cur.as_ref().ok_or("no blocks")?, r)
+    head(h, get, &blocks_from(m, get, from, x, r)?, r)
 }

@@ -6,11 +6,6 @@
 mod common;
 
 use common::{json_of, mgen};
-use mgen::diag::Sources;
-use mgen::ir::Module;
-use mgen::passes::{self, Context};
-use mgen::reference::Plan;
-use mgen::weights::Store;
 use std::path::{Path, PathBuf};
 
 /// The quickstart with area mode at `bits`, in a fresh directory.
@@ -27,27 +22,6 @@ fn quickstart_area(dir: &Path, bits: u32) -> PathBuf {
     p
 }
 
-fn compiled(path: &Path, pipeline: &str) -> (Module, Store, Context<'static>) {
-    let mut sources = Sources::new();
-    let f = mgen::driver::front(&mut sources, path)
-        .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
-    let (mut m, store) = mgen::driver::module_and_store(f, &sources).unwrap();
-    let store: &'static Store = Box::leak(Box::new(store));
-    let pl = passes::resolve(pipeline).unwrap();
-    let cx = Context::load(&m, store, &mut sources, false).unwrap();
-    passes::run_pipeline(&mut m, &pl, &cx, |_, _| {})
-        .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
-    let store2 = Store::for_spec(&m.spec).unwrap();
-    (m, store2, cx)
-}
-
-fn outputs(m: &Module, store: &Store, cx: &Context) -> Vec<ndarray::Array2<f32>> {
-    let plan = Plan::new(m, store).unwrap();
-    (0..m.spec.workload.tasks.len())
-        .map(|t| plan.run(&cx.calibration[t])[t].values.clone())
-        .collect()
-}
-
 /// Area mode on the quickstart: fewer crossbars, more energy, every task
 /// that takes it keeps its budgets — re-measured here by the reference
 /// executor on the generated and the unshared modules, and equal to the
@@ -56,7 +30,7 @@ fn outputs(m: &Module, store: &Store, cx: &Context) -> Vec<ndarray::Array2<f32>>
 fn area_mode_trades_energy_for_crossbars_within_budgets() {
     let dir = tempfile::tempdir().unwrap();
     let p = quickstart_area(dir.path(), 2);
-    let (m, store, cx) = compiled(&p, "default");
+    let (m, store, cx) = common::compiled(&p, "default");
     let s = m.sharing.as_ref().unwrap();
     let a = s.area.as_ref().expect("an area report");
     assert_eq!(a.delta_bits, 2);
@@ -75,9 +49,9 @@ fn area_mode_trades_energy_for_crossbars_within_budgets() {
     }
     assert_eq!(placement.crossbars_used, a.crossbars_with);
     // Independent re-measurement.
-    let (exact, store_x, _) = compiled(&p, "exact");
-    let got = outputs(&m, &store, &cx);
-    let own = outputs(&exact, &store_x, &cx);
+    let (exact, store_x, _) = common::compiled(&p, "exact");
+    let got = common::outputs(&m, store, &cx);
+    let own = common::outputs(&exact, store_x, &cx);
     for (t, at) in a.tasks.iter().enumerate() {
         let task = &m.spec.tasks[m.spec.workload.tasks[t]];
         let labels: Vec<_> = cx.calibration[t].requests.iter().map(|r| r.label).collect();

@@ -7,10 +7,7 @@ mod common;
 
 use common::{json_of, mgen};
 use mgen::diag::Sources;
-use mgen::ir::Module;
-use mgen::passes::{self, Context};
 use mgen::reference::Plan;
-use mgen::weights::Store;
 use std::path::Path;
 
 const FILE: &str = "\
@@ -28,28 +25,6 @@ fn write(dir: &Path, name: &str, regen: &str) -> std::path::PathBuf {
     p
 }
 
-/// Runs the pipeline; the store the passes used is returned (it holds the
-/// refitted heads).
-fn compiled(path: &Path, pipeline: &str) -> (Module, &'static Store, Context<'static>) {
-    let mut sources = Sources::new();
-    let f = mgen::driver::front(&mut sources, path)
-        .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
-    let (mut m, store) = mgen::driver::module_and_store(f, &sources).unwrap();
-    let store: &'static Store = Box::leak(Box::new(store));
-    let pl = passes::resolve(pipeline).unwrap();
-    let cx = Context::load(&m, store, &mut sources, false).unwrap();
-    passes::run_pipeline(&mut m, &pl, &cx, |_, _| {})
-        .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
-    (m, store, cx)
-}
-
-fn outputs(m: &Module, store: &Store, cx: &Context) -> Vec<ndarray::Array2<f32>> {
-    let plan = Plan::new(m, store).unwrap();
-    (0..m.spec.workload.tasks.len())
-        .map(|t| plan.run(&cx.calibration[t])[t].values.clone())
-        .collect()
-}
-
 /// Training-free selection shares nothing here (drift 0.3 under 90%
 /// agreement); with the head refitted, `a` and `b` share blocks, their
 /// budgets hold when re-measured by the executor (equal to the pass's own
@@ -59,10 +34,10 @@ fn a_refitted_head_makes_blocks_shareable() {
     let dir = tempfile::tempdir().unwrap();
     let plain = write(dir.path(), "plain.mgen", "");
     let regen = write(dir.path(), "regen.mgen", "regenerate = head;");
-    let (m0, _, _) = compiled(&plain, "default");
+    let (m0, _, _) = common::compiled(&plain, "default");
     let s0 = m0.sharing.as_ref().unwrap();
     assert!(s0.tasks.iter().all(|t| t.shared_blocks == 0), "{s0:?}");
-    let (m, store, cx) = compiled(&regen, "default");
+    let (m, store, cx) = common::compiled(&regen, "default");
     let s = m.sharing.as_ref().unwrap();
     for t in &s.tasks[..2] {
         assert!(t.shared_blocks >= 2, "{t:?}");
@@ -72,9 +47,9 @@ fn a_refitted_head_makes_blocks_shareable() {
         assert!(t.before_regeneration[0].value < t.measured[0].value);
     }
     assert_eq!(s.tasks[2].regenerate, "none");
-    let (exact, store_x, _) = compiled(&regen, "exact");
-    let got = outputs(&m, store, &cx);
-    let own = outputs(&exact, store_x, &cx);
+    let (exact, store_x, _) = common::compiled(&regen, "exact");
+    let got = common::outputs(&m, store, &cx);
+    let own = common::outputs(&exact, store_x, &cx);
     for (t, ts) in s.tasks.iter().enumerate() {
         let task = &m.spec.tasks[m.spec.workload.tasks[t]];
         for (b, reported) in task.budgets.iter().zip(&ts.measured) {
@@ -99,8 +74,8 @@ fn refitted_heads_hold_up_on_held_out_requests() {
             .replace("requests = 32;", "requests = 96;"),
     )
     .unwrap();
-    let (m, store, _) = compiled(&p, "default");
-    let (exact, store_x, _) = compiled(&p, "exact");
+    let (m, store, _) = common::compiled(&p, "default");
+    let (exact, store_x, _) = common::compiled(&p, "exact");
     let mut sources = Sources::new();
     let mut batch = mgen::data::load(&m.spec, &mut sources).unwrap();
     batch

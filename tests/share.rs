@@ -5,11 +5,6 @@
 
 mod common;
 
-use mgen::diag::Sources;
-use mgen::ir::Module;
-use mgen::passes::{self, Context};
-use mgen::reference::Plan;
-use mgen::weights::Store;
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -41,30 +36,6 @@ fn spec(model_seed: u64, tasks: &[(&str, &str, u64, f64, &str)], requests: u64) 
     s
 }
 
-/// The module after `pipeline`, its store and context.
-fn compiled(path: &Path, pipeline: &str) -> (Module, Store, Context<'static>, Sources) {
-    let mut sources = Sources::new();
-    let f = mgen::driver::front(&mut sources, path)
-        .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
-    let (mut m, store) = mgen::driver::module_and_store(f, &sources).unwrap();
-    // The store must outlive the context: leak it (tests only).
-    let store: &'static Store = Box::leak(Box::new(store));
-    let pl = passes::resolve(pipeline).unwrap();
-    let cx = Context::load(&m, store, &mut sources, false).unwrap();
-    passes::run_pipeline(&mut m, &pl, &cx, |_, _| {})
-        .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
-    let store2 = Store::for_spec(&m.spec).unwrap();
-    (m, store2, cx, sources)
-}
-
-/// Each task's outputs on its calibration inputs, by the reference executor.
-fn outputs(m: &Module, store: &Store, cx: &Context) -> Vec<ndarray::Array2<f32>> {
-    let plan = Plan::new(m, store).unwrap();
-    (0..m.spec.workload.tasks.len())
-        .map(|t| plan.run(&cx.calibration[t])[t].values.clone())
-        .collect()
-}
-
 fn energy(path: &Path, baseline: bool) -> f64 {
     let p = path.to_str().unwrap();
     let mut args = vec!["run", p, "--counts-only", "--json"];
@@ -83,7 +54,7 @@ fn identical_tasks_share_one_full_model() {
         8,
     );
     let p = write("identical.mgen", &text);
-    let (m, _, _, _) = compiled(&p, "default");
+    let (m, _, _) = common::compiled(&p, "default");
     let s = m.sharing.as_ref().unwrap();
     for t in &s.tasks {
         assert_eq!(t.shared_blocks, t.blocks, "{t:?}");
@@ -112,7 +83,7 @@ fn unrelated_tasks_share_only_what_is_identical() {
     text += "model m2 { layers = 3; hidden = 64; heads = 4; ffn = 128; vocab = 200; max_seq = 16; weights = synthetic(seed = 8); }\n\
              task b { base = m2; head = classify(2); weights = finetuned(seed = 12, drift = 0.02); }\n";
     let p = write("unrelated.mgen", &text);
-    let (m, _, _, _) = compiled(&p, "default");
+    let (m, _, _) = common::compiled(&p, "default");
     let s = m.sharing.as_ref().unwrap();
     assert!(s.tasks.iter().all(|t| t.shared_blocks == 0));
     assert!(s.tree.iter().all(|(_, g)| g.len() == 2));
@@ -128,7 +99,7 @@ fn unrelated_tasks_share_only_what_is_identical() {
         8,
     );
     let p = write("far.mgen", &text);
-    let (m, _, _, _) = compiled(&p, "default");
+    let (m, _, _) = common::compiled(&p, "default");
     let s = m.sharing.as_ref().unwrap();
     assert!(
         s.tasks.iter().all(|t| t.shared_blocks == 0),
@@ -158,10 +129,10 @@ fn strict_budgets_change_no_output() {
         16,
     );
     let p = write("strict.mgen", &text);
-    let (shared, store, cx, _) = compiled(&p, "default");
-    let (exact, store_x, _, _) = compiled(&p, "exact");
-    let a = outputs(&shared, &store, &cx);
-    let b = outputs(&exact, &store_x, &cx);
+    let (shared, store, cx) = common::compiled(&p, "default");
+    let (exact, store_x, _) = common::compiled(&p, "exact");
+    let a = common::outputs(&shared, store, &cx);
+    let b = common::outputs(&exact, store_x, &cx);
     for t in 0..2 {
         let pa: Vec<usize> = a[t]
             .rows()
@@ -183,12 +154,12 @@ fn strict_budgets_change_no_output() {
 
 #[test]
 fn sharing_saves_energy_and_keeps_budgets_on_the_quickstart() {
-    let (m, store, cx, _) = compiled(Path::new("examples/quickstart.mgen"), "default");
+    let (m, store, cx) = common::compiled(Path::new("examples/quickstart.mgen"), "default");
     let s = m.sharing.as_ref().unwrap();
     assert!(s.tasks.iter().any(|t| t.shared_blocks > 0), "{s:?}");
-    let (exact, store_x, _, _) = compiled(Path::new("examples/quickstart.mgen"), "exact");
-    let a = outputs(&m, &store, &cx);
-    let b = outputs(&exact, &store_x, &cx);
+    let (exact, store_x, _) = common::compiled(Path::new("examples/quickstart.mgen"), "exact");
+    let a = common::outputs(&m, store, &cx);
+    let b = common::outputs(&exact, store_x, &cx);
     for (t, ts) in s.tasks.iter().enumerate() {
         let task = &m.spec.tasks[m.spec.workload.tasks[t]];
         let labels: Vec<_> = cx.calibration[t].requests.iter().map(|r| r.label).collect();
@@ -234,10 +205,10 @@ proptest! {
         let refs: Vec<(&str, &str, u64, f64, &str)> =
             tasks.iter().map(|t| (t.0.as_str(), t.1, t.2, t.3, t.4.as_str())).collect();
         let p = write(&format!("prop-{seed}.mgen"), &spec(seed, &refs, 8));
-        let (shared, store, cx, _) = compiled(&p, "default");
-        let (exact, store_x, _, _) = compiled(&p, "exact");
-        let a = outputs(&shared, &store, &cx);
-        let b = outputs(&exact, &store_x, &cx);
+        let (shared, store, cx) = common::compiled(&p, "default");
+        let (exact, store_x, _) = common::compiled(&p, "exact");
+        let a = common::outputs(&shared, store, &cx);
+        let b = common::outputs(&exact, store_x, &cx);
         for t in 0..tasks.len() {
             let task = &shared.spec.tasks[shared.spec.workload.tasks[t]];
             for budget in &task.budgets {

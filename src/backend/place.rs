@@ -178,18 +178,13 @@ pub fn place(m: &Module) -> Result<Placement, Diags> {
             .iter()
             .filter_map(|t| names.get(t).map(|s| s.to_string()))
             .collect();
-        if let Some(j) = matrices
-            .iter()
-            .position(|q: &MatrixPlacement| q.param == w && q.phase == phase && q.reuses.is_none())
-        {
-            let first = matrices[j].first;
-            let crossbars = matrices[j].crossbars;
-            matrices.push(MatrixPlacement {
+        let placed = |reuses: Option<usize>, phase: u32, first: u64, crossbars: u64, cells: u64| {
+            MatrixPlacement {
                 node: *id,
                 param: w,
                 node_name: format!("%{k}"),
                 tensor: m.params[w.0 as usize].name.clone(),
-                tasks,
+                tasks: tasks.clone(),
                 in_dim,
                 out_dim,
                 row_blocks: rb,
@@ -197,12 +192,19 @@ pub fn place(m: &Module) -> Result<Placement, Diags> {
                 slices: sl,
                 signs: sg,
                 bits,
-                reuses: Some(j),
+                reuses,
                 phase,
                 first,
                 crossbars,
-                cells: 0,
-            });
+                cells,
+            }
+        };
+        if let Some(j) = matrices
+            .iter()
+            .position(|q: &MatrixPlacement| q.param == w && q.phase == phase && q.reuses.is_none())
+        {
+            let (first, crossbars) = (matrices[j].first, matrices[j].crossbars);
+            matrices.push(placed(Some(j), phase, first, crossbars, 0));
             continue;
         }
         let count = rb * cb * sl * sg;
@@ -224,26 +226,7 @@ pub fn place(m: &Module) -> Result<Placement, Diags> {
             phase += 1;
             next = 0;
         }
-        let used_cells = in_dim * out_dim * sl * sg;
-        matrices.push(MatrixPlacement {
-            node: *id,
-            param: w,
-            node_name: format!("%{k}"),
-            tensor: m.params[w.0 as usize].name.clone(),
-            tasks,
-            in_dim,
-            out_dim,
-            row_blocks: rb,
-            col_blocks: cb,
-            slices: sl,
-            signs: sg,
-            bits,
-            reuses: None,
-            phase,
-            first: next,
-            crossbars: count,
-            cells: used_cells,
-        });
+        matrices.push(placed(None, phase, next, count, in_dim * out_dim * sl * sg));
         next += count;
     }
     let phases = if matrices.is_empty() { 1 } else { phase + 1 };

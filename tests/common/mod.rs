@@ -58,3 +58,38 @@ pub fn rewrite_with_digest(dir: &std::path::Path, edit: impl Fn(String) -> Strin
     man["sha256"]["program.masm"] = sha.into();
     std::fs::write(dir.join("manifest.json"), man.to_string()).unwrap();
 }
+
+/// The module after `pipeline`, the store the passes used (leaked, so the
+/// context may borrow it for the test's lifetime; it holds what the passes
+/// registered, e.g. refitted heads) and the context.
+pub fn compiled(
+    path: &std::path::Path,
+    pipeline: &str,
+) -> (
+    mgen::ir::Module,
+    &'static mgen::weights::Store,
+    mgen::passes::Context<'static>,
+) {
+    let mut sources = mgen::diag::Sources::new();
+    let f = mgen::driver::front(&mut sources, path)
+        .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
+    let (mut m, store) = mgen::driver::module_and_store(f, &sources).unwrap();
+    let store: &'static mgen::weights::Store = Box::leak(Box::new(store));
+    let pl = mgen::passes::resolve(pipeline).unwrap();
+    let cx = mgen::passes::Context::load(&m, store, &mut sources, false).unwrap();
+    mgen::passes::run_pipeline(&mut m, &pl, &cx, |_, _| {})
+        .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
+    (m, store, cx)
+}
+
+/// Each task's outputs on its calibration inputs, by the reference executor.
+pub fn outputs(
+    m: &mgen::ir::Module,
+    store: &mgen::weights::Store,
+    cx: &mgen::passes::Context,
+) -> Vec<ndarray::Array2<f32>> {
+    let plan = mgen::reference::Plan::new(m, store).unwrap();
+    (0..m.spec.workload.tasks.len())
+        .map(|t| plan.run(&cx.calibration[t])[t].values.clone())
+        .collect()
+}
