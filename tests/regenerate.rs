@@ -198,4 +198,38 @@ fn regeneration_errors_point_at_the_attribute() {
         err.contains("error[E017]") && err.contains("embed"),
         "{err}"
     );
+    // Training inputs must not be the calibration set, and a synthetic
+    // source needs its seed.
+    std::fs::write(
+        &p,
+        FILE.replace(
+            "REGEN",
+            "regenerate = head; calibrate = \"d.jsonl\"; train = \"d.jsonl\";",
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = mgen(&["check", p.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("error[E017]") && err.contains("held-out"),
+        "{err}"
+    );
+    std::fs::write(
+        &p,
+        FILE.replace("REGEN", "regenerate = head; train = synthetic();"),
+    )
+    .unwrap();
+    let (code, _, err) = mgen(&["check", p.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("error[E015]") && err.contains("seed"), "{err}");
+    // Area mode needs its width.
+    std::fs::write(
+        &p,
+        FILE.replace("REGEN", "")
+            .replace("tasks = [a, b, c];", "tasks = [a, b, c]; area = delta();"),
+    )
+    .unwrap();
+    let (code, _, err) = mgen(&["check", p.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("error[E015]") && err.contains("bits"), "{err}");
 }

@@ -278,6 +278,16 @@ impl Module {
         u
     }
 
+    /// The param with `p`'s digest, added when there is none (params are
+    /// interned by digest: equal digests, one param).
+    pub fn intern_param(&mut self, p: Param) -> ParamId {
+        if let Some(i) = self.params.iter().position(|q| q.digest == p.digest) {
+            return ParamId(i as u32);
+        }
+        self.params.push(p);
+        ParamId(self.params.len() as u32 - 1)
+    }
+
     /// Adds a node with its operands.
     pub fn add(&mut self, node: Node, operands: &[NodeId]) -> NodeId {
         let id = NodeId(self.graph.add_node(node));

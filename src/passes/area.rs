@@ -69,25 +69,9 @@ pub struct AreaReport {
     pub tasks: Vec<AreaTask>,
 }
 
-fn intern(m: &mut Module, by_digest: &mut HashMap<String, ParamId>, p: Param) -> ParamId {
-    if let Some(&q) = by_digest.get(&p.digest) {
-        return q;
-    }
-    let q = ParamId(m.params.len() as u32);
-    by_digest.insert(p.digest.clone(), q);
-    m.params.push(p);
-    q
-}
-
 /// Rewrites every eligible node whose tasks all accept area mode.
 fn rewrite(m: &mut Module, store: &Store, bits: u32, accepted: &[bool]) {
     let spec = m.spec.clone();
-    let mut by_digest: HashMap<String, ParamId> = m
-        .params
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.digest.clone(), ParamId(i as u32)))
-        .collect();
     let mut ids: Vec<NodeId> = m.graph.node_indices().map(NodeId).collect();
     ids.sort();
     // Per base matrix: `e` nodes already use it, `k` eligible nodes would.
@@ -144,39 +128,27 @@ fn rewrite(m: &mut Module, store: &Store, bits: u32, accepted: &[bool]) {
             continue;
         };
         let model = &spec.models[spec.tasks[spec.workload.tasks[first]].base].name;
-        let pb = intern(
-            m,
-            &mut by_digest,
-            Param {
-                source: model.clone(),
-                name: w.name.clone(),
-                shape: w.shape.clone(),
-                digest: base,
-                bits: None,
-            },
-        );
-        let pd = intern(
-            m,
-            &mut by_digest,
-            Param {
-                source: w.source.clone(),
-                name: format!("{}.delta", w.name),
-                shape: w.shape.clone(),
-                digest: delta,
-                bits: Some(bits),
-            },
-        );
-        let pz = intern(
-            m,
-            &mut by_digest,
-            Param {
-                source: model.clone(),
-                name: "zeros".into(),
-                shape: vec![w.shape[0]],
-                digest: zeros,
-                bits: None,
-            },
-        );
+        let pb = m.intern_param(Param {
+            source: model.clone(),
+            name: w.name.clone(),
+            shape: w.shape.clone(),
+            digest: base,
+            bits: None,
+        });
+        let pd = m.intern_param(Param {
+            source: w.source.clone(),
+            name: format!("{}.delta", w.name),
+            shape: w.shape.clone(),
+            digest: delta,
+            bits: Some(bits),
+        });
+        let pz = m.intern_param(Param {
+            source: model.clone(),
+            name: "zeros".into(),
+            shape: vec![w.shape[0]],
+            digest: zeros,
+            bits: None,
+        });
         m.graph[id.0].params[0] = pb;
         let x = m.operands(id)[0];
         let out: Vec<_> = m

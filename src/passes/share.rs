@@ -1131,14 +1131,13 @@ pub fn share(
                     &format!("{:?}", spec.tasks[spec_task(t)].train),
                 ]);
                 store.register(&digest, tensor.clone()).map_err(bug)?;
-                new.push(ParamId(m.params.len() as u32));
-                m.params.push(Param {
+                new.push(m.intern_param(Param {
                     source: names[t].clone(),
                     name: old.name.clone(),
                     shape: old.shape.clone(),
                     digest,
                     bits: None,
-                });
+                }));
             }
             m.graph[id.0].params = new;
         }
@@ -1292,12 +1291,6 @@ pub fn already_shared(m: &Module, store: &Store) -> bool {
 /// Points the params of every task's first `depth[t]` blocks at its source.
 fn rewrite(m: &mut Module, store: &Store, src: &[Source], depth: &[usize]) -> Result<(), Diags> {
     let spec: Spec = m.spec.clone();
-    let mut by_digest: HashMap<String, ParamId> = m
-        .params
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.digest.clone(), ParamId(i as u32)))
-        .collect();
     let ids: Vec<NodeId> = m.graph.node_indices().map(NodeId).collect();
     for id in ids {
         let node = m.node(id).clone();
@@ -1337,22 +1330,13 @@ fn rewrite(m: &mut Module, store: &Store, src: &[Source], depth: &[usize]) -> Re
             };
             let digest =
                 digest.ok_or_else(|| bug(format!("no source weights for `{}`", old.name)))?;
-            let pid = match by_digest.get(&digest) {
-                Some(&q) => q,
-                None => {
-                    let q = ParamId(m.params.len() as u32);
-                    m.params.push(Param {
-                        source,
-                        name: old.name.clone(),
-                        shape: old.shape.clone(),
-                        digest: digest.clone(),
-                        bits: None,
-                    });
-                    by_digest.insert(digest, q);
-                    q
-                }
-            };
-            new_params.push(pid);
+            new_params.push(m.intern_param(Param {
+                source,
+                name: old.name.clone(),
+                shape: old.shape.clone(),
+                digest,
+                bits: None,
+            }));
         }
         m.graph[id.0].params = new_params;
     }

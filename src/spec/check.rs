@@ -384,6 +384,25 @@ impl Cx {
         );
     }
 
+    /// `synthetic(seed = S)` (weights, workload inputs, training inputs):
+    /// the seed, or a diagnostic (E015 without a seed).
+    fn synthetic_seed(&mut self, v: &Value, func: &Ident, args: &[Arg]) -> Option<u64> {
+        let a = self.args(func, args, &["seed"])?;
+        match a.get("seed").copied() {
+            Some(s) => self.int(s, "seed", 0, u64::MAX >> 11),
+            None => {
+                self.err(
+                    Diagnostic::error(Code::E015, "`synthetic` needs a `seed`").at(
+                        self.file,
+                        v.span.clone(),
+                        "add `seed = N`",
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     fn int(&mut self, v: &Value, what: &str, min: u64, max: u64) -> Option<u64> {
         match &v.kind {
             ValueKind::Number { value, text } => {
@@ -1012,20 +1031,7 @@ impl Cx {
                 path: self.string(v, "weights")?,
             }),
             ValueKind::Call { func, args } if func.name == "synthetic" && !task => {
-                let a = self.args(func, args, &["seed"])?;
-                let seed = match a.get("seed") {
-                    Some(s) => self.int(s, "seed", 0, u64::MAX >> 11)?,
-                    None => {
-                        self.err(
-                            Diagnostic::error(Code::E015, "`synthetic` needs a `seed`").at(
-                                self.file,
-                                v.span.clone(),
-                                "add `seed = N`",
-                            ),
-                        );
-                        return None;
-                    }
-                };
+                let seed = self.synthetic_seed(v, func, args)?;
                 Some(WeightSource::Synthetic { seed })
             }
             ValueKind::Call { func, args } if func.name == "finetuned" && task => {
@@ -1584,18 +1590,7 @@ impl Cx {
                     Some(InputSource::File { path })
                 }
                 ValueKind::Call { func, args } if func.name == "synthetic" => {
-                    let a = self.args(func, args, &["seed"])?;
-                    let Some(s) = a.get("seed").copied() else {
-                        self.err(
-                            Diagnostic::error(Code::E015, "`synthetic` needs a `seed`").at(
-                                self.file,
-                                v.span.clone(),
-                                "add `seed = N`",
-                            ),
-                        );
-                        return None;
-                    };
-                    let seed = self.int(s, "seed", 0, u64::MAX >> 11)?;
+                    let seed = self.synthetic_seed(v, func, args)?;
                     Some(InputSource::Synthetic { seed })
                 }
                 _ => {
@@ -1674,26 +1669,9 @@ impl Cx {
                 ValueKind::Str { .. } => self
                     .string(v, "inputs")
                     .map(|path| InputSource::File { path }),
-                ValueKind::Call { func, args } if func.name == "synthetic" => {
-                    let a = self.args(func, args, &["seed"]);
-                    match a.as_ref().and_then(|a| a.get("seed").copied()) {
-                        Some(s) => self
-                            .int(s, "seed", 0, u64::MAX >> 11)
-                            .map(|seed| InputSource::Synthetic { seed }),
-                        None => {
-                            if a.is_some() {
-                                self.err(
-                                    Diagnostic::error(Code::E015, "`synthetic` needs a `seed`").at(
-                                        self.file,
-                                        v.span.clone(),
-                                        "add `seed = N`",
-                                    ),
-                                );
-                            }
-                            None
-                        }
-                    }
-                }
+                ValueKind::Call { func, args } if func.name == "synthetic" => self
+                    .synthetic_seed(v, func, args)
+                    .map(|seed| InputSource::Synthetic { seed }),
                 _ => {
                     self.err(
                         Diagnostic::error(
