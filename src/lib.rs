@@ -24,4 +24,5 @@ pub mod run;
 pub mod sim;
 pub mod spec;
 pub mod syntax;
+pub mod train;
 pub mod weights;

@@ -403,6 +403,53 @@ impl Cx {
         }
     }
 
+    /// `branch(epochs = E, lr = X, batch = B, labels = A, temperature = T,
+    /// trials = N)`: every argument optional, defaults from
+    /// [`crate::spec::BranchOpts::default`].
+    fn branch_opts(&mut self, func: &Ident, args: &[Arg]) -> Option<crate::spec::BranchOpts> {
+        let a = self.args(
+            func,
+            args,
+            &["epochs", "lr", "batch", "labels", "temperature", "trials"],
+        )?;
+        let mut o = crate::spec::BranchOpts::default();
+        let mut ok = true;
+        if let Some(v) = a.get("epochs") {
+            ok &= self
+                .int(v, "epochs", 1, 1000)
+                .map(|x| o.epochs = x as u32)
+                .is_some();
+        }
+        if let Some(v) = a.get("lr") {
+            ok &= self.real(v, "lr", 1e-9, 1.0).map(|x| o.lr = x).is_some();
+        }
+        if let Some(v) = a.get("batch") {
+            ok &= self
+                .int(v, "batch", 1, 4096)
+                .map(|x| o.batch = x as u32)
+                .is_some();
+        }
+        if let Some(v) = a.get("labels") {
+            ok &= self
+                .real(v, "labels", 0.0, 1.0)
+                .map(|x| o.labels = x)
+                .is_some();
+        }
+        if let Some(v) = a.get("temperature") {
+            ok &= self
+                .real(v, "temperature", 0.05, 100.0)
+                .map(|x| o.temperature = x)
+                .is_some();
+        }
+        if let Some(v) = a.get("trials") {
+            ok &= self
+                .int(v, "trials", 0, 64)
+                .map(|x| o.trials = x as u32)
+                .is_some();
+        }
+        ok.then_some(o)
+    }
+
     fn int(&mut self, v: &Value, what: &str, min: u64, max: u64) -> Option<u64> {
         match &v.kind {
             ValueKind::Number { value, text } => {
@@ -1547,26 +1594,22 @@ impl Cx {
                     Regenerate::Head
                 }
                 ValueKind::Name { name } if name == "branch" => {
-                    self.err(
-                        Diagnostic::error(
-                            Code::E017,
-                            "`regenerate = branch` (retraining a task's unshared layers) is not available yet",
-                        )
-                        .at(self.file, v.span.clone(), "not available")
-                        .help("use `regenerate = head` (refit the head) or `none`"),
-                    );
-                    return None;
+                    Regenerate::Branch(crate::spec::BranchOpts::default())
+                }
+                ValueKind::Call { func, args } if func.name == "branch" => {
+                    Regenerate::Branch(self.branch_opts(func, args)?)
                 }
                 _ => {
                     self.err(
                         Diagnostic::error(
                             Code::E016,
                             format!(
-                                "`regenerate` must be `none` or `head`, found {}",
+                                "`regenerate` must be `none`, `head` or `branch`, found {}",
                                 v.describe()
                             ),
                         )
-                        .at(self.file, v.span.clone(), "unexpected value"),
+                        .at(self.file, v.span.clone(), "unexpected value")
+                        .help("e.g. `regenerate = branch(epochs = 4, lr = 1e-4);`"),
                     );
                     return None;
                 }
@@ -1608,6 +1651,24 @@ impl Cx {
                 }
             },
         };
+        if let Some(o) = regenerate.branch()
+            && o.labels > 0.0
+            && !matches!(train, Some(InputSource::File { .. }))
+        {
+            self.err(
+                Diagnostic::error(
+                    Code::E017,
+                    "a label loss (`labels > 0`) needs labelled training inputs",
+                )
+                .at(
+                    self.file,
+                    b.attrs["regenerate"].span.clone(),
+                    "synthetic training inputs carry no labels",
+                )
+                .help("add `train = \"FILE.jsonl\";` with labels, or drop `labels`"),
+            );
+            return None;
+        }
         Some(Task {
             name: item.name.name.clone(),
             base: base?,

@@ -212,7 +212,7 @@ pub struct Task {
 }
 
 /// Regeneration levels (docs/sharing.md, "Regeneration").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Regenerate {
     /// Selection only: shared blocks are used as they are.
@@ -221,6 +221,9 @@ pub enum Regenerate {
     /// The task head is refitted (ridge regression, distilled from the
     /// task's own model) on the features of each candidate model.
     Head,
+    /// The task's unshared layers and head are retrained over the frozen
+    /// shared trunk ([`crate::train`]); a head refit is tried first.
+    Branch(BranchOpts),
 }
 
 impl Regenerate {
@@ -228,6 +231,66 @@ impl Regenerate {
         match self {
             Regenerate::None => "none",
             Regenerate::Head => "head",
+            Regenerate::Branch(_) => "branch",
+        }
+    }
+
+    /// Whether the head may be refitted (`head`, and `branch` before it
+    /// retrains).
+    pub fn refits_head(self) -> bool {
+        !matches!(self, Regenerate::None)
+    }
+
+    /// The branch-training settings, for `branch`.
+    pub fn branch(self) -> Option<BranchOpts> {
+        match self {
+            Regenerate::Branch(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The `.mgen` form of the value.
+    pub fn to_mgen(self) -> String {
+        match self {
+            Regenerate::Branch(o) if o != BranchOpts::default() => format!(
+                "branch(epochs = {}, lr = {}, batch = {}, labels = {}, temperature = {}, trials = {})",
+                o.epochs, o.lr, o.batch, o.labels, o.temperature, o.trials
+            ),
+            r => r.name().to_string(),
+        }
+    }
+}
+
+/// Settings of branch retraining: `regenerate = branch(epochs = E, lr = X,
+/// batch = B, labels = A, temperature = T, trials = N);` (every argument
+/// optional; see docs/sharing.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BranchOpts {
+    /// Passes over the training inputs per retraining.
+    pub epochs: u32,
+    /// Peak AdamW learning rate.
+    pub lr: f64,
+    /// Requests per mini-batch.
+    pub batch: u32,
+    /// Weight of the label loss (0 = distillation only).
+    pub labels: f64,
+    /// Distillation temperature (classifiers).
+    pub temperature: f64,
+    /// At most this many retrainings while searching deeper sharing (a
+    /// deterministic budget: a wall-clock one would make results depend on
+    /// the machine).
+    pub trials: u32,
+}
+
+impl Default for BranchOpts {
+    fn default() -> Self {
+        BranchOpts {
+            epochs: 4,
+            lr: 1e-4,
+            batch: 8,
+            labels: 0.0,
+            temperature: 2.0,
+            trials: 4,
         }
     }
 }
@@ -356,7 +419,7 @@ impl Spec {
                 let _ = writeln!(s, "    {}", b.to_mgen());
             }
             if t.regenerate != Regenerate::None {
-                let _ = writeln!(s, "    regenerate = {};", t.regenerate.name());
+                let _ = writeln!(s, "    regenerate = {};", t.regenerate.to_mgen());
             }
             match &t.train {
                 Some(InputSource::Synthetic { seed }) => {
