@@ -1011,7 +1011,7 @@ mod tests {
             };
             let (_, g) = b.loss_and_grad(&[&item], o);
             let mut checked = 0;
-            for ti in 0..b.tensors.len() {
+            for (ti, gt) in g.iter().enumerate() {
                 let len = b.tensors[ti].len();
                 // A few coordinates of every tensor.
                 for i in [0, len / 2, len - 1] {
@@ -1024,7 +1024,7 @@ mod tests {
                     });
                     close(
                         num,
-                        g[ti].as_slice().unwrap()[i] as f64,
+                        gt.as_slice().unwrap()[i] as f64,
                         &format!("{:?}: {}[{i}]", head, b.names[ti]),
                     );
                     checked += 1;

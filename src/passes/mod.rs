@@ -62,12 +62,16 @@ pub struct Context<'a> {
     pub training: Vec<Option<crate::data::Batch>>,
 }
 
-/// Synthetic training inputs of a task with `regenerate` and no `train`
-/// file: this many requests from `synthetic(seed = S)` (S given, or derived
-/// from the task's name).
+/// Synthetic training inputs of a task with `regenerate = head` and no
+/// `train` file: this many requests from `synthetic(seed = S)` (S given, or
+/// derived from the task's name).
 pub const TRAIN_REQUESTS: usize = 64;
+/// The same for `regenerate = branch`, which trains far more parameters
+/// than a head (with 64 requests a branch overfits them: its training loss
+/// falls 30-fold while its calibration agreement does not move).
+pub const BRANCH_TRAIN_REQUESTS: usize = 512;
 /// At most this many requests of a `train` file are used.
-pub const TRAIN_FILE_REQUESTS: usize = 256;
+pub const TRAIN_FILE_REQUESTS: usize = 2048;
 
 /// The context a pipeline needs: calibration inputs are loaded only when
 /// it runs `share`.
@@ -146,6 +150,20 @@ impl<'a> Context<'a> {
                     let key = format!("task {}.train", task.name);
                     let mut reqs = crate::data::load_jsonl(spec, &full, &key, seq, sources)?;
                     reqs.truncate(TRAIN_FILE_REQUESTS);
+                    if let Some(o) = task.regenerate.branch()
+                        && o.labels > 0.0
+                        && reqs.iter().all(|r| r.label.is_none())
+                    {
+                        return Err(Diagnostic::error(
+                            Code::E207,
+                            format!(
+                                "task `{}` mixes in a label loss (`labels = {}`), but its training inputs `{path}` carry no labels",
+                                task.name, o.labels
+                            ),
+                        )
+                        .note("give the lines a \"label\", or drop `labels` (distillation needs none)")
+                        .into());
+                    }
                     reqs
                 }
                 other => {
@@ -154,7 +172,11 @@ impl<'a> Context<'a> {
                         _ => crate::weights::seed_of_name(&format!("train:{}", task.name)),
                     };
                     let vocab = spec.models[task.base].vocab;
-                    crate::data::synthetic(seed, TRAIN_REQUESTS, seq, vocab)
+                    let count = match task.regenerate {
+                        crate::spec::Regenerate::Branch(_) => BRANCH_TRAIN_REQUESTS,
+                        _ => TRAIN_REQUESTS,
+                    };
+                    crate::data::synthetic(seed, count, seq, vocab)
                 }
             };
             training.push(Some(crate::data::Batch { seq, requests }));

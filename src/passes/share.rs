@@ -48,7 +48,7 @@ use crate::data::{Batch, Label};
 use crate::diag::{Code, Diagnostic, Diags};
 use crate::forward::{self, Req};
 use crate::ir::{Layer, Module, NodeId, Param, ParamId, TaskSet};
-use crate::spec::{Budget, Head, Metric, Regenerate, Spec};
+use crate::spec::{Budget, Head, Metric, Spec};
 use crate::weights::{Store, layout};
 use ndarray::{Array2, ArrayD};
 use rayon::prelude::*;
@@ -145,6 +145,11 @@ pub struct TaskShare {
     /// without it.
     pub regenerate: &'static str,
     pub before_regeneration: Vec<Measured>,
+    /// Seconds spent regenerating candidates of this task (head refits and
+    /// branch retrainings).
+    pub regeneration_seconds: f64,
+    /// For `branch`: what the retraining did.
+    pub branch: Option<BranchReport>,
     /// Estimated energy per request this task no longer spends (its share
     /// of the blocks it computes together with others), in pJ.
     pub saved_pj: f64,
@@ -200,6 +205,38 @@ pub struct Sharing {
 
 /// A refitted head: (classifier weight `[n, h]`, bias `[n]`).
 type HeadPair = (ArrayD<f32>, ArrayD<f32>);
+/// Regenerated tensors by Hugging Face name.
+type Tensors = HashMap<String, Arc<ArrayD<f32>>>;
+
+/// How far a candidate is regenerated before it is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Level {
+    None,
+    Head,
+    Branch,
+}
+
+/// A retrained branch.
+struct Trained {
+    tensors: Arc<Tensors>,
+    log: crate::train::TrainLog,
+    parameters: usize,
+}
+
+/// What branch retraining did for a task (the retraining its final choice
+/// uses).
+#[derive(Debug, Clone, Serialize)]
+pub struct BranchReport {
+    /// Values retrained (its layers above the shared depth and its head).
+    pub parameters: usize,
+    /// Optimiser steps, and the mean training loss over the first and the
+    /// last epoch.
+    pub steps: usize,
+    pub first_loss: f64,
+    pub last_loss: f64,
+    /// Retrainings the search ran for this task (each a candidate depth).
+    pub retrainings: usize,
+}
 
 fn rows_to_array(rows: &[Vec<f32>]) -> Array2<f32> {
     let width = rows.first().map(|r| r.len()).unwrap_or(0);
@@ -751,29 +788,75 @@ pub fn share(
         Ok(tr)
     };
 
-    // Evaluates task t with `depth` blocks from source s; with `regen`
-    // (and `regenerate = head`), after refitting its head on its training
-    // inputs to its own model's outputs there.
-    type Cached = (bool, Vec<Measured>);
-    let mut cache: HashMap<(usize, Source, usize, bool, bool), Cached> = HashMap::new();
+    // Whether regeneration may replace task t's own tensors: its encoder
+    // layers and head are its alone (`merge` found no exact twin).
+    let alone: Vec<bool> = (0..n)
+        .map(|t| {
+            m.graph.node_weights().all(|nd| {
+                !TaskSet::single(t).is_subset(nd.tasks)
+                    || nd.tasks.len() == 1
+                    || matches!(nd.layer, Layer::Input | Layer::Embed)
+            })
+        })
+        .collect();
+    // Evaluates task t with `depth` blocks from source s at a regeneration
+    // level: `Head` refits its head on its training inputs to its own
+    // model's outputs there (`regenerate = head` or `branch`), `Branch`
+    // retrains its unshared layers and head the same way
+    // (`regenerate = branch`, see [`crate::train`]).
+    // (budgets hold, measured, the level actually used)
+    type Cached = (bool, Vec<Measured>, Level);
+    let mut cache: HashMap<(usize, Source, usize, Level, bool), Cached> = HashMap::new();
+    // Retrainings left per task (the search's deterministic budget).
+    let trials: Vec<std::cell::Cell<u32>> = (0..n)
+        .map(|t| {
+            let task = &spec.tasks[spec_task(t)];
+            std::cell::Cell::new(match task.regenerate.branch() {
+                Some(o) if alone[t] => o.trials,
+                _ => 0,
+            })
+        })
+        .collect();
+    let mut retrainings = vec![0usize; n];
     let mut heads: HashMap<(usize, Source, usize), HeadPair> = HashMap::new();
+    let mut branches: HashMap<(usize, Source, usize), Trained> = HashMap::new();
     let mut own_train: HashMap<usize, Array2<f32>> = HashMap::new();
+    let mut regen_seconds = vec![0.0f64; n];
     let mut evaluate = |t: usize,
                         s: Source,
                         depth: usize,
-                        regen: bool,
+                        level: Level,
                         exhaustive: bool|
      -> Result<Cached, Diags> {
         let st = spec_task(t);
         let task = &spec.tasks[st];
-        let regen = regen && task.regenerate == Regenerate::Head && depth > 0 && s != Source::Own;
-        if let Some(r) = cache.get(&(t, s, depth, regen, exhaustive)) {
+        let shared = depth > 0 && s != Source::Own;
+        let level = match level {
+            Level::Head
+                if shared
+                    && task.regenerate.refits_head()
+                    && !matches!(task.head, Head::Embed { .. }) =>
+            {
+                Level::Head
+            }
+            Level::Branch
+                if shared
+                    && task.regenerate.branch().is_some()
+                    && alone[t]
+                    && (branches.contains_key(&(t, s, depth)) || trials[t].get() > 0) =>
+            {
+                Level::Branch
+            }
+            _ => Level::None,
+        };
+        if let Some(r) = cache.get(&(t, s, depth, level, exhaustive)) {
             return Ok(r.clone());
         }
+        let regen_started = Instant::now();
         let model = &spec.models[task.base];
         let batch = batches[batch_of[t]];
         let labels: Vec<Option<Label>> = batch.requests.iter().map(|r| r.label).collect();
-        let refit = if regen {
+        if level != Level::None {
             let tb = training[t]
                 .ok_or_else(|| bug(format!("task `{}` has no training inputs", names[t])))?;
             let get = getter(t, Source::Own);
@@ -793,6 +876,11 @@ pub fn share(
                 let rows = rows.map_err(|e| bug(format!("evaluating task `{}`: {e}", names[t])))?;
                 slot.insert(rows_to_array(&rows));
             }
+        }
+        let refit = if level == Level::Head {
+            let tb = training[t]
+                .ok_or_else(|| bug(format!("task `{}` has no training inputs", names[t])))?;
+            let get = getter(t, Source::Own);
             let tr = trunk(s, t, true)?;
             let feats: Result<Vec<Vec<f32>>, String> = tb
                 .requests
@@ -823,11 +911,77 @@ pub fn share(
         } else {
             None
         };
+        let trained: Option<Arc<Tensors>> = if level == Level::Branch {
+            let key = (t, s, depth);
+            if let std::collections::hash_map::Entry::Vacant(slot) = branches.entry(key) {
+                trials[t].set(trials[t].get() - 1);
+                retrainings[t] += 1;
+                let tb = training[t]
+                    .ok_or_else(|| bug(format!("task `{}` has no training inputs", names[t])))?;
+                let opts = task.regenerate.branch().unwrap_or_default();
+                let get = getter(t, Source::Own);
+                let mut br = crate::train::Branch::new(model, &task.head, &*get, depth)
+                    .map_err(|e| bug(format!("task `{}`: {e}", names[t])))?;
+                let tr = trunk(s, t, true)?;
+                let masks: Vec<Vec<f32>> = tb.requests.iter().map(|r| r.mask()).collect();
+                let targets = &own_train[&t];
+                let items: Result<Vec<crate::train::Item>, Diags> = tb
+                    .requests
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let x = tr[i][depth - 1]
+                            .view()
+                            .into_dimensionality::<ndarray::Ix2>()
+                            .map_err(|e| bug(format!("a trunk activation: {e}")))?;
+                        Ok(crate::train::Item {
+                            x,
+                            mask: &masks[i],
+                            target: targets.row(i),
+                            label: r.label,
+                        })
+                    })
+                    .collect();
+                let items = items?;
+                let steps = opts.epochs as usize * items.len().div_ceil(opts.batch.max(1) as usize);
+                if let Some(b) = &bar {
+                    b.inc_length(steps as u64);
+                }
+                let seed =
+                    crate::weights::seed_of_name(&format!("branch:{}:{:?}:{depth}", names[t], s));
+                let log = br.train(&items, &opts, seed, &|| {
+                    if let Some(b) = &bar {
+                        b.inc(1);
+                    }
+                });
+                slot.insert(Trained {
+                    tensors: Arc::new(br.tensors()),
+                    log,
+                    parameters: br.parameters(),
+                });
+            }
+            Some(branches[&key].tensors.clone())
+        } else {
+            None
+        };
+        if level != Level::None {
+            regen_seconds[t] += regen_started.elapsed().as_secs_f64();
+        }
         let out = if depth == 0 || s == Source::Own {
             own[t].clone()
         } else {
             let tr = trunk(s, t, false)?;
-            let get = getter(t, Source::Own);
+            let own_get = getter(t, Source::Own);
+            let get: Box<Getter<'_>> = match &trained {
+                Some(tt) => {
+                    let tt = tt.clone();
+                    Box::new(move |name: &str| match tt.get(name) {
+                        Some(x) => Ok(x.clone()),
+                        None => own_get(name),
+                    })
+                }
+                None => own_get,
+            };
             // Requests in chunks; stop as soon as a budget can no longer
             // hold (a failed candidate need not be finished).
             let chunk = 2 * rayon::current_num_threads().max(1);
@@ -889,8 +1043,8 @@ pub fn share(
                         holds: false,
                     })
                     .collect();
-                cache.insert((t, s, depth, regen, exhaustive), (false, ms.clone()));
-                return Ok((false, ms));
+                cache.insert((t, s, depth, level, exhaustive), (false, ms.clone(), level));
+                return Ok((false, ms, level));
             }
             let width = own[t].ncols();
             let mut o = Array2::<f32>::zeros((rows.len(), width));
@@ -905,12 +1059,13 @@ pub fn share(
             .map(|b| measure(b, &task.head, &out, &own[t], &labels))
             .collect();
         let ok = ms.iter().all(|m| m.holds);
-        cache.insert((t, s, depth, regen, exhaustive), (ok, ms.clone()));
-        Ok((ok, ms))
+        cache.insert((t, s, depth, level, exhaustive), (ok, ms.clone(), level));
+        Ok((ok, ms, level))
     };
 
     // Reach: the deepest depth each candidate source allows (bisection).
     let mut reach: Vec<BTreeMap<Source, usize>> = vec![BTreeMap::new(); n];
+
     for t in 0..n {
         let nb = forward::blocks(&spec.models[group_of(t)]);
         for &s in &candidates[t] {
@@ -920,7 +1075,20 @@ pub fn share(
                 let mid = (lo + hi) / 2;
                 // The task's own head first; a refitted one only where
                 // that fails (regeneration never does worse than none).
-                if evaluate(t, s, mid, false, false)?.0 || evaluate(t, s, mid, true, false)?.0 {
+                if evaluate(t, s, mid, Level::None, false)?.0
+                    || evaluate(t, s, mid, Level::Head, false)?.0
+                {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            // Retraining the branch: deeper than that, by bisection, while
+            // the task's retraining budget lasts.
+            let mut hi = cap + 1;
+            while hi - lo > 1 && trials[t].get() > 0 {
+                let mid = (lo + hi) / 2;
+                if evaluate(t, s, mid, Level::Branch, false)?.0 {
                     lo = mid;
                 } else {
                     hi = mid;
@@ -1065,17 +1233,25 @@ pub fn share(
     let mut depth = depths_for(&best);
     // Measure every choice; lower a depth that fails until it holds.
     let mut measured: Vec<Vec<Measured>> = Vec::with_capacity(n);
-    let mut refitted = vec![false; n];
+    let mut level = vec![Level::None; n];
     for t in 0..n {
         loop {
-            let (ok, ms) = evaluate(t, best[t], depth[t], false, false)?;
+            let (ok, ms, _) = evaluate(t, best[t], depth[t], Level::None, false)?;
             if ok || depth[t] == 0 {
                 measured.push(ms);
                 break;
             }
-            let (ok, ms) = evaluate(t, best[t], depth[t], true, false)?;
+            let (ok, ms, lv) = evaluate(t, best[t], depth[t], Level::Head, false)?;
             if ok {
-                refitted[t] = spec.tasks[spec_task(t)].regenerate == Regenerate::Head;
+                level[t] = lv;
+                measured.push(ms);
+                break;
+            }
+            // A branch retrained at this depth already, or one more
+            // retraining if the budget allows.
+            let (ok, ms, lv) = evaluate(t, best[t], depth[t], Level::Branch, false)?;
+            if ok && lv == Level::Branch {
+                level[t] = Level::Branch;
                 measured.push(ms);
                 break;
             }
@@ -1086,13 +1262,15 @@ pub fn share(
         }
     }
     // Regenerated tasks: the same choice without regeneration, for the report.
-    let regenerated: Vec<bool> = (0..n)
-        .map(|t| refitted[t] && depth[t] > 0 && best[t] != Source::Own)
-        .collect();
+    for t in 0..n {
+        if depth[t] == 0 || best[t] == Source::Own {
+            level[t] = Level::None;
+        }
+    }
     let mut before: Vec<Vec<Measured>> = vec![Vec::new(); n];
     for t in 0..n {
-        if regenerated[t] {
-            before[t] = evaluate(t, best[t], depth[t], false, true)?.1;
+        if level[t] != Level::None {
+            before[t] = evaluate(t, best[t], depth[t], Level::None, true)?.1;
         }
     }
     if let Some(b) = &bar {
@@ -1101,36 +1279,66 @@ pub fn share(
 
     // Rewrite: the first `depth` blocks of each task read the source's weights.
     rewrite(m, store, &best, &depth)?;
-    // Refitted heads replace the tasks' classifiers.
+    // Regenerated tensors replace the tasks' own: a refitted classifier, or
+    // a retrained branch (layers above the shared depth, pooler,
+    // classifier).
     for t in 0..n {
-        if !regenerated[t] {
-            continue;
-        }
-        let (w, b) = heads
-            .get(&(t, best[t], depth[t]))
-            .cloned()
-            .ok_or_else(|| bug(format!("no refitted head for task `{}`", names[t])))?;
+        let key = (t, best[t], depth[t]);
+        let task = &spec.tasks[spec_task(t)];
+        let (tensors, tag): (Tensors, String) = match level[t] {
+            Level::None => continue,
+            Level::Head => {
+                let (w, b) = heads
+                    .get(&key)
+                    .cloned()
+                    .ok_or_else(|| bug(format!("no refitted head for task `{}`", names[t])))?;
+                let map = [("classifier.weight", w), ("classifier.bias", b)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), Arc::new(v)))
+                    .collect();
+                (map, "refit-head-v1".to_string())
+            }
+            Level::Branch => {
+                let tr = branches
+                    .get(&key)
+                    .ok_or_else(|| bug(format!("no retrained branch for task `{}`", names[t])))?;
+                (
+                    (*tr.tensors).clone(),
+                    format!("branch-v1:{:?}", task.regenerate),
+                )
+            }
+        };
+        let mut replaced = std::collections::BTreeSet::new();
         let ids: Vec<NodeId> = m.graph.node_indices().map(NodeId).collect();
         for id in ids {
             let node = m.node(id).clone();
-            if !matches!(node.op, crate::ir::Op::Linear)
-                || node.tasks != TaskSet::single(t)
-                || m.params[node.params[0].0 as usize].name != "classifier.weight"
+            if node.tasks != TaskSet::single(t) {
+                continue;
+            }
+            if !node
+                .params
+                .iter()
+                .any(|p| tensors.contains_key(&m.params[p.0 as usize].name))
             {
                 continue;
             }
-            let mut new = Vec::new();
-            for (k, tensor) in [(0usize, &w), (1, &b)] {
-                let old = m.params[node.params[k].0 as usize].clone();
+            let mut new = Vec::with_capacity(node.params.len());
+            for &p in &node.params {
+                let old = m.params[p.0 as usize].clone();
+                let Some(tensor) = tensors.get(&old.name) else {
+                    new.push(p);
+                    continue;
+                };
                 let digest = crate::weights::digest_of(&[
-                    "refit-head-v1",
+                    &tag,
                     &names[t],
                     &format!("{:?}", best[t]),
                     &depth[t].to_string(),
                     &old.digest,
-                    &format!("{:?}", spec.tasks[spec_task(t)].train),
+                    &format!("{:?}", task.train),
                 ]);
-                store.register(&digest, tensor.clone()).map_err(bug)?;
+                store.register(&digest, (**tensor).clone()).map_err(bug)?;
+                replaced.insert(old.name.clone());
                 new.push(m.intern_param(Param {
                     source: names[t].clone(),
                     name: old.name.clone(),
@@ -1140,6 +1348,12 @@ pub fn share(
                 }));
             }
             m.graph[id.0].params = new;
+        }
+        if let Some(missing) = tensors.keys().find(|k| !replaced.contains(*k)) {
+            return Err(bug(format!(
+                "regenerated tensor `{missing}` of task `{}` has no node of its own",
+                names[t]
+            )));
         }
     }
     super::merge::merge(m);
@@ -1210,8 +1424,23 @@ pub fn share(
                 source: source_name(t, best[t]),
                 shared_with: first,
                 measured: measured[t].clone(),
-                regenerate: if regenerated[t] { "head" } else { "none" },
+                regenerate: match level[t] {
+                    Level::None => "none",
+                    Level::Head => "head",
+                    Level::Branch => "branch",
+                },
                 before_regeneration: before[t].clone(),
+                regeneration_seconds: regen_seconds[t],
+                branch: (level[t] == Level::Branch)
+                    .then(|| branches.get(&(t, best[t], depth[t])))
+                    .flatten()
+                    .map(|tr| BranchReport {
+                        parameters: tr.parameters,
+                        steps: tr.log.steps,
+                        first_loss: tr.log.first_loss,
+                        last_loss: tr.log.last_loss,
+                        retrainings: retrainings[t],
+                    }),
                 saved_pj: saved(t),
                 reach: reach[t]
                     .iter()
@@ -1460,12 +1689,29 @@ pub fn text(s: &Sharing) -> String {
                 if mz.holds { "" } else { "  FAILS" }
             );
             if let Some(b) = t.before_regeneration.get(i) {
+                let what = match t.regenerate {
+                    "branch" => "  (branch retrained; without:",
+                    _ => "  (head refitted; without it:",
+                };
                 let _ = writeln!(
                     o,
                     "{:<14} {:>7} {:<14} {:<28} {:>10} {:<30} {:>9.4}",
-                    "", "", "", "", "", "  (head refitted; without it:", b.value
+                    "", "", "", "", "", what, b.value
                 );
             }
+        }
+        if let Some(b) = &t.branch {
+            let _ = writeln!(
+                o,
+                "{:<14} branch retraining: {} values, {} steps, loss {:.4} -> {:.4}; {} retraining(s), {:.1} s",
+                "",
+                b.parameters,
+                b.steps,
+                b.first_loss,
+                b.last_loss,
+                b.retrainings,
+                t.regeneration_seconds
+            );
         }
     }
     let _ = writeln!(o);
