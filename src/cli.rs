@@ -122,6 +122,10 @@ enum Cmd {
         json: bool,
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Compare once per regeneration level, every task set to it
+        /// (e.g. `none,head,branch`), against one baseline.
+        #[arg(long, value_delimiter = ',', value_parser = ["none", "head", "branch"])]
+        regenerate: Vec<String>,
     },
     /// List passes and pipelines.
     Passes {
@@ -567,6 +571,38 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             counts_only,
             json,
             report,
+            regenerate,
+        } if !regenerate.is_empty() => {
+            let levels: Vec<Option<crate::compare::Level>> = regenerate
+                .iter()
+                .map(|s| crate::compare::Level::parse(s))
+                .collect();
+            let all =
+                crate::compare::compare_levels(&file, sources, counts_only, io.progress, &levels)?;
+            let v = crate::compare::levels_json(&file, &all);
+            if let Some(dir) = &report {
+                crate::compare::write_levels_report(dir, &v, &all)?;
+            }
+            if json {
+                let _ = writeln!(io.out, "{v}");
+            } else {
+                let _ = write!(io.out, "{}", crate::compare::levels_text(&v));
+                if let Some(d) = &report {
+                    let _ = writeln!(
+                        io.out,
+                        "report: {}/compare.json, regeneration.svg and one directory per level",
+                        d.display()
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Compare {
+            file,
+            counts_only,
+            json,
+            report,
+            ..
         } => {
             let (v, sharing) = crate::compare::compare(&file, sources, counts_only, io.progress)?;
             if let Some(dir) = &report {

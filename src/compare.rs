@@ -62,6 +62,57 @@ fn side(t: &Totals) -> Value {
     })
 }
 
+/// A regeneration level every task is set to by `--regenerate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    None,
+    Head,
+    Branch,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::None => "none",
+            Level::Head => "head",
+            Level::Branch => "branch",
+        }
+    }
+
+    /// Parses `none`, `head` or `branch`.
+    pub fn parse(s: &str) -> Option<Level> {
+        match s {
+            "none" => Some(Level::None),
+            "head" => Some(Level::Head),
+            "branch" => Some(Level::Branch),
+            _ => None,
+        }
+    }
+
+    /// Sets every task of `spec` to this level: `head` leaves embedding
+    /// tasks (no classifier) at `none`; `branch` keeps a task's own
+    /// `branch(...)` settings and gives the others the defaults.
+    pub fn apply(self, spec: &mut crate::spec::Spec) {
+        use crate::spec::{BranchOpts, Regenerate};
+        for t in &mut spec.tasks {
+            t.regenerate = match self {
+                Level::None => Regenerate::None,
+                Level::Head if matches!(t.head, Head::Embed { .. }) => Regenerate::None,
+                Level::Head => Regenerate::Head,
+                Level::Branch => {
+                    Regenerate::Branch(t.regenerate.branch().unwrap_or(BranchOpts::default()))
+                }
+            };
+        }
+    }
+}
+
+/// The baseline's side, computed once.
+struct Baseline {
+    pb: crate::sim::Package,
+    ob: Option<Vec<ndarray::Array2<f32>>>,
+}
+
 /// Runs the comparison; returns the JSON report.
 pub fn compare(
     file: &Path,
@@ -69,27 +120,76 @@ pub fn compare(
     counts_only: bool,
     progress: bool,
 ) -> Result<(Value, Option<share::Sharing>), Diags> {
-    let t0 = std::time::Instant::now();
+    let mut all = compare_levels(file, sources, counts_only, progress, &[None])?;
+    Ok(all.remove(0))
+}
+
+/// The comparison once per regeneration level (`None`: as the file says),
+/// against one baseline.
+pub fn compare_levels(
+    file: &Path,
+    sources: &mut Sources,
+    counts_only: bool,
+    progress: bool,
+    levels: &[Option<Level>],
+) -> Result<Vec<(Value, Option<share::Sharing>)>, Diags> {
     let f = crate::driver::front(sources, file)?;
     let (lowered, store) = crate::driver::module_and_store(f, sources)?;
     let batch = crate::data::load(&lowered.spec, sources)?;
     let base = compiled(&lowered, "baseline", &store, sources, progress, &[])?;
     let pb = crate::backend::program::package(&base, &store, &batch, counts_only)?;
-    let labels: Vec<Option<Label>> = batch.requests.iter().map(|q| q.label).collect();
-    let n = lowered.spec.workload.tasks.len();
-    // mgen, verified on the chip: a task whose simulated outputs break a
-    // budget against its own model simulated on the same chip gets half its
-    // sharing depth, and the tree is generated again.
     let ob = if counts_only {
         None
     } else {
         Some(sim::simulate(&pb, false, progress)?)
     };
+    let baseline = Baseline { pb, ob };
+    let mut out = Vec::new();
+    for level in levels {
+        let mut m = lowered.clone();
+        if let Some(l) = level {
+            l.apply(&mut m.spec);
+        }
+        let (mut v, s) = compare_one(
+            file,
+            &m,
+            &store,
+            &batch,
+            &baseline,
+            sources,
+            counts_only,
+            progress,
+        )?;
+        v["regenerate"] = json!(level.map(|l| l.name()).unwrap_or("as written"));
+        out.push((v, s));
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compare_one(
+    file: &Path,
+    lowered: &Module,
+    store: &Store,
+    batch: &crate::data::Batch,
+    baseline: &Baseline,
+    sources: &mut Sources,
+    counts_only: bool,
+    progress: bool,
+) -> Result<(Value, Option<share::Sharing>), Diags> {
+    let t0 = std::time::Instant::now();
+    let store = store;
+    let (pb, ob) = (&baseline.pb, &baseline.ob);
+    let labels: Vec<Option<Label>> = batch.requests.iter().map(|q| q.label).collect();
+    let n = lowered.spec.workload.tasks.len();
+    // mgen, verified on the chip: a task whose simulated outputs break a
+    // budget against its own model simulated on the same chip gets half its
+    // sharing depth, and the tree is generated again.
     let mut caps: Vec<Option<usize>> = vec![None; n];
     let mut rounds = Vec::new();
     let (ours, pm, om) = loop {
-        let ours = compiled(&lowered, "default", &store, sources, progress, &caps)?;
-        let pm = crate::backend::program::package(&ours, &store, &batch, counts_only)?;
+        let ours = compiled(lowered, "default", store, sources, progress, &caps)?;
+        let pm = crate::backend::program::package(&ours, store, batch, counts_only)?;
         let Some(ob) = &ob else {
             break (ours, pm, None);
         };
@@ -143,7 +243,7 @@ pub fn compare(
             .count()
     };
     let mut tasks = Vec::new();
-    let sim_outputs = match (ob, om) {
+    let sim_outputs = match (ob.as_ref(), om) {
         (Some(ob), Some(om)) => Some((ob, om)),
         _ => None,
     };
@@ -453,6 +553,196 @@ pub fn text(v: &Value) -> String {
         let _ = writeln!(o, "note: {}", n.as_str().unwrap_or(""));
     }
     o
+}
+
+/// The JSON of a comparison per regeneration level.
+pub fn levels_json(file: &Path, all: &[(Value, Option<share::Sharing>)]) -> Value {
+    let summary: Vec<Value> = all
+        .iter()
+        .map(|(v, s)| {
+            let tasks: Vec<Value> = v["tasks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .zip(s.iter().flat_map(|s| s.tasks.iter()))
+                .map(|(t, st)| {
+                    json!({
+                        "name": t["name"],
+                        "shared_layers": t["shared_layers"],
+                        "blocks": t["blocks"],
+                        "regenerate": st.regenerate,
+                        "regeneration_seconds": st.regeneration_seconds,
+                        "holds": t["holds"],
+                        "metric": t["metric"],
+                    })
+                })
+                .collect();
+            json!({
+                "regenerate": v["regenerate"],
+                "energy_ratio": v["energy_ratio"],
+                "energy_ratio_per_request_no_programming": v["energy_ratio_per_request_no_programming"],
+                "crossbars": v["mgen"]["crossbars"],
+                "baseline_crossbars": v["baseline"]["crossbars"],
+                "all_hold": v["tasks"].as_array().into_iter().flatten().all(|t| t["holds"].as_bool().unwrap_or(false)),
+                "share_seconds": v["share_seconds"],
+                "seconds": v["seconds"],
+                "tasks": tasks,
+            })
+        })
+        .collect();
+    json!({
+        "file": file.display().to_string(),
+        "mode": all.first().map(|(v, _)| v["mode"].clone()).unwrap_or(Value::Null),
+        "summary": summary,
+        "levels": all.iter().map(|(v, _)| v.clone()).collect::<Vec<_>>(),
+    })
+}
+
+/// The per-level comparison as text: a summary table, then the tasks.
+pub fn levels_text(v: &Value) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let first = &v["levels"][0];
+    let _ = writeln!(
+        o,
+        "compare by regeneration level: {} ({} requests x seq {}, {})\n",
+        v["file"].as_str().unwrap_or(""),
+        first["requests"],
+        first["seq"],
+        if v["mode"] == "counts" {
+            "counts only"
+        } else {
+            "simulated"
+        }
+    );
+    let _ = writeln!(
+        o,
+        "{:<12} {:>13} {:>13} {:>17} {:>11} {:>11}",
+        "regenerate", "energy ratio", "per request", "crossbars", "budgets", "share time"
+    );
+    let summary = v["summary"].as_array().cloned().unwrap_or_default();
+    for s in &summary {
+        let _ = writeln!(
+            o,
+            "{:<12} {:>12.3}x {:>12.3}x {:>17} {:>11} {:>10.1}s",
+            s["regenerate"].as_str().unwrap_or(""),
+            s["energy_ratio"].as_f64().unwrap_or(0.0),
+            s["energy_ratio_per_request_no_programming"]
+                .as_f64()
+                .unwrap_or(0.0),
+            format!(
+                "{} -> {}",
+                s["baseline_crossbars"].as_f64().unwrap_or(0.0),
+                s["crossbars"].as_f64().unwrap_or(0.0)
+            ),
+            if s["all_hold"].as_bool().unwrap_or(false) {
+                "all hold"
+            } else {
+                "SOME FAIL"
+            },
+            s["share_seconds"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\nper task: encoder layers computed with other tasks / regeneration used / budget holds (first budget's value)"
+    );
+    let _ = write!(o, "{:<14}", "task");
+    for s in &summary {
+        let _ = write!(o, " {:>26}", s["regenerate"].as_str().unwrap_or(""));
+    }
+    let _ = writeln!(o);
+    let n = summary
+        .first()
+        .and_then(|s| s["tasks"].as_array())
+        .map(|t| t.len())
+        .unwrap_or(0);
+    for i in 0..n {
+        let _ = write!(
+            o,
+            "{:<14}",
+            summary[0]["tasks"][i]["name"].as_str().unwrap_or("")
+        );
+        for s in &summary {
+            let t = &s["tasks"][i];
+            let cell = format!(
+                "{}/{} {:<6} {} {:.4}",
+                t["shared_layers"],
+                t["blocks"].as_u64().unwrap_or(1).saturating_sub(1),
+                t["regenerate"].as_str().unwrap_or(""),
+                if t["holds"].as_bool().unwrap_or(false) {
+                    "yes"
+                } else {
+                    "NO"
+                },
+                t["metric"].as_f64().unwrap_or(f64::NAN)
+            );
+            let _ = write!(o, " {cell:>26}");
+        }
+        let _ = writeln!(o);
+    }
+    if v["mode"] == "counts" {
+        let _ = writeln!(
+            o,
+            "(counts only: metrics are the generator's, float outputs vs each task's own float model on its calibration inputs)"
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "(holds: mgen's simulated outputs vs the task's own model simulated on the same chip, on the workload's requests)"
+        );
+    }
+    o
+}
+
+/// Writes `compare.json`, `regeneration.svg` and one [`write_report`]
+/// directory per level into `dir`.
+pub fn write_levels_report(
+    dir: &Path,
+    v: &Value,
+    all: &[(Value, Option<share::Sharing>)],
+) -> Result<(), Diags> {
+    use crate::report::bar_chart;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Diags::from(Diagnostic::error(
+            crate::diag::Code::E105,
+            format!("cannot create `{}`: {e}", dir.display()),
+        ))
+    })?;
+    crate::cli::write_atomic(
+        &dir.join("compare.json"),
+        serde_json::to_string_pretty(v)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    let bars: Vec<(String, f64)> = v["summary"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                format!("regenerate = {}", s["regenerate"].as_str().unwrap_or("")),
+                s["energy_ratio"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    crate::cli::write_atomic(
+        &dir.join("regeneration.svg"),
+        bar_chart(
+            "Energy efficiency (baseline / mgen) by regeneration level",
+            "x",
+            &bars,
+        )
+        .as_bytes(),
+    )?;
+    for (lv, s) in all {
+        let name = lv["regenerate"]
+            .as_str()
+            .unwrap_or("level")
+            .replace(' ', "-");
+        write_report(&dir.join(name), lv, s.as_ref())?;
+    }
+    Ok(())
 }
 
 /// Writes `compare.json` and SVG charts into `dir` (with the sharing tree
