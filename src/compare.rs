@@ -178,7 +178,6 @@ fn compare_one(
     progress: bool,
 ) -> Result<(Value, Option<share::Sharing>), Diags> {
     let t0 = std::time::Instant::now();
-    let store = store;
     let (pb, ob) = (&baseline.pb, &baseline.ob);
     let labels: Vec<Option<Label>> = batch.requests.iter().map(|q| q.label).collect();
     let n = lowered.spec.workload.tasks.len();
