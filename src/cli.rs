@@ -127,11 +127,42 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', value_parser = ["none", "head", "branch"])]
         regenerate: Vec<String>,
     },
+    /// Fine-tune one task on its labelled `train` inputs (every encoder
+    /// layer and the head; embeddings frozen) and write its checkpoint.
+    Finetune {
+        file: PathBuf,
+        /// The task to fine-tune.
+        #[arg(long)]
+        task: String,
+        /// The checkpoint to write (safetensors).
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        epochs: u32,
+        /// Peak AdamW learning rate.
+        #[arg(long, default_value_t = 5e-5, value_parser = parse_lr)]
+        lr: f64,
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        batch: u32,
+        /// Seed of the mini-batch order.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// List passes and pipelines.
     Passes {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A learning rate in (0, 1].
+fn parse_lr(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= 1.0 => Ok(x),
+        _ => Err(format!("`{s}` is not a learning rate in (0, 1]")),
+    }
 }
 
 /// Where a command's text goes, and how diagnostics are drawn.
@@ -175,6 +206,7 @@ pub fn main_with(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> i32 {
         cli.cmd,
         Cmd::Check { json: true, .. }
             | Cmd::Compile { json: true, .. }
+            | Cmd::Finetune { json: true, .. }
             | Cmd::Passes { json: true }
     );
     match dispatch(cli.cmd, io, &mut sources) {
@@ -563,6 +595,30 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                         dir.display()
                     );
                 }
+            }
+            Ok(0)
+        }
+        Cmd::Finetune {
+            file,
+            task,
+            output,
+            epochs,
+            lr,
+            batch,
+            seed,
+            json,
+        } => {
+            let s = crate::finetune::Settings {
+                epochs,
+                lr,
+                batch,
+                seed,
+            };
+            let v = crate::finetune::finetune(&file, &task, &output, s, sources, io.progress)?;
+            if json {
+                let _ = writeln!(io.out, "{v}");
+            } else {
+                let _ = write!(io.out, "{}", crate::finetune::text(&v));
             }
             Ok(0)
         }

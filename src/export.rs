@@ -104,7 +104,10 @@ fn materialise(store: &Store, parts: &[String]) -> Result<Arc<ArrayD<f32>>, Diag
     Ok(t)
 }
 
-fn write_file(path: &Path, tensors: &BTreeMap<String, Arc<ArrayD<f32>>>) -> Result<(), Diags> {
+pub(crate) fn write_file(
+    path: &Path,
+    tensors: &BTreeMap<String, Arc<ArrayD<f32>>>,
+) -> Result<(), Diags> {
     let owned: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(n, t)| {

@@ -14,6 +14,7 @@ pub mod data;
 pub mod diag;
 pub mod driver;
 pub mod export;
+pub mod finetune;
 pub mod forward;
 pub mod hw;
 pub mod ir;

@@ -637,30 +637,45 @@ impl Branch {
     /// The summed loss and gradients over `items` (deterministic: fixed
     /// chunks, summed in order).
     pub fn loss_and_grad(&self, items: &[&Item], o: Objective) -> (f64, Vec<ArrayD<f32>>) {
+        let mut bufs: Vec<Vec<ArrayD<f32>>> = (0..CHUNKS).map(|_| self.zeros()).collect();
+        let loss = self.loss_and_grad_into(items, o, &mut bufs);
+        (loss, bufs.swap_remove(0))
+    }
+
+    /// [`Branch::loss_and_grad`] into reused buffers (one per chunk, each
+    /// shaped like the tensors): the gradient is left in `bufs[0]`.
+    fn loss_and_grad_into(
+        &self,
+        items: &[&Item],
+        o: Objective,
+        bufs: &mut [Vec<ArrayD<f32>>],
+    ) -> f64 {
+        bufs.par_iter_mut()
+            .flat_map(|b| b.par_iter_mut())
+            .for_each(|t| t.fill(0.0));
         if items.is_empty() {
-            return (0.0, self.zeros());
+            return 0.0;
         }
         let per = items.len().div_ceil(CHUNKS);
-        let parts: Vec<(f64, Vec<ArrayD<f32>>)> = items
+        let losses: Vec<f64> = items
             .par_chunks(per)
-            .map(|chunk| {
-                let mut g = self.zeros();
+            .zip(bufs.par_iter_mut())
+            .map(|(chunk, g)| {
                 let mut loss = 0.0;
                 for it in chunk {
-                    loss += self.request(it, o, &mut g);
+                    loss += self.request(it, o, g);
                 }
-                (loss, g)
+                loss
             })
             .collect();
-        let mut it = parts.into_iter();
-        let (mut loss, mut g) = it.next().expect("one chunk at least");
-        for (l, gp) in it {
-            loss += l;
-            for (a, b) in g.iter_mut().zip(gp) {
-                *a += &b;
-            }
+        let (first, rest) = bufs.split_at_mut(1);
+        for gp in rest.iter() {
+            first[0]
+                .par_iter_mut()
+                .zip(gp.par_iter())
+                .for_each(|(a, b)| *a += b);
         }
-        (loss, g)
+        losses.iter().sum()
     }
 
     /// Trains on `items` with AdamW (see the module docs); `tick` is called
@@ -685,6 +700,7 @@ impl Branch {
         let mut mom = self.zeros();
         let mut vel = self.zeros();
         let mut rng = Rng::keyed(seed, "branch-order");
+        let mut bufs: Vec<Vec<ArrayD<f32>>> = (0..CHUNKS).map(|_| self.zeros()).collect();
         let mut log = TrainLog::default();
         let mut step = 0usize;
         for epoch in 0..opts.epochs as usize {
@@ -696,22 +712,25 @@ impl Branch {
             let mut epoch_loss = 0.0;
             for batch in order.chunks(bs) {
                 let refs: Vec<&Item> = batch.iter().map(|&i| &items[i]).collect();
-                let (loss, mut g) = self.loss_and_grad(&refs, o);
+                let loss = self.loss_and_grad_into(&refs, o, &mut bufs);
+                let g = &mut bufs[0];
                 epoch_loss += loss;
                 let inv = 1.0 / batch.len() as f32;
-                let norm = g
-                    .iter()
-                    .flat_map(|t| t.iter())
-                    .fold(0.0f64, |a, &x| a + (x as f64 * inv as f64).powi(2))
-                    .sqrt();
+                // Per tensor, then summed in order (deterministic).
+                let sq: Vec<f64> = g
+                    .par_iter()
+                    .map(|t| {
+                        t.iter()
+                            .fold(0.0f64, |a, &x| a + (x as f64 * inv as f64).powi(2))
+                    })
+                    .collect();
+                let norm = sq.iter().sum::<f64>().sqrt();
                 let scale = if norm > CLIP {
                     inv * (CLIP / norm) as f32
                 } else {
                     inv
                 };
-                for t in g.iter_mut() {
-                    t.mapv_inplace(|x| x * scale);
-                }
+                g.par_iter_mut().for_each(|t| t.mapv_inplace(|x| x * scale));
                 step += 1;
                 let lr = opts.lr
                     * if step <= warm {
@@ -721,21 +740,20 @@ impl Branch {
                     };
                 let (c1, c2) = (1.0 - b1.powi(step as i32), 1.0 - b2.powi(step as i32));
                 let lr = lr as f32;
-                for (((p, g), m), v) in self
-                    .tensors
-                    .iter_mut()
-                    .zip(&g)
-                    .zip(mom.iter_mut())
-                    .zip(vel.iter_mut())
-                {
-                    let decay = if p.ndim() == 2 { WEIGHT_DECAY } else { 0.0 };
-                    Zip::from(p).and(g).and(m).and(v).for_each(|p, &g, m, v| {
-                        *m = b1 * *m + (1.0 - b1) * g;
-                        *v = b2 * *v + (1.0 - b2) * g * g;
-                        let (mh, vh) = (*m / c1, *v / c2);
-                        *p -= lr * (mh / (vh.sqrt() + eps) + decay * *p);
+                self.tensors
+                    .par_iter_mut()
+                    .zip(g.par_iter())
+                    .zip(mom.par_iter_mut())
+                    .zip(vel.par_iter_mut())
+                    .for_each(|(((p, g), m), v)| {
+                        let decay = if p.ndim() == 2 { WEIGHT_DECAY } else { 0.0 };
+                        Zip::from(p).and(g).and(m).and(v).for_each(|p, &g, m, v| {
+                            *m = b1 * *m + (1.0 - b1) * g;
+                            *v = b2 * *v + (1.0 - b2) * g * g;
+                            let (mh, vh) = (*m / c1, *v / c2);
+                            *p -= lr * (mh / (vh.sqrt() + eps) + decay * *p);
+                        });
                     });
-                }
                 tick();
             }
             let mean = epoch_loss / n as f64;

@@ -95,15 +95,19 @@ pub fn context_for<'a>(
     }
 }
 
-/// At most this many requests of the workload's inputs (or of a task's
-/// `calibrate` file) are the calibration inputs the `share` pass measures
-/// budgets on.
+/// At most this many requests of the workload's inputs are the calibration
+/// inputs the `share` pass measures budgets on (for tasks without a
+/// `calibrate` file).
 pub const SHARE_CALIBRATION_REQUESTS: usize = 32;
+/// At most this many requests of a task's `calibrate` file are used: a file
+/// is chosen for the purpose, and more requests make a budget less noisy
+/// (at a proportional search cost).
+pub const CALIBRATE_FILE_REQUESTS: usize = 512;
 
 impl<'a> Context<'a> {
     /// The context of a module: its weights, and each task's calibration
-    /// inputs (its `calibrate` file, or the workload's inputs), at most
-    /// [`SHARE_CALIBRATION_REQUESTS`] each.
+    /// inputs (its `calibrate` file, at most [`CALIBRATE_FILE_REQUESTS`], or
+    /// the workload's first [`SHARE_CALIBRATION_REQUESTS`]).
     pub fn load(
         m: &Module,
         store: &'a crate::weights::Store,
@@ -128,7 +132,7 @@ impl<'a> Context<'a> {
                         spec.workload.seq as usize,
                         sources,
                     )?;
-                    reqs.truncate(SHARE_CALIBRATION_REQUESTS);
+                    reqs.truncate(CALIBRATE_FILE_REQUESTS);
                     calibration.push(crate::data::Batch {
                         seq: spec.workload.seq as usize,
                         requests: reqs,

@@ -217,10 +217,35 @@ enum Level {
 }
 
 /// A retrained branch.
+#[derive(Clone)]
 struct Trained {
     tensors: Arc<Tensors>,
     log: crate::train::TrainLog,
     parameters: usize,
+}
+
+/// Retrained branches of this process, by a digest of everything that
+/// determines them (the task's and the source's weights, the depth, the
+/// settings, the training inputs, the seed). Training is deterministic, so
+/// this is a memo: `mgen compare`'s chip rounds rerun the search and would
+/// otherwise retrain every branch. At most [`MEMO_VALUES`] values are kept.
+static MEMO: std::sync::Mutex<Option<HashMap<String, Trained>>> = std::sync::Mutex::new(None);
+/// The memo's capacity in f32 values (1 GB).
+const MEMO_VALUES: usize = 1 << 28;
+
+fn memo_get(key: &str) -> Option<Trained> {
+    let g = MEMO.lock().ok()?;
+    g.as_ref()?.get(key).cloned()
+}
+
+fn memo_put(key: String, t: &Trained) {
+    if let Ok(mut g) = MEMO.lock() {
+        let map = g.get_or_insert_with(HashMap::new);
+        let held: usize = map.values().map(|x| x.parameters).sum();
+        if held + t.parameters <= MEMO_VALUES {
+            map.insert(key, t.clone());
+        }
+    }
 }
 
 /// What branch retraining did for a task (the retraining its final choice
@@ -919,46 +944,82 @@ pub fn share(
                 let tb = training[t]
                     .ok_or_else(|| bug(format!("task `{}` has no training inputs", names[t])))?;
                 let opts = task.regenerate.branch().unwrap_or_default();
-                let get = getter(t, Source::Own);
-                let mut br = crate::train::Branch::new(model, &task.head, &*get, depth)
-                    .map_err(|e| bug(format!("task `{}`: {e}", names[t])))?;
-                let tr = trunk(s, t, true)?;
-                let masks: Vec<Vec<f32>> = tb.requests.iter().map(|r| r.mask()).collect();
-                let targets = &own_train[&t];
-                let items: Result<Vec<crate::train::Item>, Diags> = tb
-                    .requests
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| {
-                        let x = tr[i][depth - 1]
-                            .view()
-                            .into_dimensionality::<ndarray::Ix2>()
-                            .map_err(|e| bug(format!("a trunk activation: {e}")))?;
-                        Ok(crate::train::Item {
-                            x,
-                            mask: &masks[i],
-                            target: targets.row(i),
-                            label: r.label,
-                        })
-                    })
-                    .collect();
-                let items = items?;
-                let steps = opts.epochs as usize * items.len().div_ceil(opts.batch.max(1) as usize);
-                if let Some(b) = &bar {
-                    b.inc_length(steps as u64);
-                }
                 let seed =
                     crate::weights::seed_of_name(&format!("branch:{}:{:?}:{depth}", names[t], s));
-                let log = br.train(&items, &opts, seed, &|| {
-                    if let Some(b) = &bar {
-                        b.inc(1);
+                // Everything the retraining depends on.
+                let mut parts: Vec<String> = vec![
+                    "branch-memo-v1".into(),
+                    format!("{depth}:{seed}:{opts:?}:{:?}", task.head),
+                ];
+                let src_task = match s {
+                    Source::Task(r) => spec_task(r),
+                    _ => st,
+                };
+                for ts in layout(model, &task.head) {
+                    parts.push(
+                        store
+                            .lookup(st, &ts.name)
+                            .map(|d| d.0.clone())
+                            .unwrap_or_default(),
+                    );
+                    let sd = match s {
+                        Source::Base => store.base_digest(task.base, &ts.name).cloned(),
+                        _ => store.lookup(src_task, &ts.name).map(|d| d.0.clone()),
+                    };
+                    parts.push(sd.unwrap_or_default());
+                }
+                for r in &tb.requests {
+                    parts.push(format!("{:?}/{}/{:?}", r.ids, r.len, r.label));
+                }
+                let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+                let memo_key = crate::weights::digest_of(&refs);
+                let trained = match memo_get(&memo_key) {
+                    Some(hit) => hit,
+                    None => {
+                        let get = getter(t, Source::Own);
+                        let mut br = crate::train::Branch::new(model, &task.head, &*get, depth)
+                            .map_err(|e| bug(format!("task `{}`: {e}", names[t])))?;
+                        let tr = trunk(s, t, true)?;
+                        let masks: Vec<Vec<f32>> = tb.requests.iter().map(|r| r.mask()).collect();
+                        let targets = &own_train[&t];
+                        let items: Result<Vec<crate::train::Item>, Diags> = tb
+                            .requests
+                            .iter()
+                            .enumerate()
+                            .map(|(i, r)| {
+                                let x = tr[i][depth - 1]
+                                    .view()
+                                    .into_dimensionality::<ndarray::Ix2>()
+                                    .map_err(|e| bug(format!("a trunk activation: {e}")))?;
+                                Ok(crate::train::Item {
+                                    x,
+                                    mask: &masks[i],
+                                    target: targets.row(i),
+                                    label: r.label,
+                                })
+                            })
+                            .collect();
+                        let items = items?;
+                        let steps =
+                            opts.epochs as usize * items.len().div_ceil(opts.batch.max(1) as usize);
+                        if let Some(b) = &bar {
+                            b.inc_length(steps as u64);
+                        }
+                        let log = br.train(&items, &opts, seed, &|| {
+                            if let Some(b) = &bar {
+                                b.inc(1);
+                            }
+                        });
+                        let fresh = Trained {
+                            tensors: Arc::new(br.tensors()),
+                            log,
+                            parameters: br.parameters(),
+                        };
+                        memo_put(memo_key, &fresh);
+                        fresh
                     }
-                });
-                slot.insert(Trained {
-                    tensors: Arc::new(br.tensors()),
-                    log,
-                    parameters: br.parameters(),
-                });
+                };
+                slot.insert(trained);
             }
             Some(branches[&key].tensors.clone())
         } else {
