@@ -35,6 +35,9 @@ pub struct Settings {
     pub seed: u64,
 }
 
+/// A request's embeddings output and its attention mask.
+type Embedded = (ArrayD<f32>, Vec<f32>);
+
 fn bug(msg: String) -> Diags {
     Diagnostic::error(Code::E103, msg)
         .note("the weights changed under mgen, or this is a bug")
@@ -142,7 +145,7 @@ pub fn finetune(
     let get = |name: &str| store.task_tensor(st, name);
     let mut branch = Branch::new(model, &t.head, &get, 1).map_err(bug)?;
     // The frozen embeddings' output, once per request.
-    let embed = |reqs: &[&Request]| -> Result<Vec<(ArrayD<f32>, Vec<f32>)>, Diags> {
+    let embed = |reqs: &[&Request]| -> Result<Vec<Embedded>, Diags> {
         use rayon::prelude::*;
         reqs.par_iter()
             .map(|r| {
@@ -177,7 +180,7 @@ pub fn finetune(
             })
         })
         .collect::<Result<_, Diags>>()?;
-    let score = |b: &Branch, xs: &[(ArrayD<f32>, Vec<f32>)], reqs: &[&Request]| -> Option<f64> {
+    let score = |b: &Branch, xs: &[Embedded], reqs: &[&Request]| -> Option<f64> {
         if reqs.is_empty() {
             return None;
         }
