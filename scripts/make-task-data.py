@@ -15,7 +15,7 @@ Per task, two labelled JSON-lines files of {"text", "label"}, for
 and three unlabelled files of {"text"} mixing every dataset, for the
 multi-task example (examples/minilm-tasks.mgen), which serves every task on
 every sentence:
-  regen-train.jsonl (128 per dataset: the regeneration's training inputs),
+  regen-train.jsonl (512 per dataset: the regeneration's training inputs),
   calibrate.jsonl   (32 per dataset: the generator's calibration inputs),
   test.jsonl        (32 per dataset: the workload, held out from all else).
 All sets are disjoint. Deterministic: fixed seeds shuffle each set.
@@ -36,7 +36,7 @@ import sys
 import zipfile
 
 TRAIN, DEV = 512, 32
-REGEN, CAL, TEST = 128, 32, 32
+REGEN, CAL, TEST = 512, 32, 32
 SEQ = 48
 
 

@@ -377,7 +377,7 @@ fn loss_grad(
 }
 
 impl Branch {
-    /// The trainable tensors of a `head` task of model `m` cut at block
+    /// The trainable tensors of a task (with head `head`) of model `m` cut at block
     /// `depth` (≥ 1): encoder layers `depth − 1..`, the pooler when the
     /// head reads it, the classifier; initialised from `get`.
     pub fn new(m: &Model, head: &Head, get: &Get, depth: usize) -> Result<Branch, String> {

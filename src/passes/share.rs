@@ -773,10 +773,22 @@ pub fn share(
     let training: Vec<Option<&Batch>> = (0..n)
         .map(|t| training.get(t).and_then(|b| b.as_ref()))
         .collect();
+    // Tasks with the same training inputs share their trunk activations:
+    // the first task with an equal batch.
+    let train_of: Vec<usize> = (0..n)
+        .map(|t| {
+            (0..t)
+                .find(|&u| match (training[u], training[t]) {
+                    (Some(a), Some(b)) => a.seq == b.seq && a.requests == b.requests,
+                    _ => false,
+                })
+                .unwrap_or(t)
+        })
+        .collect();
     // `train`: on task t's training inputs instead of its calibration inputs.
     let mut trunk = |s: Source, t: usize, train: bool| -> Result<Arc<Trunk>, Diags> {
         let g = group_of(t);
-        let key = (s, g, if train { usize::MAX - t } else { batch_of[t] });
+        let key = (s, g, if train { usize::MAX - train_of[t] } else { batch_of[t] });
         if let Some(tr) = trunks.get(&key) {
             return Ok(tr.clone());
         }
@@ -1144,15 +1156,15 @@ pub fn share(
                     hi = mid;
                 }
             }
-            // Retraining the branch: deeper than that, by bisection, while
-            // the task's retraining budget lasts.
-            let mut hi = cap + 1;
-            while hi - lo > 1 && trials[t].get() > 0 {
-                let mid = (lo + hi) / 2;
-                if evaluate(t, s, mid, Level::Branch, false)?.0 {
-                    lo = mid;
+            // Retraining the branch: deeper than that, one block at a time
+            // (on real checkpoints retraining gains a block or two, so a
+            // bisection would spend its first retraining far too deep),
+            // while it holds and the task's retraining budget lasts.
+            while lo < cap && trials[t].get() > 0 {
+                if evaluate(t, s, lo + 1, Level::Branch, false)?.0 {
+                    lo += 1;
                 } else {
-                    hi = mid;
+                    break;
                 }
             }
             reach[t].insert(s, lo);
