@@ -788,7 +788,15 @@ pub fn share(
     // `train`: on task t's training inputs instead of its calibration inputs.
     let mut trunk = |s: Source, t: usize, train: bool| -> Result<Arc<Trunk>, Diags> {
         let g = group_of(t);
-        let key = (s, g, if train { usize::MAX - train_of[t] } else { batch_of[t] });
+        let key = (
+            s,
+            g,
+            if train {
+                usize::MAX - train_of[t]
+            } else {
+                batch_of[t]
+            },
+        );
         if let Some(tr) = trunks.get(&key) {
             return Ok(tr.clone());
         }
