@@ -221,3 +221,47 @@ fn branch_settings_are_checked() {
         "{err}"
     );
 }
+
+/// `compare --regenerate none,head,branch`: one baseline, one comparison
+/// per level (every task set to it), side by side; on this file each level
+/// saves more than the one before, every budget holding on the chip.
+#[test]
+fn compare_shows_the_levels_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "branch.mgen", BRANCH);
+    let r = p.to_str().unwrap();
+    let v = json_of(&["compare", r, "--regenerate", "none,head,branch", "--json"]);
+    let s = v["summary"].as_array().unwrap();
+    let names: Vec<&str> = s
+        .iter()
+        .map(|x| x["regenerate"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["none", "head", "branch"]);
+    let ratio: Vec<f64> = s
+        .iter()
+        .map(|x| x["energy_ratio"].as_f64().unwrap())
+        .collect();
+    assert!(ratio[0] < ratio[1] && ratio[1] < ratio[2], "{ratio:?}");
+    assert!(s.iter().all(|x| x["all_hold"] == true), "{v}");
+    // `none` really regenerates nothing; `branch` retrains some task.
+    let used = |i: usize| -> Vec<String> {
+        s[i]["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["regenerate"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(used(0).iter().all(|x| x == "none"));
+    assert!(used(2).iter().any(|x| x == "branch"));
+    // The same baseline for every level.
+    let b: Vec<&serde_json::Value> = v["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["baseline"]["energy_pj"])
+        .collect();
+    assert!(b.windows(2).all(|w| w[0] == w[1]));
+    let (code, _, err) = mgen(&["compare", r, "--regenerate", "twig"]);
+    assert_eq!(code, 2, "{err}");
+}
