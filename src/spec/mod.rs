@@ -415,7 +415,9 @@ impl Spec {
             };
             let _ = writeln!(s, "    head = {head};");
             let _ = writeln!(s, "    weights = {};", weights_to_mgen(&t.weights));
-            for b in &t.budgets {
+            // A default budget is implied by the head: written out it would
+            // read back as an explicit one.
+            for b in t.budgets.iter().filter(|b| !b.default) {
                 let _ = writeln!(s, "    {}", b.to_mgen());
             }
             if t.regenerate != Regenerate::None {
