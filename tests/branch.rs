@@ -100,32 +100,8 @@ fn retrained_branches_hold_up_on_held_out_requests() {
     assert_eq!(batch.requests.len(), 64);
     // The same shared model with each task's own tensors wherever it
     // computes alone.
-    let mut plain = m.clone();
-    let ids: Vec<_> = plain.graph.node_indices().collect();
-    for id in ids {
-        let node = plain.graph[id].clone();
-        if node.tasks.len() != 1 {
-            continue;
-        }
-        let t = node.tasks.iter().next().unwrap();
-        let st = plain.spec.workload.tasks[t];
-        for (k, pid) in node.params.iter().enumerate() {
-            let param = plain.params[pid.0 as usize].clone();
-            let (digest, _) = store.lookup(st, &param.name).unwrap().clone();
-            if digest != param.digest {
-                let q = mgen::ir::ParamId(plain.params.len() as u32);
-                plain.params.push(mgen::ir::Param { digest, ..param });
-                plain.graph[id].params[k] = q;
-            }
-        }
-    }
-    let agree = |a: &ndarray::Array2<f32>, b: &ndarray::Array2<f32>| -> usize {
-        a.rows()
-            .into_iter()
-            .zip(b.rows())
-            .filter(|(x, y)| mgen::passes::share::argmax(*x) == mgen::passes::share::argmax(*y))
-            .count()
-    };
+    let plain = common::with_own_tensors(&m, store, |_| true);
+    let agree = common::agreeing;
     let regen = Plan::new(&m, store).unwrap().run(&batch);
     let orig = Plan::new(&plain, store).unwrap().run(&batch);
     let own = Plan::new(&exact, store_x).unwrap().run(&batch);

@@ -93,3 +93,45 @@ pub fn outputs(
         .map(|t| plan.run(&cx.calibration[t])[t].values.clone())
         .collect()
 }
+
+/// `m` with each task's own tensors put back wherever a node computes for
+/// that task alone and `which` accepts the param (the same shared model
+/// without regeneration).
+pub fn with_own_tensors(
+    m: &mgen::ir::Module,
+    store: &mgen::weights::Store,
+    which: impl Fn(&mgen::ir::Param) -> bool,
+) -> mgen::ir::Module {
+    let mut plain = m.clone();
+    let ids: Vec<_> = plain.graph.node_indices().collect();
+    for id in ids {
+        let node = plain.graph[id].clone();
+        if node.tasks.len() != 1 {
+            continue;
+        }
+        let t = node.tasks.iter().next().unwrap();
+        let st = plain.spec.workload.tasks[t];
+        for (k, pid) in node.params.iter().enumerate() {
+            let param = plain.params[pid.0 as usize].clone();
+            if !which(&param) {
+                continue;
+            }
+            let (digest, _) = store.lookup(st, &param.name).unwrap().clone();
+            if digest != param.digest {
+                let q = mgen::ir::ParamId(plain.params.len() as u32);
+                plain.params.push(mgen::ir::Param { digest, ..param });
+                plain.graph[id].params[k] = q;
+            }
+        }
+    }
+    plain
+}
+
+/// Rows of `a` and `b` with the same argmax.
+pub fn agreeing(a: &ndarray::Array2<f32>, b: &ndarray::Array2<f32>) -> usize {
+    a.rows()
+        .into_iter()
+        .zip(b.rows())
+        .filter(|(x, y)| mgen::passes::share::argmax(*x) == mgen::passes::share::argmax(*y))
+        .count()
+}
