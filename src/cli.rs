@@ -628,52 +628,44 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             json,
             report,
             regenerate,
-        } if !regenerate.is_empty() => {
-            let levels: Vec<Option<crate::compare::Level>> = regenerate
-                .iter()
-                .map(|s| crate::compare::Level::parse(s))
-                .collect();
-            let all =
-                crate::compare::compare_levels(&file, sources, counts_only, io.progress, &levels)?;
-            let v = crate::compare::levels_json(&file, &all);
-            if let Some(dir) = &report {
-                crate::compare::write_levels_report(dir, &v, &all)?;
-            }
-            if json {
-                let _ = writeln!(io.out, "{v}");
-            } else {
-                let _ = write!(io.out, "{}", crate::compare::levels_text(&v));
-                if let Some(d) = &report {
-                    let _ = writeln!(
-                        io.out,
-                        "report: {}/compare.json, regeneration.svg and one directory per level",
-                        d.display()
-                    );
-                }
-            }
-            Ok(0)
-        }
-        Cmd::Compare {
-            file,
-            counts_only,
-            json,
-            report,
-            ..
         } => {
-            let (v, sharing) = crate::compare::compare(&file, sources, counts_only, io.progress)?;
-            if let Some(dir) = &report {
-                crate::compare::write_report(dir, &v, sharing.as_ref())?;
-            }
+            let (v, text, written) = if regenerate.is_empty() {
+                let (v, sharing) =
+                    crate::compare::compare(&file, sources, counts_only, io.progress)?;
+                if let Some(dir) = &report {
+                    crate::compare::write_report(dir, &v, sharing.as_ref())?;
+                }
+                let t = crate::compare::text(&v);
+                (v, t, "compare.json and SVG charts")
+            } else {
+                let levels: Vec<Option<crate::compare::Level>> = regenerate
+                    .iter()
+                    .map(|s| crate::compare::Level::parse(s))
+                    .collect();
+                let all = crate::compare::compare_levels(
+                    &file,
+                    sources,
+                    counts_only,
+                    io.progress,
+                    &levels,
+                )?;
+                let v = crate::compare::levels_json(&file, &all);
+                if let Some(dir) = &report {
+                    crate::compare::write_levels_report(dir, &v, &all)?;
+                }
+                let t = crate::compare::levels_text(&v);
+                (
+                    v,
+                    t,
+                    "compare.json, regeneration.svg and one directory per level",
+                )
+            };
             if json {
                 let _ = writeln!(io.out, "{v}");
             } else {
-                let _ = write!(io.out, "{}", crate::compare::text(&v));
+                let _ = write!(io.out, "{text}");
                 if let Some(d) = &report {
-                    let _ = writeln!(
-                        io.out,
-                        "report: {}/compare.json and SVG charts",
-                        d.display()
-                    );
+                    let _ = writeln!(io.out, "report: {}/{written}", d.display());
                 }
             }
             Ok(0)
