@@ -59,14 +59,7 @@ fn metric(head: &Head, outs: &[Array1<f32>], reqs: &[&Request]) -> f64 {
                 })
                 .collect();
             let xs: Vec<f64> = outs.iter().map(|o| o[0] as f64).collect();
-            let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
-            let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-            for (x, y) in xs.iter().zip(&ys) {
-                sxy += (x - mx) * (y - my);
-                sxx += (x - mx) * (x - mx);
-                syy += (y - my) * (y - my);
-            }
-            sxy / (sxx * syy).sqrt().max(1e-300)
+            crate::passes::share::pearson(&xs, &ys)
         }
         _ => {
             outs.iter()

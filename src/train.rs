@@ -39,7 +39,7 @@
 
 use crate::data::Label;
 use crate::forward::Get;
-use crate::reference::{MASK_VALUE, gelu, mean_pool};
+use crate::reference::{gelu, mask_scores, mean_pool, softmax};
 use crate::spec::{BranchOpts, Head, Model, Pool};
 use crate::weights::rng::Rng;
 use ndarray::linalg::general_mat_mul;
@@ -258,20 +258,11 @@ fn attn_fwd(
     let mut c = Array2::<f32>::zeros((sq, h));
     for hd in 0..heads {
         let cols = s![.., hd * dh..(hd + 1) * dh];
-        let mut sc = q.slice(cols).dot(&k.slice(cols).t());
-        for mut row in sc.rows_mut() {
-            Zip::from(&mut row)
-                .and(mask)
-                .for_each(|x, &m| *x = *x * scale + (1.0 - m) * MASK_VALUE);
-            let max = row.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let mut sum = 0.0;
-            for x in row.iter_mut() {
-                *x = (*x - max).exp();
-                sum += *x;
-            }
-            let inv = 1.0 / sum;
-            row.mapv_inplace(|x| x * inv);
-        }
+        // The executor's own scale, mask and softmax.
+        let sc = q.slice(cols).dot(&k.slice(cols).t()).mapv(|x| x * scale);
+        let sc = softmax(&mask_scores(sc.into_dyn(), ArrayView1::from(mask)))
+            .into_dimensionality::<Ix2>()
+            .expect("a matrix");
         c.slice_mut(cols).assign(&sc.dot(&v.slice(cols)));
         p.index_axis_mut(Axis(0), hd).assign(&sc);
     }

@@ -9,24 +9,10 @@ mod common;
 use common::{json_of, mgen};
 use mgen::diag::Sources;
 use mgen::reference::Plan;
-use std::path::Path;
 
-const FILE: &str = "\
-hardware hw { crossbar = 64 x 64; chips = 1; tiles = 64; cores_per_tile = 4; crossbars_per_core = 8; }
-model m { layers = 3; hidden = 64; heads = 4; ffn = 128; vocab = 200; max_seq = 16; weights = synthetic(seed = 5); }
-task a { base = m; head = classify(4, pool = mean); weights = finetuned(seed = 6, drift = 0.3); keep agreement >= 90%; REGEN }
-task b { base = m; head = classify(3); weights = finetuned(seed = 7, drift = 0.3); keep agreement >= 90%; REGEN }
-task c { base = m; head = classify(3); weights = finetuned(seed = 8, drift = 0.3); keep agreement >= 90%; }
-workload w { requests = 32; seq = 12; inputs = synthetic(seed = 5); tasks = [a, b, c]; }
-";
+use common::{REGEN_FILE as FILE, write_regen as write};
 
 const BRANCH: &str = "regenerate = branch(epochs = 6, lr = 1e-3);";
-
-fn write(dir: &Path, name: &str, regen: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, FILE.replace("REGEN", regen)).unwrap();
-    p
-}
 
 /// Training-free selection shares nothing here (drift 0.3 under 90%
 /// agreement) and a head refit shares the embeddings and one layer; a

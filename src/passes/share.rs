@@ -384,7 +384,8 @@ fn cosine(a: &[f64], b: &[f64]) -> f64 {
     }
 }
 
-fn pearson(a: &[f64], b: &[f64]) -> f64 {
+/// Pearson correlation of two series.
+pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().max(1) as f64;
     let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
     let ca: Vec<f64> = a.iter().map(|x| x - ma).collect();

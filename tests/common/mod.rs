@@ -135,3 +135,22 @@ pub fn agreeing(a: &ndarray::Array2<f32>, b: &ndarray::Array2<f32>) -> usize {
         .filter(|(x, y)| mgen::passes::share::argmax(*x) == mgen::passes::share::argmax(*y))
         .count()
 }
+
+/// The regeneration tests' workload: three 3-layer tasks with drift 0.3
+/// under 90% agreement, where training-free selection shares nothing;
+/// `REGEN` stands for tasks `a` and `b`'s regeneration attributes.
+pub const REGEN_FILE: &str = "\
+hardware hw { crossbar = 64 x 64; chips = 1; tiles = 64; cores_per_tile = 4; crossbars_per_core = 8; }
+model m { layers = 3; hidden = 64; heads = 4; ffn = 128; vocab = 200; max_seq = 16; weights = synthetic(seed = 5); }
+task a { base = m; head = classify(4, pool = mean); weights = finetuned(seed = 6, drift = 0.3); keep agreement >= 90%; REGEN }
+task b { base = m; head = classify(3); weights = finetuned(seed = 7, drift = 0.3); keep agreement >= 90%; REGEN }
+task c { base = m; head = classify(3); weights = finetuned(seed = 8, drift = 0.3); keep agreement >= 90%; }
+workload w { requests = 32; seq = 12; inputs = synthetic(seed = 5); tasks = [a, b, c]; }
+";
+
+/// Writes [`REGEN_FILE`] with `regen` for `REGEN` into `dir/name`.
+pub fn write_regen(dir: &std::path::Path, name: &str, regen: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, REGEN_FILE.replace("REGEN", regen)).unwrap();
+    p
+}
