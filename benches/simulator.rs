@@ -30,7 +30,7 @@ fn main() {
         std::hint::black_box(mgen::sim::simulate_prepared(&pkg, &ideal, true, false).unwrap());
         ti.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        std::hint::black_box(mgen::sim::simulate(&pkg, false, false).unwrap());
+        std::hint::black_box(mgen::sim::simulate(&pkg, false, mgen::progress::Mode::Off).unwrap());
         tw.push(t.elapsed().as_secs_f64());
     }
     let (r, s, i, w) = (median(tr), median(ts), median(ti), median(tw));

@@ -26,6 +26,24 @@ use std::time::Instant;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// How long runs show progress on stderr: `auto` draws a bar on a
+    /// terminal and prints a line every few seconds otherwise (a log);
+    /// `bar`, `log` and `none` force one.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    progress: ProgressArg,
+}
+
+/// `--progress`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ProgressArg {
+    /// A bar on a terminal, log lines otherwise.
+    Auto,
+    /// A bar (or a spinner with counts when the total is unknown).
+    Bar,
+    /// A plain line every few seconds.
+    Log,
+    /// Nothing.
+    None,
 }
 
 /// What `compile --emit` prints.
@@ -171,8 +189,8 @@ pub struct Io<'a> {
     pub err: &'a mut dyn Write,
     /// ANSI colours in diagnostics (only when stderr is a terminal).
     pub color: bool,
-    /// Progress bars on stderr (only when it is a terminal).
-    pub progress: bool,
+    /// How progress is shown on stderr (`--progress auto` keeps this).
+    pub progress: crate::progress::Mode,
 }
 
 /// Runs `mgen` with `args` (including the program name); returns the exit
@@ -200,6 +218,12 @@ pub fn main_with(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> i32 {
                 }
             };
         }
+    };
+    io.progress = match cli.progress {
+        ProgressArg::Auto => io.progress,
+        ProgressArg::Bar => crate::progress::Mode::Bar,
+        ProgressArg::Log => crate::progress::Mode::Log,
+        ProgressArg::None => crate::progress::Mode::Off,
     };
     let mut sources = Sources::new();
     let json = matches!(
@@ -681,7 +705,7 @@ fn own_reference(
     lowered: &crate::ir::Module,
     store: &crate::weights::Store,
     batch: &crate::data::Batch,
-    progress: bool,
+    progress: crate::progress::Mode,
 ) -> Result<Option<Vec<ndarray::Array2<f32>>>, Diags> {
     let changed = m.sharing.as_ref().is_some_and(|s| {
         s.tasks

@@ -32,7 +32,7 @@ fn compiled(
     pipeline: &str,
     store: &Store,
     sources: &mut Sources,
-    progress: bool,
+    progress: crate::progress::Mode,
     caps: &[Option<usize>],
 ) -> Result<Module, Diags> {
     let mut m = lowered.clone();
@@ -118,7 +118,7 @@ pub fn compare(
     file: &Path,
     sources: &mut Sources,
     counts_only: bool,
-    progress: bool,
+    progress: crate::progress::Mode,
 ) -> Result<(Value, Option<share::Sharing>), Diags> {
     let mut all = compare_levels(file, sources, counts_only, progress, &[None])?;
     Ok(all.remove(0))
@@ -130,7 +130,7 @@ pub fn compare_levels(
     file: &Path,
     sources: &mut Sources,
     counts_only: bool,
-    progress: bool,
+    progress: crate::progress::Mode,
     levels: &[Option<Level>],
 ) -> Result<Vec<(Value, Option<share::Sharing>)>, Diags> {
     let f = crate::driver::front(sources, file)?;
@@ -175,7 +175,7 @@ fn compare_one(
     baseline: &Baseline,
     sources: &mut Sources,
     counts_only: bool,
-    progress: bool,
+    progress: crate::progress::Mode,
 ) -> Result<(Value, Option<share::Sharing>), Diags> {
     let t0 = std::time::Instant::now();
     let (pb, ob) = (&baseline.pb, &baseline.ob);

@@ -81,7 +81,7 @@ pub fn finetune(
     out: &Path,
     s: Settings,
     sources: &mut Sources,
-    progress: bool,
+    progress: crate::progress::Mode,
 ) -> Result<Value, Diags> {
     let t0 = std::time::Instant::now();
     let f = crate::driver::front(sources, file)?;
@@ -204,15 +204,9 @@ pub fn finetune(
         trials: 0,
     };
     let steps = s.epochs as usize * items.len().div_ceil(s.batch.max(1) as usize);
-    let bar = crate::run::progress_bar(progress, steps, "finetune", "steps");
-    let log = branch.train(&items, &opts, s.seed, &|| {
-        if let Some(b) = &bar {
-            b.inc(1);
-        }
-    });
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
+    let bar = crate::progress::Progress::new(progress, Some(steps as u64), "finetune", "steps");
+    let log = branch.train(&items, &opts, s.seed, &|| bar.inc(1));
+    bar.finish();
     let after = (
         score(&branch, &xs_train, &labelled),
         score(&branch, &xs_held, &held),

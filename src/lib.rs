@@ -19,6 +19,7 @@ pub mod forward;
 pub mod hw;
 pub mod ir;
 pub mod passes;
+pub mod progress;
 pub mod reference;
 pub mod report;
 pub mod run;

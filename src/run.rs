@@ -5,48 +5,24 @@ use crate::cli::write_atomic;
 use crate::data::Batch;
 use crate::diag::Diags;
 use crate::ir::Module;
+use crate::progress::{Mode, Progress};
 use crate::reference::{Plan, TaskOutput};
 use crate::spec::Head;
 use ndarray::Axis;
 use serde_json::{Value, json};
 use std::path::Path;
 
-/// Evaluates the batch, with a progress bar on stderr when `progress`.
-pub fn with_progress(plan: &Plan, batch: &Batch, progress: bool) -> Vec<TaskOutput> {
-    let bar = progress_bar(
-        progress && batch.requests.len() > 1,
-        batch.requests.len(),
-        "reference",
-        "requests",
-    );
-    let out = plan.run_ticking(batch, &|| {
-        if let Some(b) = &bar {
-            b.inc(1);
-        }
-    });
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+/// Evaluates the batch, showing progress per request.
+pub fn with_progress(plan: &Plan, batch: &Batch, progress: Mode) -> Vec<TaskOutput> {
+    let n = batch.requests.len();
+    let bar = if n > 1 {
+        Progress::new(progress, Some(n as u64), "reference", "requests")
+    } else {
+        Progress::off()
+    };
+    let out = plan.run_ticking(batch, &|| bar.inc(1));
+    bar.finish();
     out
-}
-
-/// A progress bar on stderr of `len` steps, or `None` when `show` is false.
-pub fn progress_bar(
-    show: bool,
-    len: usize,
-    label: &str,
-    unit: &str,
-) -> Option<indicatif::ProgressBar> {
-    show.then(|| {
-        let b = indicatif::ProgressBar::new(len as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(&format!(
-                "{label} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{eta}} left)"
-            ))
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    })
 }
 
 /// Writes `DIR/TASK.npy` for every task, atomically.

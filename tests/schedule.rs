@@ -48,7 +48,7 @@ fn scheduled(path: &Path) -> Module {
 /// Functional simulation of `m` (as scheduled) over `batch`.
 fn simulated(m: &Module, store: &Store, batch: &Batch) -> Vec<ndarray::Array2<f32>> {
     let pkg = mgen::backend::program::package(m, store, batch, false).unwrap();
-    mgen::sim::simulate(&pkg, false, false).unwrap()
+    mgen::sim::simulate(&pkg, false, mgen::progress::Mode::Off).unwrap()
 }
 
 /// The counted energy of `m` under a given grouping and parking level.

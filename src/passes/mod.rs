@@ -53,7 +53,7 @@ pub struct Context<'a> {
     /// Per workload task: the inputs its budgets are checked on.
     pub calibration: Vec<crate::data::Batch>,
     /// Progress bars on stderr.
-    pub progress: bool,
+    pub progress: crate::progress::Mode,
     /// Per workload task, the deepest sharing `share` may choose (set by
     /// `mgen compare` when a task's simulated outputs break its budget).
     pub depth_caps: Vec<Option<usize>>,
@@ -80,7 +80,7 @@ pub fn context_for<'a>(
     m: &Module,
     store: &'a crate::weights::Store,
     sources: &mut crate::diag::Sources,
-    progress: bool,
+    progress: crate::progress::Mode,
 ) -> Result<Context<'a>, Diags> {
     if passes.iter().any(|p| p.name() == "share") {
         Context::load(m, store, sources, progress)
@@ -112,7 +112,7 @@ impl<'a> Context<'a> {
         m: &Module,
         store: &'a crate::weights::Store,
         sources: &mut crate::diag::Sources,
-        progress: bool,
+        progress: crate::progress::Mode,
     ) -> Result<Context<'a>, Diags> {
         let spec = &m.spec;
         let mut workload = crate::data::load(spec, sources)?;

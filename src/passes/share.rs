@@ -559,7 +559,7 @@ pub fn share(
     calibration: &[Batch],
     training: &[Option<Batch>],
     caps: &[Option<usize>],
-    progress: bool,
+    progress: crate::progress::Mode,
 ) -> Result<(), Diags> {
     let t0 = Instant::now();
     let spec = m.spec.clone();
@@ -596,14 +596,13 @@ pub fn share(
             }
         };
     }
-    let bar = crate::run::progress_bar(progress, 0, "share", "evaluations");
+    // The search's length is not known in advance: a count (candidate
+    // evaluations and training steps), no ETA.
+    let bar = crate::progress::Progress::new(progress, None, "share", "steps");
     let evaluations = std::sync::atomic::AtomicUsize::new(0);
     let tick = |k: usize| {
         evaluations.fetch_add(k, std::sync::atomic::Ordering::Relaxed);
-        if let Some(b) = &bar {
-            b.inc_length(k as u64);
-            b.inc(k as u64);
-        }
+        bar.inc(k as u64);
     };
 
     // The tensor getter of a source for a task.
@@ -1021,16 +1020,7 @@ pub fn share(
                             })
                             .collect();
                         let items = items?;
-                        let steps =
-                            opts.epochs as usize * items.len().div_ceil(opts.batch.max(1) as usize);
-                        if let Some(b) = &bar {
-                            b.inc_length(steps as u64);
-                        }
-                        let log = br.train(&items, &opts, seed, &|| {
-                            if let Some(b) = &bar {
-                                b.inc(1);
-                            }
-                        });
+                        let log = br.train(&items, &opts, seed, &|| bar.inc(1));
                         let fresh = Trained {
                             tensors: Arc::new(br.tensors()),
                             log,
@@ -1355,9 +1345,7 @@ pub fn share(
             before[t] = evaluate(t, best[t], depth[t], Level::None, true)?.1;
         }
     }
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
+    bar.finish();
 
     // Rewrite: the first `depth` blocks of each task read the source's weights.
     rewrite(m, store, &best, &depth)?;

@@ -430,7 +430,7 @@ pub fn metrics(tasks: &[TaskInfo], sim: &[Array2<f32>], reference: &[Array2<f32>
 }
 
 /// Runs the package functionally: per-task outputs (workload order).
-pub fn simulate(pkg: &Package, ideal_adc: bool, progress: bool) -> Result<Vec<Array2<f32>>, Diags> {
+pub fn simulate(pkg: &Package, ideal_adc: bool, progress: crate::progress::Mode) -> Result<Vec<Array2<f32>>, Diags> {
     validate(&pkg.prog, &pkg.tasks, pkg.hw.crossbars())?;
     let images = prepare_images(pkg, ideal_adc);
     simulate_prepared(pkg, &images, ideal_adc, progress)
@@ -458,7 +458,7 @@ pub fn simulate_prepared(
     pkg: &Package,
     images: &[exec::PImage],
     ideal_adc: bool,
-    progress: bool,
+    progress: crate::progress::Mode,
 ) -> Result<Vec<Array2<f32>>, Diags> {
     let machine = exec::Machine {
         prog: &pkg.prog,
@@ -484,9 +484,9 @@ pub fn simulate_prepared(
         }
     }
     let nb = pkg.prog.buffers.len();
-    let bar = crate::run::progress_bar(
+    let bar = crate::progress::Progress::new(
         progress,
-        bodies.iter().map(|b| b.2.len()).sum(),
+        Some(bodies.iter().map(|b| b.2.len() as u64).sum()),
         "simulating",
         "request-phases",
     );
@@ -521,15 +521,11 @@ pub fn simulate_prepared(
                         )
                         .map_err(|m| bad(s + i, &line.inst, m))?;
                 }
-                if let Some(b) = &bar {
-                    b.inc(1);
-                }
+                bar.inc(1);
                 Ok(())
             })?;
     }
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    bar.finish();
     let mut outputs = Vec::new();
     for t in &pkg.tasks {
         let mut a = Array2::<f32>::zeros((pkg.requests.len(), t.width as usize));
