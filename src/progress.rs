@@ -50,11 +50,17 @@ struct LogState {
     count: AtomicU64,
     start: Instant,
     last: Mutex<Instant>,
+    every: Duration,
 }
 
 impl Progress {
     /// Progress over `total` steps (`None`: not known in advance, counted).
     pub fn new(mode: Mode, total: Option<u64>, label: &str, unit: &str) -> Progress {
+        Progress::every(mode, total, label, unit, LOG_EVERY)
+    }
+
+    /// The same, logging every `every` in [`Mode::Log`].
+    fn every(mode: Mode, total: Option<u64>, label: &str, unit: &str, every: Duration) -> Progress {
         let inner = match mode {
             Mode::Off => Inner::Off,
             Mode::Bar => Inner::Bar(bar(total, label, unit)),
@@ -67,6 +73,7 @@ impl Progress {
                     count: AtomicU64::new(0),
                     start: now,
                     last: Mutex::new(now),
+                    every,
                 }))
             }
         };
@@ -85,7 +92,9 @@ impl Progress {
             Inner::Bar(b) => b.inc(n),
             Inner::Log(s) => {
                 let done = s.count.fetch_add(n, Ordering::Relaxed) + n;
-                s.maybe_print(done);
+                if let Some(line) = s.due(done) {
+                    eprintln!("{line}");
+                }
             }
         }
     }
@@ -107,18 +116,16 @@ impl Progress {
 }
 
 impl LogState {
-    fn maybe_print(&self, done: u64) {
+    /// The line to log now, if one is due.
+    fn due(&self, done: u64) -> Option<String> {
         let now = Instant::now();
-        // `try_lock`: a thread that finds another printing skips its turn.
-        let Ok(mut last) = self.last.try_lock() else {
-            return;
-        };
-        if now.duration_since(*last) < LOG_EVERY {
-            return;
+        // `try_lock`: a thread that finds another logging skips its turn.
+        let mut last = self.last.try_lock().ok()?;
+        if now.duration_since(*last) < self.every {
+            return None;
         }
         *last = now;
-        drop(last);
-        eprintln!("{}", self.line(done, "running"));
+        Some(self.line(done, "running"))
     }
 
     fn line(&self, done: u64, state: &str) -> String {
@@ -152,4 +159,41 @@ fn bar(total: Option<u64>, label: &str, unit: &str) -> indicatif::ProgressBar {
         b.enable_steady_tick(Duration::from_millis(200));
     }
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_state(p: &Progress) -> &LogState {
+        match &p.inner {
+            Inner::Log(s) => s,
+            _ => panic!("not a log"),
+        }
+    }
+
+    #[test]
+    fn a_log_says_its_count_and_total_when_due() {
+        let p = Progress::every(Mode::Log, Some(10), "share", "steps", Duration::ZERO);
+        p.inc(3);
+        let line = log_state(&p).due(3).expect("due");
+        assert!(line.starts_with("share: 3/10 steps (running, "), "{line}");
+        let p = Progress::every(Mode::Log, None, "share", "steps", Duration::ZERO);
+        let line = log_state(&p).due(7).expect("due");
+        assert!(line.starts_with("share: 7 steps (running, "), "{line}");
+    }
+
+    #[test]
+    fn a_log_waits_its_interval() {
+        let p = Progress::every(Mode::Log, Some(10), "x", "y", Duration::from_secs(3600));
+        p.inc(1);
+        assert!(log_state(&p).due(1).is_none());
+    }
+
+    #[test]
+    fn off_counts_nothing_and_finishes() {
+        let p = Progress::new(Mode::Off, Some(5), "x", "y");
+        p.inc(5);
+        p.finish();
+    }
 }
