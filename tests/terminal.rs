@@ -69,7 +69,10 @@ fn compare_finishes_on_a_terminal_and_draws_progress() {
     let (code, text) = on_pty(&["compare", "examples/quickstart.mgen"]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("energy efficiency"), "{text}");
-    assert!(text.contains("simulating ["), "no progress bar drawn:\n{text}");
+    assert!(
+        text.contains("simulating ["),
+        "no progress bar drawn:\n{text}"
+    );
     assert!(text.contains("share"), "no share progress drawn:\n{text}");
 }
 
@@ -77,10 +80,16 @@ fn compare_finishes_on_a_terminal_and_draws_progress() {
 fn run_and_run_reference_finish_on_a_terminal() {
     let (code, text) = on_pty(&["run", "examples/quickstart.mgen"]);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("simulating ["), "no progress bar drawn:\n{text}");
+    assert!(
+        text.contains("simulating ["),
+        "no progress bar drawn:\n{text}"
+    );
     let (code, text) = on_pty(&["run", "examples/quickstart.mgen", "--reference"]);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("reference ["), "no progress bar drawn:\n{text}");
+    assert!(
+        text.contains("reference ["),
+        "no progress bar drawn:\n{text}"
+    );
 }
 
 #[test]
@@ -89,14 +98,28 @@ fn sim_finishes_on_a_terminal() {
     let prog = dir.path().join("prog");
     let prog = prog.to_str().unwrap();
     let st = std::process::Command::new(env!("CARGO_BIN_EXE_mgen"))
-        .args(["compile", "examples/quickstart.mgen", "--emit", "program", "-o", prog])
+        .args([
+            "compile",
+            "examples/quickstart.mgen",
+            "--emit",
+            "program",
+            "-o",
+            prog,
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let (code, text) = on_pty(&["sim", prog]);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("simulating ["), "no progress bar drawn:\n{text}");
+    assert!(
+        text.contains("simulating ["),
+        "no progress bar drawn:\n{text}"
+    );
 }
 
 #[test]

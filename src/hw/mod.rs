@@ -83,7 +83,24 @@ impl Default for Hardware {
 impl Hardware {
     /// Crossbars on all chips.
     pub fn crossbars(&self) -> u64 {
-        self.chips * self.tiles * self.cores_per_tile * self.crossbars_per_core
+        self.chips
+            .saturating_mul(self.tiles)
+            .saturating_mul(self.cores_per_tile)
+            .saturating_mul(self.crossbars_per_core)
+    }
+
+    /// Crossbars one `[out, in]` matrix of `bits`-bit weights needs:
+    /// row blocks × column blocks × bit slices × sign arrays.
+    pub fn crossbars_for(&self, out_dim: u64, in_dim: u64, bits: u32) -> u64 {
+        let signs = match self.signs {
+            Signs::Offset => 1,
+            Signs::Differential => 2,
+        };
+        in_dim
+            .div_ceil(self.rows.max(1))
+            .saturating_mul(out_dim.div_ceil(self.cols.max(1)))
+            .saturating_mul((bits as u64).div_ceil(self.cell_bits.max(1) as u64))
+            .saturating_mul(signs)
     }
 
     /// An energy (pJ) or time (ns) figure: the override if any, else the default.

@@ -373,6 +373,25 @@ pub fn argmax(row: ndarray::ArrayView1<f32>) -> usize {
     best.0
 }
 
+/// Whether two output rows predict the same class: both finite and with
+/// the same argmax (a row holding NaN or infinity agrees with nothing).
+pub fn agree(a: ndarray::ArrayView1<f32>, b: ndarray::ArrayView1<f32>) -> bool {
+    a.iter().chain(b.iter()).all(|x| x.is_finite()) && argmax(a) == argmax(b)
+}
+
+/// The smallest value, NaN if any value is NaN or there are none (a
+/// worst case over no evidence, or over a NaN, passes no budget).
+pub fn worst(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut worst = f64::NAN;
+    for (i, v) in values.into_iter().enumerate() {
+        if v.is_nan() {
+            return f64::NAN;
+        }
+        worst = if i == 0 { v } else { worst.min(v) };
+    }
+    worst
+}
+
 fn cosine(a: &[f64], b: &[f64]) -> f64 {
     let d: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -384,12 +403,17 @@ fn cosine(a: &[f64], b: &[f64]) -> f64 {
     }
 }
 
-/// Pearson correlation of two series.
+/// Pearson correlation of two series; NaN where it is undefined (fewer
+/// than two values, or a series without variance).
 pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().max(1) as f64;
     let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
     let ca: Vec<f64> = a.iter().map(|x| x - ma).collect();
     let cb: Vec<f64> = b.iter().map(|x| x - mb).collect();
+    let var = |c: &[f64]| c.iter().map(|x| x * x).sum::<f64>();
+    if a.len() < 2 || var(&ca) == 0.0 || var(&cb) == 0.0 {
+        return f64::NAN;
+    }
     cosine(&ca, &cb)
 }
 
@@ -405,6 +429,9 @@ fn col(a: &Array2<f32>) -> Vec<f64> {
 ///   over all rows (a single value has no direction of its own);
 /// - accuracy / pearson: against the labels, bounded by `own`'s value
 ///   minus D for `reference - D` budgets.
+///
+/// A metric that is not finite (NaN or infinite outputs, a correlation
+/// without variance, no rows) never holds.
 pub fn measure(
     b: &Budget,
     head: &Head,
@@ -419,23 +446,18 @@ pub fn measure(
                 .rows()
                 .into_iter()
                 .zip(own.rows())
-                .filter(|(a, b)| argmax(*a) == argmax(*b))
+                .filter(|(a, b)| agree(*a, *b))
                 .count() as f64;
             (agree / n, 1.0)
         }
         Metric::Cosine => match head {
             Head::Embed { .. } => {
-                let worst = out
-                    .rows()
-                    .into_iter()
-                    .zip(own.rows())
-                    .map(|(a, b)| {
-                        let a: Vec<f64> = a.iter().map(|&x| x as f64).collect();
-                        let b: Vec<f64> = b.iter().map(|&x| x as f64).collect();
-                        cosine(&a, &b)
-                    })
-                    .fold(f64::INFINITY, f64::min);
-                (if worst.is_finite() { worst } else { 1.0 }, 1.0)
+                let w = worst(out.rows().into_iter().zip(own.rows()).map(|(a, b)| {
+                    let a: Vec<f64> = a.iter().map(|&x| x as f64).collect();
+                    let b: Vec<f64> = b.iter().map(|&x| x as f64).collect();
+                    cosine(&a, &b)
+                }));
+                (w, 1.0)
             }
             _ => (cosine(&col(out), &col(own)), 1.0),
         },
@@ -444,7 +466,7 @@ pub fn measure(
                 a.rows()
                     .into_iter()
                     .zip(labels)
-                    .filter(|(r, l)| matches!(l, Some(Label::Class(c)) if *c >= 0 && argmax(*r) == *c as usize))
+                    .filter(|(r, l)| matches!(l, Some(Label::Class(c)) if *c >= 0 && r.iter().all(|x| x.is_finite()) && argmax(*r) == *c as usize))
                     .count() as f64
                     / n
             };
@@ -473,13 +495,21 @@ pub fn measure(
     } else {
         b.amount()
     };
+    let finite = |a: &Array2<f32>| a.iter().all(|x| x.is_finite());
+    // Non-finite outputs make any metric meaningless, whatever it reads.
+    let value = if finite(out) && finite(own) && out.nrows() > 0 {
+        value
+    } else {
+        f64::NAN
+    };
     Measured {
         budget: b.to_mgen(),
         metric: b.metric.name(),
         value,
         bound,
-        // A hair of tolerance for the float rounding of the bound itself.
-        holds: value >= bound - 1e-12,
+        // A hair of tolerance for the float rounding of the bound itself;
+        // NaN compares false, so a non-finite value or bound never holds.
+        holds: value.is_finite() && bound.is_finite() && value >= bound - 1e-12,
     }
 }
 
@@ -492,7 +522,7 @@ fn hopeless(b: &Budget, head: &Head, rows: &[Vec<f32>], own: &Array2<f32>, total
             let wrong = rows
                 .iter()
                 .zip(own.rows())
-                .filter(|(r, o)| argmax(ndarray::ArrayView1::from(r.as_slice())) != argmax(*o))
+                .filter(|(r, o)| !agree(ndarray::ArrayView1::from(r.as_slice()), *o))
                 .count();
             // Even if every remaining row agreed:
             ((total - wrong) as f64 / total.max(1) as f64) < b.amount() - 1e-12
@@ -500,7 +530,8 @@ fn hopeless(b: &Budget, head: &Head, rows: &[Vec<f32>], own: &Array2<f32>, total
         (Metric::Cosine, Head::Embed { .. }) => rows.iter().zip(own.rows()).any(|(r, o)| {
             let a: Vec<f64> = r.iter().map(|&x| x as f64).collect();
             let c: Vec<f64> = o.iter().map(|&x| x as f64).collect();
-            cosine(&a, &c) < b.amount() - 1e-12
+            let cos = cosine(&a, &c);
+            cos.is_nan() || cos < b.amount() - 1e-12
         }),
         _ => false,
     }

@@ -400,8 +400,7 @@ pub fn metrics(tasks: &[TaskInfo], sim: &[Array2<f32>], reference: &[Array2<f32>
             let n = s.nrows().max(1) as f64;
             match t.kind.as_str() {
                 "classify" => {
-                    let argmax = crate::passes::share::argmax;
-                    let agree = s.rows().into_iter().zip(r.rows()).filter(|(a, b)| argmax(*a) == argmax(*b)).count() as f64;
+                    let agree = s.rows().into_iter().zip(r.rows()).filter(|(a, b)| crate::passes::share::agree(*a, *b)).count() as f64;
                     json!({ "name": t.name, "metric": "agreement", "value": agree / n })
                 }
                 "embed" => {
@@ -416,7 +415,7 @@ pub fn metrics(tasks: &[TaskInfo], sim: &[Array2<f32>], reference: &[Array2<f32>
                             d / (na * nb).max(1e-30)
                         })
                         .collect();
-                    let min = cos.iter().cloned().fold(f64::INFINITY, f64::min);
+                    let min = crate::passes::share::worst(cos.iter().cloned());
                     json!({ "name": t.name, "metric": "cosine", "value": min, "mean": cos.iter().sum::<f64>() / n })
                 }
                 _ => {
@@ -430,7 +429,11 @@ pub fn metrics(tasks: &[TaskInfo], sim: &[Array2<f32>], reference: &[Array2<f32>
 }
 
 /// Runs the package functionally: per-task outputs (workload order).
-pub fn simulate(pkg: &Package, ideal_adc: bool, progress: crate::progress::Mode) -> Result<Vec<Array2<f32>>, Diags> {
+pub fn simulate(
+    pkg: &Package,
+    ideal_adc: bool,
+    progress: crate::progress::Mode,
+) -> Result<Vec<Array2<f32>>, Diags> {
     validate(&pkg.prog, &pkg.tasks, pkg.hw.crossbars())?;
     let images = prepare_images(pkg, ideal_adc);
     simulate_prepared(pkg, &images, ideal_adc, progress)

@@ -129,6 +129,10 @@ pub fn check<'a>(
     let Some(workload) = workload else {
         return Err(cx.diags);
     };
+    if let Some(d) = too_large(&hardware, &models, &tasks, &workload, &cx.locs) {
+        cx.err(d);
+        return Err(cx.diags);
+    }
     Ok((
         Spec {
             hardware,
@@ -232,6 +236,15 @@ impl UnitKind {
             UnitKind::Energy => "an energy",
             UnitKind::Time => "a time",
             UnitKind::Size => "a size",
+        }
+    }
+    /// The largest value accepted, in the base unit (pJ, ns, bytes): far
+    /// beyond any device, small enough that totals over a run stay finite.
+    fn max(self) -> (f64, &'static str) {
+        match self {
+            UnitKind::Energy => (1e9, "1 mJ"),
+            UnitKind::Time => (1e9, "1 s"),
+            UnitKind::Size => (f64::MAX, ""),
         }
     }
     fn example(self) -> &'static str {
@@ -557,14 +570,18 @@ impl Cx {
             ValueKind::Quantity { number, unit, text } => {
                 if let Some((_, f)) = kind.units().iter().find(|(u, _)| *u == unit.name) {
                     let x = number * f;
-                    if !x.is_finite() || x < 0.0 {
+                    let (max, max_text) = kind.max();
+                    if !x.is_finite() || x < 0.0 || x > max {
+                        let noun = kind.name().split_once(' ').map_or("", |(_, n)| n);
+                        let limit = if max_text.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" of at most {max_text}")
+                        };
                         self.err(
                             Diagnostic::error(
                                 Code::E017,
-                                format!(
-                                    "`{what}` must be a non-negative finite {}, not {text}",
-                                    &kind.name()[2..]
-                                ),
+                                format!("`{what}` must be a non-negative finite {noun}{limit}, not {text}"),
                             )
                             .at(
                                 self.file,
@@ -1940,4 +1957,67 @@ impl Cx {
             area,
         })
     }
+}
+
+/// Sizes that would exhaust memory or cannot be placed, found before any
+/// weight is made: the weights the workload holds at once (each base model
+/// it uses plus every task's own copy) against
+/// [`limits::MAX_TOTAL_PARAMS`](super::limits::MAX_TOTAL_PARAMS), and the
+/// largest matrix of each model against the whole machine.
+fn too_large(
+    hw: &Hardware,
+    models: &[Model],
+    tasks: &[Task],
+    w: &Workload,
+    locs: &BTreeMap<String, Loc>,
+) -> Option<Diagnostic> {
+    let at = |d: Diagnostic, key: String, label: &str| match locs.get(&key) {
+        Some(l) => d.at(l.file, l.span.clone(), label),
+        None => d,
+    };
+    let mut used: Vec<usize> = w.tasks.iter().map(|&t| tasks[t].base).collect();
+    used.sort_unstable();
+    used.dedup();
+    let total: u128 = used.iter().map(|&m| models[m].params()).sum::<u128>()
+        + w.tasks
+            .iter()
+            .map(|&t| models[tasks[t].base].params())
+            .sum::<u128>();
+    if total > super::limits::MAX_TOTAL_PARAMS {
+        let d = Diagnostic::error(
+            Code::E019,
+            format!(
+                "workload `{}` holds {total} weights at once (its base models and each task's own copy); mgen's limit is {}",
+                w.name,
+                super::limits::MAX_TOTAL_PARAMS
+            ),
+        )
+        .note("the limit keeps the weights within 12 GiB of f32; sizes are checked before anything is allocated");
+        return Some(at(d, format!("workload {}", w.name), "too many weights"));
+    }
+    for &m in &used {
+        let md = &models[m];
+        let widest = md.ffn.max(md.hidden);
+        let need = hw
+            .crossbars_for(widest, md.hidden, hw.weight_bits)
+            .max(hw.crossbars_for(md.hidden, widest, hw.weight_bits));
+        if need > hw.crossbars() {
+            let d = Diagnostic::error(
+                Code::E301,
+                format!(
+                    "model `{}` has a {widest} x {} matrix that needs {need} crossbars; the whole machine has {}",
+                    md.name,
+                    md.hidden,
+                    hw.crossbars()
+                ),
+            )
+            .help("add chips or tiles to the hardware block, or use larger crossbars");
+            let mut d = at(d, format!("model {}", md.name), "this model");
+            if let Some(l) = locs.get(&format!("hardware {}", hw.name)) {
+                d = d.also(l.file, l.span.clone(), "this hardware");
+            }
+            return Some(d);
+        }
+    }
+    None
 }

@@ -24,6 +24,10 @@ pub mod limits {
     pub const MAX_PARAMS: u128 = 1 << 32;
     /// Elements of the largest activation of one request.
     pub const MAX_ACTIVATION: u128 = 1 << 31;
+    /// Weights held at once: every base model the workload uses plus each
+    /// of its tasks' own copy (3 × 2^30 elements, 12 GiB of f32, which
+    /// leaves room on a 24 GiB machine for the search's activations).
+    pub const MAX_TOTAL_PARAMS: u128 = 3 << 30;
     pub const MAX_REQUESTS: u64 = 1_000_000;
     pub const MAX_LAYERS: u64 = 1024;
     pub const MAX_HIDDEN: u64 = 65_536;
