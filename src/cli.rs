@@ -69,19 +69,26 @@ enum Emit {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Parse and check a .mgen (or .mir) file.
+    /// Parse and check a .mgen (or .mir) file: the language, checkpoints
+    /// (names, shapes, dtypes, finite values, config.json) and every inputs
+    /// file it names.
     Check {
+        /// The .mgen or .mir file.
         file: PathBuf,
-        /// One JSON object on stdout.
+        /// One JSON object on stdout (the checked spec, or the diagnostics).
         #[arg(long)]
         json: bool,
     },
-    /// Compile a .mgen or .mir file.
+    /// Compile a .mgen or .mir file and print (or write) one stage's output.
     Compile {
+        /// The .mgen or .mir file.
         file: PathBuf,
+        /// What to print: ast, ir, sharing, placement, schedule, asm, or
+        /// write (with -o): program, weights.
         #[arg(long, value_enum, default_value = "ir")]
         emit: Emit,
-        /// Write the output here instead of stdout.
+        /// Write the output here instead of stdout (a directory for
+        /// `--emit program|weights`).
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
         /// Comma-separated passes, or a pipeline name (see `mgen passes`).
@@ -93,52 +100,75 @@ enum Cmd {
         /// Every task its own full model, nothing shared.
         #[arg(long)]
         baseline: bool,
+        /// One JSON object on stdout instead of text.
         #[arg(long)]
         json: bool,
         /// Per-stage and per-pass timing on stderr.
         #[arg(short, long)]
         verbose: bool,
     },
-    /// Run a compiled program directory on the simulator.
+    /// Run a compiled program directory (`compile --emit program`) on the
+    /// simulator.
     Sim {
+        /// The program directory (program.masm, crossbars.safetensors,
+        /// manifest.json).
         dir: PathBuf,
+        /// One JSON object on stdout instead of text.
         #[arg(long)]
         json: bool,
-        #[arg(long = "dump-outputs")]
+        /// Write each task's outputs to DIR/TASK.npy (float32, [requests, width]).
+        #[arg(long = "dump-outputs", value_name = "DIR")]
         dump_outputs: Option<PathBuf>,
-        #[arg(long)]
+        /// Write report.json and SVG charts into DIR.
+        #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
+        /// Energy, latency, area and wear only: no numerics, no accuracy.
         #[arg(long = "counts-only")]
         counts_only: bool,
+        /// An ADC that never saturates (isolates quantisation from saturation).
         #[arg(long = "ideal-adc")]
         ideal_adc: bool,
     },
-    /// Compile and run a .mgen file.
+    /// Compile and run a .mgen file on the simulator (or the float reference).
     Run {
+        /// The .mgen file.
         file: PathBuf,
+        /// Evaluate with the float32 reference executor instead of the simulator.
         #[arg(long)]
         reference: bool,
+        /// Every task its own full model, nothing shared.
         #[arg(long)]
         baseline: bool,
+        /// Energy, latency, area and wear only: no numerics, no accuracy.
         #[arg(long = "counts-only")]
         counts_only: bool,
+        /// An ADC that never saturates (isolates quantisation from saturation).
         #[arg(long = "ideal-adc")]
         ideal_adc: bool,
+        /// One JSON object on stdout instead of text.
         #[arg(long)]
         json: bool,
-        #[arg(long = "dump-outputs")]
+        /// Write each task's outputs to DIR/TASK.npy (float32, [requests, width]).
+        #[arg(long = "dump-outputs", value_name = "DIR")]
         dump_outputs: Option<PathBuf>,
-        #[arg(long)]
+        /// Write report.json and SVG charts into DIR.
+        #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
     },
-    /// Baseline against mgen, side by side.
+    /// The baseline (every task its own model) against mgen, both
+    /// simulated, side by side: energy, latency, area, wear, budgets.
     Compare {
+        /// The .mgen file.
         file: PathBuf,
+        /// Energy, latency, area and wear only; budgets as the generator
+        /// measured them in float (no chip verification).
         #[arg(long = "counts-only")]
         counts_only: bool,
+        /// One JSON object on stdout instead of text.
         #[arg(long)]
         json: bool,
-        #[arg(long)]
+        /// Write compare.json and SVG charts into DIR.
+        #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
         /// Compare once per regeneration level, every task set to it
         /// (e.g. `none,head,branch`), against one baseline.
@@ -148,6 +178,7 @@ enum Cmd {
     /// Fine-tune one task on its labelled `train` inputs (every encoder
     /// layer and the head; embeddings frozen) and write its checkpoint.
     Finetune {
+        /// The .mgen file that declares the task and its `train` file.
         file: PathBuf,
         /// The task to fine-tune.
         #[arg(long)]
@@ -155,21 +186,25 @@ enum Cmd {
         /// The checkpoint to write (safetensors).
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
+        /// Passes over the training inputs (1-1000).
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
         epochs: u32,
         /// Peak AdamW learning rate.
         #[arg(long, default_value_t = 5e-5, value_parser = parse_lr)]
         lr: f64,
+        /// Requests per mini-batch (1-4096).
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
         batch: u32,
         /// Seed of the mini-batch order.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// One JSON object on stdout instead of text.
         #[arg(long)]
         json: bool,
     },
     /// List passes and pipelines.
     Passes {
+        /// One JSON object on stdout instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -452,8 +487,8 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                     crate::backend::program::write_dir(&pkg, &dir)?;
                     let _ = writeln!(
                         io.out,
-                        "wrote {}/program.masm, crossbars.safetensors, manifest.json",
-                        dir.display()
+                        "wrote {}, crossbars.safetensors, manifest.json",
+                        in_dir(&dir, "program.masm")
                     );
                     return Ok(0);
                 }
@@ -472,9 +507,8 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                             .collect();
                         let _ = writeln!(
                             io.out,
-                            "wrote {}/{{{}}} and weights.json; to read them back:\n{}",
-                            dir.display(),
-                            files.join(", "),
+                            "wrote {} and weights.json; to read them back:\n{}",
+                            in_dir(&dir, &format!("{{{}}}", files.join(", "))),
                             summary["mgen"].as_str().unwrap_or_default()
                         );
                     }
@@ -615,8 +649,8 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                 if let Some(dir) = &dump_outputs {
                     let _ = writeln!(
                         io.out,
-                        "outputs: {}/TASK.npy (float32, [requests, width])",
-                        dir.display()
+                        "outputs: {} (float32, [requests, width])",
+                        in_dir(dir, "TASK.npy")
                     );
                 }
             }
@@ -689,7 +723,7 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             } else {
                 let _ = write!(io.out, "{text}");
                 if let Some(d) = &report {
-                    let _ = writeln!(io.out, "report: {}/{written}", d.display());
+                    let _ = writeln!(io.out, "report: {}", in_dir(d, written));
                 }
             }
             Ok(0)
@@ -793,10 +827,19 @@ fn simulate_and_report(
             let _ = writeln!(io.out, "note: {n}");
         }
         if let Some(d) = report {
-            let _ = writeln!(io.out, "report: {}/report.json and SVG charts", d.display());
+            let _ = writeln!(
+                io.out,
+                "report: {} and SVG charts",
+                in_dir(d, "report.json")
+            );
         }
     }
     Ok(0)
+}
+
+/// `DIR/NAME` as shown to a user (one separator, whatever `DIR` ends with).
+fn in_dir(dir: &Path, name: &str) -> String {
+    dir.join(name).display().to_string()
 }
 
 /// Writes `text` to `path` atomically, or to stdout.
@@ -847,4 +890,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Diags> {
         return Err(fail(e));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `--help` explains every flag and argument of every subcommand.
+    #[test]
+    fn every_argument_has_a_help_line() {
+        let cmd = super::Cli::command();
+        let mut missing = Vec::new();
+        for sub in cmd.get_subcommands() {
+            assert!(
+                sub.get_about().is_some(),
+                "`{}` has no about",
+                sub.get_name()
+            );
+            for a in sub.get_arguments() {
+                let id = a.get_id().as_str();
+                if id != "help" && id != "version" && a.get_help().is_none() {
+                    missing.push(format!("{} {id}", sub.get_name()));
+                }
+            }
+        }
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            if id != "help" && id != "version" && a.get_help().is_none() {
+                missing.push(format!("mgen {id}"));
+            }
+        }
+        assert!(missing.is_empty(), "no help line: {missing:?}");
+    }
 }

@@ -435,70 +435,8 @@ pub fn text(v: &Value) -> String {
             .as_f64()
             .unwrap_or(0.0)
     );
-    let _ = writeln!(
-        o,
-        "\n{:<14} {:>7} {:<10} {:<26} {:>9} {:>9} {:>9} {:>9} {:>6}",
-        "task",
-        "layers",
-        "source",
-        "budget",
-        "on chip",
-        "mgen sim",
-        "base sim",
-        "mgen f32",
-        "holds"
-    );
-    for t in v["tasks"].as_array().into_iter().flatten() {
-        for (i, bd) in t["budgets"].as_array().into_iter().flatten().enumerate() {
-            let (name, layers, source) = if i == 0 {
-                (
-                    t["name"].as_str().unwrap_or("").to_string(),
-                    format!(
-                        "{}/{}",
-                        t["shared_layers"],
-                        t["blocks"].as_u64().unwrap_or(1).saturating_sub(1)
-                    ),
-                    t["source"].as_str().unwrap_or("").to_string(),
-                )
-            } else {
-                Default::default()
-            };
-            let num = |k: &str| {
-                bd[k]
-                    .as_f64()
-                    .map(|x| format!("{x:.4}"))
-                    .unwrap_or_else(|| "-".into())
-            };
-            let budget = bd["budget"]
-                .as_str()
-                .unwrap_or("")
-                .trim_start_matches("keep ")
-                .trim_end_matches(';')
-                .to_string();
-            let (chip, sim, f32_) = if bd["on_chip"].is_null() {
-                ("-".to_string(), "-".to_string(), num("value"))
-            } else {
-                (num("on_chip"), num("value"), num("mgen_float"))
-            };
-            let _ = writeln!(
-                o,
-                "{:<14} {:>7} {:<10} {:<26} {:>9} {:>9} {:>9} {:>9} {:>6}",
-                name,
-                layers,
-                source,
-                budget,
-                chip,
-                sim,
-                num("baseline_simulated"),
-                f32_,
-                if bd["holds"].as_bool().unwrap_or(false) {
-                    "yes"
-                } else {
-                    "NO"
-                }
-            );
-        }
-    }
+    o.push('\n');
+    o.push_str(&task_table(v));
     if let Some(r) = v["chip_rounds"].as_array()
         && r.len() > 1
     {
@@ -597,6 +535,73 @@ pub fn levels_json(file: &Path, all: &[(Value, Option<share::Sharing>)]) -> Valu
     })
 }
 
+/// The per-task table of [`text`]: one row per budget.
+fn task_table(v: &Value) -> String {
+    use crate::table::{Align, Table};
+    let (l, r) = (Align::Left, Align::Right);
+    let mut tb = Table::new(&[
+        ("task", l),
+        ("layers", r),
+        ("source", l),
+        ("budget", l),
+        ("on chip", r),
+        ("mgen sim", r),
+        ("base sim", r),
+        ("mgen f32", r),
+        ("holds", r),
+    ])
+    .gap(2);
+    for t in v["tasks"].as_array().into_iter().flatten() {
+        for (i, bd) in t["budgets"].as_array().into_iter().flatten().enumerate() {
+            let mut row = if i == 0 {
+                vec![
+                    t["name"].as_str().unwrap_or("").to_string(),
+                    format!(
+                        "{}/{}",
+                        t["shared_layers"],
+                        t["blocks"].as_u64().unwrap_or(1).saturating_sub(1)
+                    ),
+                    t["source"].as_str().unwrap_or("").to_string(),
+                ]
+            } else {
+                vec![String::new(); 3]
+            };
+            let num = |k: &str| {
+                bd[k]
+                    .as_f64()
+                    .map(|x| format!("{x:.4}"))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let budget = bd["budget"]
+                .as_str()
+                .unwrap_or("")
+                .trim_start_matches("keep ")
+                .trim_end_matches(';')
+                .to_string();
+            let (chip, sim, f32_) = if bd["on_chip"].is_null() {
+                ("-".to_string(), "-".to_string(), num("value"))
+            } else {
+                (num("on_chip"), num("value"), num("mgen_float"))
+            };
+            let holds = if bd["holds"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "NO"
+            };
+            row.extend([
+                budget,
+                chip,
+                sim,
+                num("baseline_simulated"),
+                f32_,
+                holds.to_string(),
+            ]);
+            tb.row(row);
+        }
+    }
+    tb.render()
+}
+
 /// The per-level comparison as text: a summary table, then the tasks.
 pub fn levels_text(v: &Value) -> String {
     use std::fmt::Write;
@@ -646,40 +651,7 @@ pub fn levels_text(v: &Value) -> String {
         o,
         "\nper task: encoder layers computed with other tasks / regeneration used / budget holds (first budget's value)"
     );
-    let _ = write!(o, "{:<14}", "task");
-    for s in &summary {
-        let _ = write!(o, " {:>26}", s["regenerate"].as_str().unwrap_or(""));
-    }
-    let _ = writeln!(o);
-    let n = summary
-        .first()
-        .and_then(|s| s["tasks"].as_array())
-        .map(|t| t.len())
-        .unwrap_or(0);
-    for i in 0..n {
-        let _ = write!(
-            o,
-            "{:<14}",
-            summary[0]["tasks"][i]["name"].as_str().unwrap_or("")
-        );
-        for s in &summary {
-            let t = &s["tasks"][i];
-            let cell = format!(
-                "{}/{} {:<6} {} {:.4}",
-                t["shared_layers"],
-                t["blocks"].as_u64().unwrap_or(1).saturating_sub(1),
-                t["regenerate"].as_str().unwrap_or(""),
-                if t["holds"].as_bool().unwrap_or(false) {
-                    "yes"
-                } else {
-                    "NO"
-                },
-                t["metric"].as_f64().unwrap_or(f64::NAN)
-            );
-            let _ = write!(o, " {cell:>26}");
-        }
-        let _ = writeln!(o);
-    }
+    o.push_str(&levels_task_table(&summary));
     if v["mode"] == "counts" {
         let _ = writeln!(
             o,
@@ -692,6 +664,48 @@ pub fn levels_text(v: &Value) -> String {
         );
     }
     o
+}
+
+/// The per-task table of [`levels_text`]: one column per level.
+fn levels_task_table(summary: &[Value]) -> String {
+    use crate::table::{Align, Table};
+    let names: Vec<&str> = summary
+        .iter()
+        .map(|s| s["regenerate"].as_str().unwrap_or(""))
+        .collect();
+    let mut cols = vec![("task", Align::Left)];
+    cols.extend(names.iter().map(|n| (*n, Align::Right)));
+    let mut tb = Table::new(&cols).gap(3);
+    let n = summary
+        .first()
+        .and_then(|s| s["tasks"].as_array())
+        .map(|t| t.len())
+        .unwrap_or(0);
+    for i in 0..n {
+        let mut row = vec![
+            summary[0]["tasks"][i]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        ];
+        for s in summary {
+            let t = &s["tasks"][i];
+            row.push(format!(
+                "{}/{} {:<6} {} {:.4}",
+                t["shared_layers"],
+                t["blocks"].as_u64().unwrap_or(1).saturating_sub(1),
+                t["regenerate"].as_str().unwrap_or(""),
+                if t["holds"].as_bool().unwrap_or(false) {
+                    "yes"
+                } else {
+                    "NO"
+                },
+                t["metric"].as_f64().unwrap_or(f64::NAN)
+            ));
+        }
+        tb.row(row);
+    }
+    tb.render()
 }
 
 /// Writes `compare.json`, `regeneration.svg` and one [`write_report`]

@@ -26,5 +26,6 @@ pub mod run;
 pub mod sim;
 pub mod spec;
 pub mod syntax;
+pub mod table;
 pub mod train;
 pub mod weights;

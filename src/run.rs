@@ -72,7 +72,7 @@ pub fn summarize(m: &Module, outputs: &[TaskOutput]) -> Vec<Value> {
                         let z: f32 = row.iter().map(|&x| (x - max).exp()).sum();
                         conf += 1.0 / z as f64;
                     }
-                    json!({ "predicted": counts, "mean_confidence": conf / v.nrows().max(1) as f64 })
+                    json!({ "class_counts": counts, "mean_confidence": conf / v.nrows().max(1) as f64 })
                 }
                 Head::Regress { .. } => {
                     let xs: Vec<f64> = v.iter().map(|&x| x as f64).collect();
@@ -99,16 +99,20 @@ pub fn summarize(m: &Module, outputs: &[TaskOutput]) -> Vec<Value> {
 /// The summaries as a table.
 pub fn summary_text(tasks: &[Value], requests: usize, seq: usize) -> String {
     let mut s = format!("reference (float32) over {requests} requests, seq {seq}\n");
-    s.push_str(&format!(
-        "{:<14} {:<18} {:>7}  {}\n",
-        "task", "head", "width", "outputs"
-    ));
+    use crate::table::{Align, Table};
+    let mut tb = Table::new(&[
+        ("task", Align::Left),
+        ("head", Align::Left),
+        ("width", Align::Right),
+        ("outputs", Align::Left),
+    ])
+    .gap(2);
     for t in tasks {
         let width = t["shape"][1].as_u64().unwrap_or(0);
         let sm = &t["summary"];
-        let text = if let Some(p) = sm.get("predicted") {
+        let text = if let Some(p) = sm.get("class_counts") {
             format!(
-                "predicted classes {p}, mean confidence {:.3}",
+                "requests per predicted class {p}, mean confidence {:.3}",
                 sm["mean_confidence"].as_f64().unwrap_or(0.0)
             )
         } else if let Some(m) = sm.get("mean_norm") {
@@ -120,13 +124,13 @@ pub fn summary_text(tasks: &[Value], requests: usize, seq: usize) -> String {
                 sm["std"].as_f64().unwrap_or(0.0)
             )
         };
-        s.push_str(&format!(
-            "{:<14} {:<18} {:>7}  {}\n",
-            t["name"].as_str().unwrap_or(""),
-            t["head"].as_str().unwrap_or(""),
-            width,
-            text
-        ));
+        tb.row(vec![
+            t["name"].as_str().unwrap_or("").to_string(),
+            t["head"].as_str().unwrap_or("").to_string(),
+            width.to_string(),
+            text,
+        ]);
     }
+    s.push_str(&tb.render());
     s
 }

@@ -1733,6 +1733,86 @@ pub fn tree_of(m: &Module) -> Vec<(String, Vec<Vec<String>>)> {
         .collect()
 }
 
+/// The per-task table of [`text`]: what each task shares, and its budgets
+/// (one row each; with the value before regeneration beneath when a
+/// regeneration was used), then each branch retraining's figures.
+fn task_table(s: &Sharing) -> String {
+    use crate::table::{Align, Table};
+    use std::fmt::Write;
+    let (l, r) = (Align::Left, Align::Right);
+    let mut tb = Table::new(&[
+        ("task", l),
+        ("layers", r),
+        ("source", l),
+        ("shared with", l),
+        ("saved uJ", r),
+        ("budget", l),
+        ("measured", r),
+        ("bound", r),
+        ("", l),
+    ])
+    .gap(2);
+    for t in &s.tasks {
+        for (i, mz) in t.measured.iter().enumerate() {
+            let mut row = if i == 0 {
+                vec![
+                    t.name.clone(),
+                    // One convention with `mgen compare`: encoder layers
+                    // computed with other tasks, of the model's layers (the
+                    // embeddings below a shared layer are shared too).
+                    format!(
+                        "{}/{}",
+                        t.shared_blocks.saturating_sub(1),
+                        t.blocks.saturating_sub(1)
+                    ),
+                    t.source.clone(),
+                    if t.shared_with.is_empty() {
+                        "-".to_string()
+                    } else {
+                        t.shared_with.join(", ")
+                    },
+                    format!("{:.3}", t.saved_pj * 1e-6),
+                ]
+            } else {
+                vec![String::new(); 5]
+            };
+            row.extend([
+                mz.budget.clone(),
+                format!("{:.4}", mz.value),
+                format!("{:.4}", mz.bound),
+                if mz.holds { "" } else { "FAILS" }.to_string(),
+            ]);
+            tb.row(row);
+            if let Some(b) = t.before_regeneration.get(i) {
+                let what = match t.regenerate {
+                    "branch" => "(branch retrained; without:",
+                    _ => "(head refitted; without it:",
+                };
+                let mut row = vec![String::new(); 5];
+                row.extend([what.to_string(), format!("{:.4})", b.value)]);
+                tb.row(row);
+            }
+        }
+    }
+    let mut o = tb.render();
+    for t in &s.tasks {
+        if let Some(b) = &t.branch {
+            let _ = writeln!(
+                o,
+                "{}: branch retraining: {} values, {} steps, loss {:.4} -> {:.4}; {} retraining(s), {:.1} s",
+                t.name,
+                b.parameters,
+                b.steps,
+                b.first_loss,
+                b.last_loss,
+                b.retrainings,
+                t.regeneration_seconds
+            );
+        }
+    }
+    o
+}
+
 /// The sharing report as text: the tree, then one row per task.
 pub fn text(s: &Sharing) -> String {
     use std::fmt::Write;
@@ -1754,67 +1834,7 @@ pub fn text(s: &Sharing) -> String {
         let _ = writeln!(o, "  {label:<9} {}", g.join(" "));
     }
     let _ = writeln!(o);
-    let _ = writeln!(
-        o,
-        "{:<14} {:>7} {:<14} {:<28} {:>10} {:<30} {:>9} {:>9}",
-        "task", "shared", "source", "shared with", "saved uJ", "budget", "measured", "bound"
-    );
-    for t in &s.tasks {
-        for (i, mz) in t.measured.iter().enumerate() {
-            let (name, shared, source, with, saved) = if i == 0 {
-                (
-                    t.name.clone(),
-                    format!("{}/{}", t.shared_blocks, t.blocks),
-                    t.source.clone(),
-                    if t.shared_with.is_empty() {
-                        "-".to_string()
-                    } else {
-                        t.shared_with.join(", ")
-                    },
-                    format!("{:.3}", t.saved_pj * 1e-6),
-                )
-            } else {
-                Default::default()
-            };
-            let _ = writeln!(
-                o,
-                "{:<14} {:>7} {:<14} {:<28} {:>10} {:<30} {:>9.4} {:>9.4}{}",
-                name,
-                shared,
-                source,
-                with,
-                saved,
-                mz.budget,
-                mz.value,
-                mz.bound,
-                if mz.holds { "" } else { "  FAILS" }
-            );
-            if let Some(b) = t.before_regeneration.get(i) {
-                let what = match t.regenerate {
-                    "branch" => "  (branch retrained; without:",
-                    _ => "  (head refitted; without it:",
-                };
-                let _ = writeln!(
-                    o,
-                    "{:<14} {:>7} {:<14} {:<28} {:>10} {:<30} {:>9.4}",
-                    "", "", "", "", "", what, b.value
-                );
-            }
-        }
-        if let Some(b) = &t.branch {
-            let _ = writeln!(
-                o,
-                "{:<14} branch retraining: {} values, {} steps, loss {:.4} -> {:.4}; {} retraining(s), {:.1} s",
-                "",
-                b.parameters,
-                b.steps,
-                b.first_loss,
-                b.last_loss,
-                b.retrainings,
-                t.regeneration_seconds
-            );
-        }
-    }
+    o.push_str(&task_table(s));
     let _ = writeln!(o);
     let _ = writeln!(o, "redundancy analysis (per block; emb, then layers):");
     for a in &s.analysis {

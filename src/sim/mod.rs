@@ -620,18 +620,21 @@ pub fn report_text(t: &Totals, tasks: &[Value], mode: &str) -> String {
         t.requests
     ));
     if !tasks.is_empty() {
-        s.push_str(&format!(
-            "{:<14} {:<16} {:>10}\n",
-            "task", "metric", "value"
-        ));
+        use crate::table::{Align, Table};
+        let mut tb = Table::new(&[
+            ("task", Align::Left),
+            ("metric", Align::Left),
+            ("value", Align::Right),
+        ])
+        .gap(2);
         for v in tasks {
-            s.push_str(&format!(
-                "{:<14} {:<16} {:>10.4}\n",
-                v["name"].as_str().unwrap_or(""),
-                v["metric"].as_str().unwrap_or(""),
-                v["value"].as_f64().unwrap_or(f64::NAN)
-            ));
+            tb.row(vec![
+                v["name"].as_str().unwrap_or("").to_string(),
+                v["metric"].as_str().unwrap_or("").to_string(),
+                format!("{:.4}", v["value"].as_f64().unwrap_or(f64::NAN)),
+            ]);
         }
+        s.push_str(&tb.render());
         s.push('\n');
     }
     s.push_str(&format!(
@@ -650,14 +653,21 @@ pub fn report_text(t: &Totals, tasks: &[Value], mode: &str) -> String {
         }
     }
     s.push_str("  by task set:\n");
+    let mut tb = crate::table::Table::new(&[
+        ("task set", crate::table::Align::Left),
+        ("energy", crate::table::Align::Right),
+        ("share", crate::table::Align::Right),
+    ])
+    .indent(2)
+    .gap(2);
     for (k, v) in &t.by_tasks {
-        s.push_str(&format!(
-            "  {:<30} {:>14}  {:>5.1}%\n",
-            k,
+        tb.row(vec![
+            k.clone(),
             si(*v),
-            100.0 * v / t.energy_pj.max(1e-30)
-        ));
+            format!("{:.1}%", 100.0 * v / t.energy_pj.max(1e-30)),
+        ]);
     }
+    s.push_str(&tb.render());
     s.push_str(&format!(
         "latency    {} ({} per request, instructions in program order)\n",
         time(t.latency_ns),
