@@ -7,6 +7,15 @@ compares with mgen's `--dump-outputs` array.
 
 usage: minilm_reference.py MODEL.safetensors CONFIG.json INPUTS.jsonl MGEN.npy [TOL]
 Exits 1 when the max-abs-diff exceeds TOL (default 1e-4).
+
+       minilm_reference.py MODEL.safetensors CONFIG.json INPUTS.jsonl --write OUT.npy
+writes the reference embeddings (float64, [sentences, hidden]) instead. The
+test suite reads the committed tests/fixtures/minilm-reference.npy, so it
+needs no Python; regenerate that file with
+
+    python3 tests/minilm_reference.py weights/all-minilm-l6-v2/model.safetensors \
+        weights/all-minilm-l6-v2/config.json examples/data/minilm-sentences.jsonl \
+        --write tests/fixtures/minilm-reference.npy
 """
 import json
 import math
@@ -69,11 +78,15 @@ def encode(w, cfg, ids):
 
 def main():
     model, config, inputs, mgen_npy = sys.argv[1:5]
-    tol = float(sys.argv[5]) if len(sys.argv) > 5 else 1e-4
     w = load_safetensors(model)
     cfg = json.load(open(config))
     rows = [json.loads(l) for l in open(inputs) if l.strip()]
     ref = np.stack([encode(w, cfg, r["ids"]) for r in rows])
+    if mgen_npy == "--write":
+        np.save(sys.argv[5], ref.astype(np.float64))
+        print(f"wrote {sys.argv[5]}: {ref.shape[0]} sentences x {ref.shape[1]} (float64)")
+        return
+    tol = float(sys.argv[5]) if len(sys.argv) > 5 else 1e-4
     got = np.load(mgen_npy).astype(np.float64)
     if got.shape != ref.shape:
         print(f"shape mismatch: mgen {got.shape}, reference {ref.shape}")
