@@ -120,6 +120,11 @@ fn fixtures() -> Vec<(String, Vec<u8>)> {
         ),
         ("badconfig/model.safetensors".into(), good.clone()),
         ("badconfig/config.json".into(), config(16)),
+        ("confignum/model.safetensors".into(), good.clone()),
+        (
+            "confignum/config.json".into(),
+            br#"{"hidden_size": 8.5, "num_hidden_layers": 1, "layer_norm_eps": -1}"#.to_vec(),
+        ),
         (
             "truncated/model.safetensors".into(),
             good[..good.len() / 2].to_vec(),
@@ -203,6 +208,26 @@ fn fixtures() -> Vec<(String, Vec<u8>)> {
         },
     ];
     v.push(("taskdelta/model.safetensors".into(), serialize(&delta)));
+    // An embedding table with one NaN (and a position table with an infinity).
+    let nonfinite: Vec<T> = base
+        .iter()
+        .map(|t| {
+            let mut bytes = t.bytes.clone();
+            if t.name == "embeddings.word_embeddings.weight" {
+                bytes[12..16].copy_from_slice(&f32::NAN.to_le_bytes());
+            }
+            if t.name == "embeddings.position_embeddings.weight" {
+                bytes[..4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+            }
+            T {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                bytes,
+            }
+        })
+        .collect();
+    v.push(("nonfinite/model.safetensors".into(), serialize(&nonfinite)));
     v
 }
 

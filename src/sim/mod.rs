@@ -430,7 +430,11 @@ pub fn metrics(tasks: &[TaskInfo], sim: &[Array2<f32>], reference: &[Array2<f32>
 }
 
 /// Runs the package functionally: per-task outputs (workload order).
-pub fn simulate(pkg: &Package, ideal_adc: bool, progress: crate::progress::Mode) -> Result<Vec<Array2<f32>>, Diags> {
+pub fn simulate(
+    pkg: &Package,
+    ideal_adc: bool,
+    progress: crate::progress::Mode,
+) -> Result<Vec<Array2<f32>>, Diags> {
     validate(&pkg.prog, &pkg.tasks, pkg.hw.crossbars())?;
     let images = prepare_images(pkg, ideal_adc);
     simulate_prepared(pkg, &images, ideal_adc, progress)

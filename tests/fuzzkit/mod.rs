@@ -128,7 +128,9 @@ pub fn mutate(input: &[u8], rng: &mut Rng) -> Vec<u8> {
             4 => v.truncate(rng.below(len + 1)),
             5 => {
                 let at = rng.below(len + 1);
-                let s = INTERESTING[rng.below(INTERESTING.len())].as_bytes().to_vec();
+                let s = INTERESTING[rng.below(INTERESTING.len())]
+                    .as_bytes()
+                    .to_vec();
                 v.splice(at..at, s);
             }
             _ => v = replace_number(&v, rng),
@@ -144,7 +146,11 @@ pub fn replace_number(input: &[u8], rng: &mut Rng) -> Vec<u8> {
     let mut i = 0;
     while i < input.len() {
         if input[i].is_ascii_digit() {
-            let start = if i > 0 && input[i - 1] == b'-' { i - 1 } else { i };
+            let start = if i > 0 && input[i - 1] == b'-' {
+                i - 1
+            } else {
+                i
+            };
             while i < input.len()
                 && (input[i].is_ascii_digit() || matches!(input[i], b'.' | b'e' | b'E' | b'+'))
             {
@@ -190,7 +196,10 @@ pub fn assert_clean(door: &str, code: i32, err: &str) {
         "{door}: exit {code} is neither 0, 1 nor 2\n{err}"
     );
     if code == 1 {
-        assert!(err.contains("error[E"), "{door}: exit 1 without a code\n{err}");
+        assert!(
+            err.contains("error[E"),
+            "{door}: exit 1 without a code\n{err}"
+        );
     }
     assert!(!err.contains("panicked at"), "{door}: {err}");
 }
