@@ -24,10 +24,14 @@ fn main() {
         std::hint::black_box(plan.run(&batch));
         tr.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        std::hint::black_box(mgen::sim::simulate_prepared(&pkg, &sliced, false, false).unwrap());
+        std::hint::black_box(
+            mgen::sim::simulate_prepared(&pkg, &sliced, false, mgen::progress::Mode::Off).unwrap(),
+        );
         ts.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        std::hint::black_box(mgen::sim::simulate_prepared(&pkg, &ideal, true, false).unwrap());
+        std::hint::black_box(
+            mgen::sim::simulate_prepared(&pkg, &ideal, true, mgen::progress::Mode::Off).unwrap(),
+        );
         ti.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         std::hint::black_box(mgen::sim::simulate(&pkg, false, mgen::progress::Mode::Off).unwrap());
