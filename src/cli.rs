@@ -304,7 +304,7 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             // Checkpoints are opened and checked (names, shapes, dtypes,
             // config.json), a .mir's digests against them, and the inputs.
             driver::module_and_store(f, sources)?;
-            crate::data::load(&spec, sources)?;
+            crate::data::check_files(&spec, sources)?;
             let s = &spec;
             let tasks: Vec<&str> = s
                 .workload

@@ -172,6 +172,8 @@ pub enum Code {
     E209,
     /// The textual IR's weights do not match its declarations.
     E210,
+    /// A checkpoint tensor holds a non-finite value (NaN or infinity).
+    E211,
     /// A matrix larger than the whole machine.
     E301,
     /// Malformed assembly (`.masm`).
@@ -335,6 +337,21 @@ impl Diags {
     }
     pub fn extend(&mut self, other: Diags) {
         self.0.extend(other.0);
+    }
+
+    /// Drops repeats: a diagnostic with the same code, message, labels and
+    /// notes as an earlier one (one bad file used by several tasks is
+    /// reported once). The first of each is kept, in order.
+    pub fn dedup(&mut self) {
+        let mut seen = std::collections::HashSet::new();
+        self.0.retain(|d| {
+            let labels: Vec<_> = d
+                .labels
+                .iter()
+                .map(|l| (l.file, l.span.clone(), l.message.clone(), l.primary))
+                .collect();
+            seen.insert((d.code, d.message.clone(), labels, d.notes.clone()))
+        });
     }
 
     /// Renders them all (at most [`MAX_REPORTED`]) with a closing count.

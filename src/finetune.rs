@@ -116,7 +116,7 @@ pub fn finetune(
     let seq = spec.workload.seq as usize;
     let load = |p: &str, key: &str, sources: &mut Sources| {
         let full = Path::new(&spec.root).join(p);
-        crate::data::load_jsonl(spec, &full, key, seq, sources)
+        crate::data::load_jsonl(spec, &full, key, seq, usize::MAX, sources)
     };
     let train = load(path, &format!("task {task}.train"), sources)?;
     let labelled: Vec<&Request> = train.iter().filter(|r| r.label.is_some()).collect();

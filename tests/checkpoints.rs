@@ -120,6 +120,11 @@ fn fixtures() -> Vec<(String, Vec<u8>)> {
         ),
         ("badconfig/model.safetensors".into(), good.clone()),
         ("badconfig/config.json".into(), config(16)),
+        ("confignum/model.safetensors".into(), good.clone()),
+        (
+            "confignum/config.json".into(),
+            br#"{"hidden_size": 8.5, "num_hidden_layers": 1, "layer_norm_eps": -1}"#.to_vec(),
+        ),
         (
             "truncated/model.safetensors".into(),
             good[..good.len() / 2].to_vec(),
@@ -203,6 +208,26 @@ fn fixtures() -> Vec<(String, Vec<u8>)> {
         },
     ];
     v.push(("taskdelta/model.safetensors".into(), serialize(&delta)));
+    // An embedding table with one NaN (and a position table with an infinity).
+    let nonfinite: Vec<T> = base
+        .iter()
+        .map(|t| {
+            let mut bytes = t.bytes.clone();
+            if t.name == "embeddings.word_embeddings.weight" {
+                bytes[12..16].copy_from_slice(&f32::NAN.to_le_bytes());
+            }
+            if t.name == "embeddings.position_embeddings.weight" {
+                bytes[..4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+            }
+            T {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                bytes,
+            }
+        })
+        .collect();
+    v.push(("nonfinite/model.safetensors".into(), serialize(&nonfinite)));
     v
 }
 
@@ -353,4 +378,107 @@ workload w { requests = 1; seq = 8; inputs = synthetic(seed = 1); tasks = [t]; }
         rel.windows(2).all(|w| w[1] > w[0]),
         "the delta grows with depth: {rel:?}"
     );
+}
+
+/// A spec over the tiny model with its checkpoint at `weights`.
+fn spec_at(weights: &Path) -> String {
+    SPEC.replace("BASE", &weights.display().to_string())
+        .replace("TASK", "finetuned(seed = 1, drift = 0.01)")
+}
+
+fn check_in(dir: &Path, spec: &str) -> (i32, String) {
+    let p = dir.join("c.mgen");
+    std::fs::write(&p, spec).unwrap();
+    let (code, _, err) = common::mgen(&["check", p.to_str().unwrap()]);
+    (code, err)
+}
+
+mod common;
+
+#[test]
+fn a_sparse_multi_gigabyte_file_is_rejected_from_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("model.safetensors");
+    let good = serialize(&base_tensors());
+    std::fs::write(&p, &good).unwrap();
+    // 6 GiB, all but the first few KB a hole: the header declares far less.
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_len(6 << 30).unwrap();
+    drop(f);
+    let (code, err) = check_in(dir.path(), &spec_at(&p));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("error[E202]") && err.contains("bytes of data"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_header_that_lies_about_offsets_is_e202() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("model.safetensors");
+    let good = serialize(&base_tensors());
+    let n = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(good[8..8 + n].to_vec()).unwrap();
+    // Move the first tensor's end offset by 4 bytes: offsets no longer tile the data.
+    let lie = header.replacen("\"data_offsets\":[0,", "\"data_offsets\":[4,", 1);
+    assert_ne!(lie, header);
+    let mut bytes = (lie.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(lie.as_bytes());
+    bytes.extend_from_slice(&good[8 + n..]);
+    std::fs::write(&p, &bytes).unwrap();
+    let (code, err) = check_in(dir.path(), &spec_at(&p));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("error[E202]"), "{err}");
+}
+
+#[test]
+fn an_infinite_half_precision_weight_is_e211_and_a_bad_file_is_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("model.safetensors");
+    let mut ts = to_half(&base_tensors(), false, "");
+    let t = ts
+        .iter_mut()
+        .find(|t| t.name.ends_with("query.weight"))
+        .unwrap();
+    t.bytes[2..4].copy_from_slice(&half::f16::INFINITY.to_le_bytes());
+    std::fs::write(&p, serialize(&ts)).unwrap();
+    let spec = spec_at(&p)
+        .replace("workload w {", "task u { base = m; head = classify(3); weights = finetuned(seed = 3, drift = 0.01); }\nworkload w {")
+        .replace("tasks = [t]", "tasks = [t, u]");
+    let (code, err) = check_in(dir.path(), &spec);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.matches("error[E211]").count(), 1, "{err}");
+    assert!(
+        err.contains("encoder.layer.0.attention.self.query.weight") && err.contains("inf"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_huge_inputs_file_is_read_only_as_far_as_the_workload_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("in.jsonl");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&p).unwrap());
+    use std::io::Write;
+    for _ in 0..4 {
+        writeln!(f, "{{\"ids\": [1, 2, 3]}}").unwrap();
+    }
+    f.flush().unwrap();
+    drop(f);
+    // Then 3 GiB of a hole: NUL bytes that are no JSON, never read.
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_len(3 << 30).unwrap();
+    drop(f);
+    let spec = SPEC
+        .replace("\"BASE\"", "synthetic(seed = 1)")
+        .replace("TASK", "finetuned(seed = 1, drift = 0.01)")
+        .replace("requests = 3;", "requests = 4;")
+        .replace("synthetic(seed = 5)", "\"in.jsonl\"");
+    let (code, err) = check_in(dir.path(), &spec);
+    assert_eq!(code, 0, "{err}");
+    // Five requests are more than the file's good lines: the sixth line is junk.
+    let (code, err) = check_in(dir.path(), &spec.replace("requests = 4;", "requests = 5;"));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("error[E207]"), "{err}");
 }

@@ -71,7 +71,7 @@ pub const TRAIN_REQUESTS: usize = 64;
 /// falls 30-fold while its calibration agreement does not move).
 pub const BRANCH_TRAIN_REQUESTS: usize = 512;
 /// At most this many requests of a `train` file are used.
-pub const TRAIN_FILE_REQUESTS: usize = 2048;
+pub const TRAIN_FILE_REQUESTS: usize = crate::data::TRAIN_FILE_REQUESTS;
 
 /// The context a pipeline needs: calibration inputs are loaded only when
 /// it runs `share`.
@@ -98,11 +98,11 @@ pub fn context_for<'a>(
 /// At most this many requests of the workload's inputs are the calibration
 /// inputs the `share` pass measures budgets on (for tasks without a
 /// `calibrate` file).
-pub const SHARE_CALIBRATION_REQUESTS: usize = 32;
+pub const SHARE_CALIBRATION_REQUESTS: usize = crate::data::SHARE_CALIBRATION_REQUESTS;
 /// At most this many requests of a task's `calibrate` file are used: a file
 /// is chosen for the purpose, and more requests make a budget less noisy
 /// (at a proportional search cost).
-pub const CALIBRATE_FILE_REQUESTS: usize = 512;
+pub const CALIBRATE_FILE_REQUESTS: usize = crate::data::CALIBRATE_FILE_REQUESTS;
 
 impl<'a> Context<'a> {
     /// The context of a module: its weights, and each task's calibration
@@ -115,62 +115,29 @@ impl<'a> Context<'a> {
         progress: crate::progress::Mode,
     ) -> Result<Context<'a>, Diags> {
         let spec = &m.spec;
-        let mut workload = crate::data::load(spec, sources)?;
-        workload.requests.truncate(SHARE_CALIBRATION_REQUESTS);
-        let mut calibration = Vec::new();
-        for &t in &spec.workload.tasks {
-            let task = &spec.tasks[t];
-            match &task.calibrate {
-                None => calibration.push(workload.clone()),
-                Some(path) => {
-                    let full = std::path::Path::new(&spec.root).join(path);
-                    let key = format!("task {}.calibrate", task.name);
-                    let mut reqs = crate::data::load_jsonl(
-                        spec,
-                        &full,
-                        &key,
-                        spec.workload.seq as usize,
-                        sources,
-                    )?;
-                    reqs.truncate(CALIBRATE_FILE_REQUESTS);
-                    calibration.push(crate::data::Batch {
-                        seq: spec.workload.seq as usize,
-                        requests: reqs,
-                    });
-                }
-            }
-        }
-        let mut training = Vec::new();
+        // Every inputs file, read once and checked as `mgen check` does.
+        let files = crate::data::load_files(spec, sources)?;
         let seq = spec.workload.seq as usize;
-        for &t in &spec.workload.tasks {
+        let mut workload = files.workload;
+        workload.requests.truncate(SHARE_CALIBRATION_REQUESTS);
+        let calibration = files
+            .calibrate
+            .into_iter()
+            .map(|c| match c {
+                None => workload.clone(),
+                Some(requests) => crate::data::Batch { seq, requests },
+            })
+            .collect();
+        let mut training = Vec::new();
+        for (&t, file) in spec.workload.tasks.iter().zip(files.train) {
             let task = &spec.tasks[t];
             if task.regenerate == crate::spec::Regenerate::None {
                 training.push(None);
                 continue;
             }
-            let requests = match &task.train {
-                Some(crate::spec::InputSource::File { path }) => {
-                    let full = std::path::Path::new(&spec.root).join(path);
-                    let key = format!("task {}.train", task.name);
-                    let mut reqs = crate::data::load_jsonl(spec, &full, &key, seq, sources)?;
-                    reqs.truncate(TRAIN_FILE_REQUESTS);
-                    if let Some(o) = task.regenerate.branch()
-                        && o.labels > 0.0
-                        && reqs.iter().all(|r| r.label.is_none())
-                    {
-                        return Err(Diagnostic::error(
-                            Code::E207,
-                            format!(
-                                "task `{}` mixes in a label loss (`labels = {}`), but its training inputs `{path}` carry no labels",
-                                task.name, o.labels
-                            ),
-                        )
-                        .note("give the lines a \"label\", or drop `labels` (distillation needs none)")
-                        .into());
-                    }
-                    reqs
-                }
-                other => {
+            let requests = match (file, &task.train) {
+                (Some(reqs), _) => reqs,
+                (None, other) => {
                     let seed = match other {
                         Some(crate::spec::InputSource::Synthetic { seed }) => *seed,
                         _ => crate::weights::seed_of_name(&format!("train:{}", task.name)),

@@ -1,37 +1,52 @@
 //! Reading safetensors checkpoints with Hugging Face BERT names.
 //!
-//! Invariants: the whole file is read only after its size is known and
-//! within [`MAX_CHECKPOINT_BYTES`]; the header is validated by the
-//! safetensors crate against the file's length before any tensor is
-//! touched (a header that lies about offsets or a truncated file is an
-//! error, not an out-of-bounds read); tensors are converted to f32 only on
-//! request, so memory stays within a small multiple of the file size.
+//! Invariants: nothing is read before the file's length is known and
+//! within [`MAX_CHECKPOINT_BYTES`]; then only the 8-byte header length and
+//! the header (at most [`MAX_HEADER_BYTES`], and no longer than the file)
+//! are read, parsed and validated by the safetensors crate (offsets
+//! contiguous, each tensor's byte length equal to its shape × dtype), and
+//! the data the header declares must end exactly at the end of the file (a
+//! header that lies about offsets or a truncated file is an error, never an
+//! out-of-bounds read). A tensor's bytes are read only when it is asked for
+//! ([`Checkpoint::digest`], [`Checkpoint::tensor`]) — after the caller has
+//! checked its shape against what the model needs — so memory is bounded by
+//! the model, not by the file. Every tensor read is checked for NaN and
+//! infinity ([`Error::NonFinite`]).
 
 use ndarray::{ArrayD, IxDyn};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
+use safetensors::tensor::Metadata;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 /// Checkpoints larger than this are refused.
 pub const MAX_CHECKPOINT_BYTES: u64 = 8 << 30;
+/// A safetensors header longer than this is refused (the crate's own limit).
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+/// A `config.json` longer than this is refused.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// One tensor of a checkpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Entry {
     /// The name as stored (possibly with a `bert.` prefix).
     pub stored: String,
     pub dtype: Dtype,
     pub shape: Vec<u64>,
-    /// Content digest: dtype, shape and bytes.
-    pub digest: String,
+    /// Byte range in the file (validated against the file's length).
+    range: (u64, u64),
+    /// Content digest (dtype, shape and bytes), computed on first use.
+    digest: OnceLock<Result<String, Error>>,
 }
 
-/// A loaded checkpoint.
+/// A checkpoint whose header has been read and validated.
 #[derive(Debug)]
 pub struct Checkpoint {
     pub path: PathBuf,
-    bytes: Vec<u8>,
+    file: Mutex<std::fs::File>,
     /// By canonical name (no `bert.` prefix).
     pub entries: BTreeMap<String, Entry>,
     /// `config.json` beside the file, when present and valid JSON.
@@ -45,6 +60,8 @@ pub enum Error {
     TooLarge(u64),
     Format(String),
     Config(String),
+    /// A tensor holds NaN or an infinity: (stored name, element index, value).
+    NonFinite(String, usize, f32),
 }
 
 impl std::fmt::Display for Error {
@@ -57,6 +74,10 @@ impl std::fmt::Display for Error {
             ),
             Error::Format(e) => write!(f, "not a valid safetensors file: {e}"),
             Error::Config(e) => write!(f, "{e}"),
+            Error::NonFinite(name, i, v) => write!(
+                f,
+                "tensor `{name}` holds a non-finite value ({v}) at element {i}"
+            ),
         }
     }
 }
@@ -70,65 +91,196 @@ fn dtype_name(d: Dtype) -> String {
     format!("{d:?}")
 }
 
+/// The index and value of the first non-finite element of little-endian
+/// F32, F16 or BF16 bytes (other dtypes are not looked at).
+fn first_non_finite(dtype: Dtype, data: &[u8]) -> Option<(usize, f32)> {
+    match dtype {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .enumerate()
+            .find(|(_, v)| !v.is_finite()),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .enumerate()
+            .find(|(_, v)| !v.is_finite()),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .enumerate()
+            .find(|(_, v)| !v.is_finite()),
+        _ => None,
+    }
+}
+
+fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Io(format!("cannot read `{}`: {e}", path.display()))
+}
+
+/// Reads and validates the header: its length (bounded by
+/// [`MAX_HEADER_BYTES`] and by the file), its JSON, and that the data it
+/// declares ends exactly at the end of the file. Returns the metadata and
+/// the offset where the data begins.
+fn read_header(file: &mut std::fs::File, len: u64) -> Result<(Metadata, u64), Error> {
+    if len < 8 {
+        return Err(Error::Format(format!(
+            "the file is {len} bytes, shorter than a safetensors header"
+        )));
+    }
+    let mut n8 = [0u8; 8];
+    file.read_exact(&mut n8)
+        .map_err(|e| Error::Format(format!("cannot read the header length: {e}")))?;
+    let n = u64::from_le_bytes(n8);
+    if n > MAX_HEADER_BYTES {
+        return Err(Error::Format(format!(
+            "the header claims {n} bytes; mgen reads headers of at most {MAX_HEADER_BYTES}"
+        )));
+    }
+    let start = 8 + n; // n <= MAX_HEADER_BYTES: no overflow
+    if start > len {
+        return Err(Error::Format(format!(
+            "invalid header length: the header claims {n} bytes, but the file has only {} after the length",
+            len - 8
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| Error::Format(format!("cannot read the header: {e}")))?;
+    let meta: Metadata = serde_json::from_slice(&header)
+        .map_err(|e| Error::Format(format!("invalid header: {e}")))?;
+    let end = start.checked_add(meta.data_len() as u64);
+    if end != Some(len) {
+        return Err(Error::Format(format!(
+            "the header declares {} bytes of data after its {start}-byte header, but the file is {len} bytes",
+            meta.data_len()
+        )));
+    }
+    Ok((meta, start))
+}
+
+/// The entries of validated metadata, by canonical name.
+fn entries_of(meta: &Metadata, start: u64) -> Result<BTreeMap<String, Entry>, Error> {
+    let mut tensors: Vec<_> = meta.tensors().into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut entries = BTreeMap::new();
+    for (name, info) in tensors {
+        let (s, e) = info.data_offsets;
+        let range = (start + s as u64, start + e as u64); // both end within the file
+        let canon = canonical(&name).to_string();
+        if entries.contains_key(&canon) {
+            return Err(Error::Format(format!(
+                "tensor `{canon}` appears twice (with and without the `bert.` prefix)"
+            )));
+        }
+        let entry = Entry {
+            stored: name.clone(),
+            dtype: info.dtype,
+            shape: info.shape.iter().map(|&d| d as u64).collect(),
+            range,
+            digest: OnceLock::new(),
+        };
+        entries.insert(canon, entry);
+    }
+    Ok(entries)
+}
+
+/// `config.json` beside `path`, when present: at most
+/// [`MAX_CONFIG_BYTES`], valid JSON, an object.
+fn read_config(path: &Path) -> Result<Option<serde_json::Value>, Error> {
+    let config_path = path.with_file_name("config.json");
+    let Ok(f) = std::fs::File::open(&config_path) else {
+        return Ok(None);
+    };
+    let mut b = Vec::new();
+    f.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut b)
+        .map_err(|e| Error::Config(format!("cannot read `{}`: {e}", config_path.display())))?;
+    if b.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(Error::Config(format!(
+            "`{}` is larger than 1 MiB",
+            config_path.display()
+        )));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&b).map_err(|e| {
+        Error::Config(format!(
+            "`{}` is not valid JSON: {e}",
+            config_path.display()
+        ))
+    })?;
+    if !v.is_object() {
+        return Err(Error::Config(format!(
+            "`{}` is not a JSON object",
+            config_path.display()
+        )));
+    }
+    Ok(Some(v))
+}
+
 impl Checkpoint {
+    /// Opens a checkpoint: reads and validates its header and its
+    /// `config.json`; no tensor data is read.
     pub fn open(path: &Path) -> Result<Checkpoint, Error> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| Error::Io(format!("cannot read `{}`: {e}", path.display())))?;
+        let mut file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+        let meta = file.metadata().map_err(|e| io_error(path, e))?;
+        if !meta.is_file() {
+            return Err(io_error(path, "not a regular file"));
+        }
         if meta.len() > MAX_CHECKPOINT_BYTES {
             return Err(Error::TooLarge(meta.len()));
         }
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::Io(format!("cannot read `{}`: {e}", path.display())))?;
-        let mut entries = BTreeMap::new();
-        {
-            let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Format(e.to_string()))?;
-            for (name, view) in st.tensors() {
-                let shape: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
-                let mut h = Sha256::new();
-                h.update(dtype_name(view.dtype()).as_bytes());
-                h.update(format!("{shape:?}").as_bytes());
-                h.update(view.data());
-                let d = h.finalize();
-                let digest: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
-                let canon = canonical(&name).to_string();
-                if entries.contains_key(&canon) {
-                    return Err(Error::Format(format!(
-                        "tensor `{canon}` appears twice (with and without the `bert.` prefix)"
-                    )));
-                }
-                entries.insert(
-                    canon,
-                    Entry {
-                        stored: name.clone(),
-                        dtype: view.dtype(),
-                        shape,
-                        digest,
-                    },
-                );
-            }
-        }
-        let config_path = path.with_file_name("config.json");
-        let config = match std::fs::read(&config_path) {
-            Ok(b) if b.len() < (1 << 20) => Some(serde_json::from_slice(&b).map_err(|e| {
-                Error::Config(format!(
-                    "`{}` is not valid JSON: {e}",
-                    config_path.display()
-                ))
-            })?),
-            Ok(_) => {
-                return Err(Error::Config(format!(
-                    "`{}` is larger than 1 MiB",
-                    config_path.display()
-                )));
-            }
-            Err(_) => None,
-        };
+        let (header, start) = read_header(&mut file, meta.len())?;
+        let entries = entries_of(&header, start)?;
+        let config = read_config(path)?;
         Ok(Checkpoint {
             path: path.to_path_buf(),
-            bytes,
+            file: Mutex::new(file),
             entries,
             config,
         })
+    }
+
+    /// The bytes of a tensor, read from the file (checked for NaN and
+    /// infinity).
+    fn bytes(&self, e: &Entry) -> Result<Vec<u8>, Error> {
+        let (s, end) = e.range;
+        let n = usize::try_from(end - s).map_err(|_| Error::TooLarge(end - s))?;
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(n)
+            .map_err(|_| io_error(&self.path, format!("no memory for {n} bytes")))?;
+        buf.resize(n, 0);
+        let mut f = self
+            .file
+            .lock()
+            .map_err(|_| io_error(&self.path, "file handle poisoned"))?;
+        f.seek(SeekFrom::Start(s))
+            .and_then(|_| f.read_exact(&mut buf))
+            .map_err(|err| io_error(&self.path, err))?;
+        drop(f);
+        if let Some((i, v)) = first_non_finite(e.dtype, &buf) {
+            return Err(Error::NonFinite(e.stored.clone(), i, v));
+        }
+        Ok(buf)
+    }
+
+    /// A tensor's content digest (dtype, shape and bytes; 16 hex digits),
+    /// read once and cached. Reading checks the values are finite.
+    pub fn digest(&self, canonical_name: &str) -> Result<String, Error> {
+        let e = self
+            .entries
+            .get(canonical_name)
+            .ok_or_else(|| Error::Format(format!("no tensor `{canonical_name}`")))?;
+        e.digest
+            .get_or_init(|| {
+                let data = self.bytes(e)?;
+                let mut h = Sha256::new();
+                h.update(dtype_name(e.dtype).as_bytes());
+                h.update(format!("{:?}", e.shape).as_bytes());
+                h.update(&data);
+                let d = h.finalize();
+                Ok(d[..8].iter().map(|b| format!("{b:02x}")).collect())
+            })
+            .clone()
     }
 
     /// A tensor as f32 (F32, F16 and BF16 are accepted; anything else is an
@@ -138,9 +290,7 @@ impl Checkpoint {
             .entries
             .get(canonical_name)
             .ok_or_else(|| format!("no tensor `{canonical_name}`"))?;
-        let st = SafeTensors::deserialize(&self.bytes).map_err(|e| e.to_string())?;
-        let view = st.tensor(&e.stored).map_err(|e| e.to_string())?;
-        let data = view.data();
+        let data = self.bytes(e).map_err(|err| err.to_string())?;
         let values: Vec<f32> = match e.dtype {
             Dtype::F32 => data
                 .chunks_exact(4)

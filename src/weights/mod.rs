@@ -272,6 +272,16 @@ pub struct Store {
     pub notes: Vec<String>,
 }
 
+/// The diagnostic code of a checkpoint error.
+fn code_of(e: &checkpoint::Error) -> Code {
+    match e {
+        checkpoint::Error::Io(_) => Code::E201,
+        checkpoint::Error::Config(_) => Code::E206,
+        checkpoint::Error::NonFinite(..) => Code::E211,
+        checkpoint::Error::TooLarge(_) | checkpoint::Error::Format(_) => Code::E202,
+    }
+}
+
 pub fn seed_of_name(name: &str) -> u64 {
     let d = Sha256::digest(name.as_bytes());
     let mut b = [0u8; 8];
@@ -346,6 +356,7 @@ impl Store {
             }
             s.recipes.extend(new);
         }
+        diags.dedup();
         if diags.is_empty() { Ok(s) } else { Err(diags) }
     }
 
@@ -368,11 +379,7 @@ impl Store {
             return Ok(c.clone());
         }
         let c = Checkpoint::open(&full).map_err(|e| {
-            let code = match e {
-                checkpoint::Error::Io(_) => Code::E201,
-                checkpoint::Error::Config(_) => Code::E206,
-                _ => Code::E202,
-            };
+            let code = code_of(&e);
             let mut d = Self::at(spec, key, Diagnostic::error(code, format!("checkpoint `{}`: {e}", full.display())), "these weights");
             if code == Code::E201 {
                 d = d.help("`scripts/fetch-weights.sh` fetches the bundled examples' checkpoints; paths are relative to the .mgen file");
@@ -397,9 +404,12 @@ impl Store {
             ("max_position_embeddings", "max_seq", m.max_seq),
             ("type_vocab_size", "type_vocab", m.type_vocab),
         ] {
-            if let Some(v) = cfg.get(json).and_then(|v| v.as_u64())
-                && v != declared
-            {
+            let Some(value) = cfg.get(json) else { continue };
+            let Some(v) = value.as_u64() else {
+                diags.push(Self::config_number(spec, m, c, json, value));
+                continue;
+            };
+            if v != declared {
                 let loc_key = if spec.loc(&format!("{key}.{attr}")).is_some() {
                     format!("{key}.{attr}")
                 } else {
@@ -416,6 +426,11 @@ impl Store {
                 );
             }
         }
+        if let Some(value) = cfg.get("layer_norm_eps")
+            && !value.as_f64().is_some_and(|e| e.is_finite() && e > 0.0)
+        {
+            diags.push(Self::config_number(spec, m, c, "layer_norm_eps", value));
+        }
         if let Some(act) = cfg.get("hidden_act").and_then(|v| v.as_str())
             && act != "gelu"
         {
@@ -427,6 +442,39 @@ impl Store {
             ));
         }
         if diags.is_empty() { Ok(()) } else { Err(diags) }
+    }
+
+    /// A config.json number of the wrong form (the seven sizes must be
+    /// whole non-negative numbers, `layer_norm_eps` a positive number).
+    fn config_number(
+        spec: &Spec,
+        m: &Model,
+        c: &Checkpoint,
+        json: &str,
+        value: &serde_json::Value,
+    ) -> Diagnostic {
+        let want = if json == "layer_norm_eps" {
+            "a finite positive number"
+        } else {
+            "a whole non-negative number"
+        };
+        let mut shown = value.to_string();
+        if shown.len() > 40 {
+            shown = format!("{}...", shown.chars().take(40).collect::<String>());
+        }
+        Self::at(
+            spec,
+            &format!("model {}.weights", m.name),
+            Diagnostic::error(
+                Code::E206,
+                format!("config.json says {json} = {shown}; it must be {want}"),
+            ),
+            "these weights",
+        )
+        .note(format!(
+            "config: {}",
+            c.path.with_file_name("config.json").display()
+        ))
     }
 
     fn check_entry(
@@ -474,7 +522,14 @@ impl Store {
             .help("mgen reads F32, F16 and BF16 tensors")
             .into());
         }
-        Ok(Some(e.digest.clone()))
+        let digest = c.digest(&ts.name).map_err(|err| {
+            let d = Diagnostic::error(
+                code_of(&err),
+                format!("checkpoint `{}`: {err}", c.path.display()),
+            );
+            Diags::from(Self::at(spec, key, d, "these weights"))
+        })?;
+        Ok(Some(digest))
     }
 
     fn register_task(&mut self, spec: &Spec, root: &Path, t: usize) -> Result<(), Diags> {
