@@ -48,7 +48,10 @@ fn matches_the_numpy_reference() {
         "mgen's embeddings differ from the NumPy reference: max-abs-diff {diff:.3e}"
     );
     // The fixture is the real reference, not mgen's own output echoed back.
-    assert!(diff > 0.0, "bit-identical to f64 NumPy: the fixture is suspect");
+    assert!(
+        diff > 0.0,
+        "bit-identical to f64 NumPy: the fixture is suspect"
+    );
 }
 
 fn cosine(a: ndarray::ArrayView1<f32>, b: ndarray::ArrayView1<f32>) -> f32 {
