@@ -481,11 +481,13 @@ pub fn measure(
                     None => 0.0,
                 })
                 .collect();
-            let p = |a: &Array2<f32>| {
-                pearson(
+            // A regressor's value is its first column (none: undefined).
+            let p = |a: &Array2<f32>| match a.ncols() {
+                0 => f64::NAN,
+                _ => pearson(
                     &a.column(0).iter().map(|&x| x as f64).collect::<Vec<_>>(),
                     &ys,
-                )
+                ),
             };
             (p(out), p(own))
         }
