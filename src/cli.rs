@@ -525,7 +525,13 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             if json {
                 let ps: Vec<_> = reg
                     .iter()
-                    .map(|p| serde_json::json!({ "name": p.name(), "description": p.description(), "contract": p.contract() }))
+                    .map(|p| {
+                        let names = |a: &[passes::Artifact]| a.iter().map(|a| a.name()).collect::<Vec<_>>();
+                        serde_json::json!({
+                            "name": p.name(), "description": p.description(), "contract": p.contract(),
+                            "requires": names(p.requires()), "provides": names(p.provides()), "invalidates": names(p.invalidates()),
+                        })
+                    })
                     .collect();
                 let pl: Vec<_> = passes::PIPELINES
                     .iter()
@@ -544,6 +550,18 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                     let _ = writeln!(io.out, "  {:<10} {}", p.name(), p.description());
                     if !p.contract().is_empty() {
                         let _ = writeln!(io.out, "  {:<10} contract: {}", "", p.contract());
+                    }
+                    let list = |a: &[passes::Artifact]| {
+                        a.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")
+                    };
+                    for (what, a) in [
+                        ("requires", p.requires()),
+                        ("provides", p.provides()),
+                        ("invalidates", p.invalidates()),
+                    ] {
+                        if !a.is_empty() {
+                            let _ = writeln!(io.out, "  {:<10} {what}: {}", "", list(a));
+                        }
                     }
                 }
                 let _ = writeln!(io.out, "pipelines:");

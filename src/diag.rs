@@ -192,6 +192,8 @@ pub enum Code {
     E104,
     /// Writing an output failed.
     E105,
+    /// An impossible pipeline: a pass needs a result no earlier pass provides.
+    E106,
 }
 
 impl Code {

@@ -27,6 +27,9 @@ impl Pass for Merge {
     fn contract(&self) -> &'static str {
         "requires a verified module; ensures no two non-output nodes are identical and every output is unchanged"
     }
+    fn invalidates(&self) -> &'static [super::Artifact] {
+        &[super::Artifact::Placement, super::Artifact::Schedule]
+    }
     fn run(&self, m: &mut Module, _: &Context) -> Result<(), Diags> {
         merge(m);
         Ok(())

@@ -24,6 +24,12 @@ impl Pass for Place {
     fn contract(&self) -> &'static str {
         "requires a verified module; ensures every linear node has a placement and no two matrices of one phase share a crossbar"
     }
+    fn provides(&self) -> &'static [Artifact] {
+        &[Artifact::Placement]
+    }
+    fn invalidates(&self) -> &'static [Artifact] {
+        &[Artifact::Schedule]
+    }
     fn run(&self, m: &mut Module, _: &Context) -> Result<(), Diags> {
         m.placement = Some(crate::backend::place::place(m)?);
         Ok(())
@@ -34,13 +40,66 @@ use crate::diag::{Code, Diagnostic, Diags};
 use crate::ir::{Module, verify};
 use std::time::Instant;
 
+/// A pass result kept beside the IR (in the module's side tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Artifact {
+    /// The model generator's tree and measurements (`share`).
+    Sharing,
+    /// Crossbar placement (`place`).
+    Placement,
+    /// The task schedule (`schedule`).
+    Schedule,
+}
+
+impl Artifact {
+    pub fn name(self) -> &'static str {
+        match self {
+            Artifact::Sharing => "sharing",
+            Artifact::Placement => "placement",
+            Artifact::Schedule => "schedule",
+        }
+    }
+    /// The pass that provides it.
+    fn provider(self) -> &'static str {
+        match self {
+            Artifact::Sharing => "share",
+            Artifact::Placement => "place",
+            Artifact::Schedule => "schedule",
+        }
+    }
+    /// Drops it from `m`: a pass changed what it describes.
+    fn clear(self, m: &mut Module) {
+        match self {
+            Artifact::Sharing => m.sharing = None,
+            Artifact::Placement => m.placement = None,
+            Artifact::Schedule => m.schedule = None,
+        }
+    }
+}
+
 /// A transformation of a [`Module`].
+///
+/// A pass declares the results it needs ([`requires`](Pass::requires)),
+/// makes ([`provides`](Pass::provides)) and makes stale
+/// ([`invalidates`](Pass::invalidates)); [`resolve`] refuses a pipeline in
+/// which a pass needs what no earlier pass provides (E106), and
+/// [`run_pipeline`] drops what a pass invalidated, so no later stage reads a
+/// placement or schedule of nodes that no longer exist.
 pub trait Pass {
     fn name(&self) -> &'static str;
     fn description(&self) -> &'static str;
     /// What the pass requires and ensures (shown by `mgen passes`).
     fn contract(&self) -> &'static str {
         ""
+    }
+    fn requires(&self) -> &'static [Artifact] {
+        &[]
+    }
+    fn provides(&self) -> &'static [Artifact] {
+        &[]
+    }
+    fn invalidates(&self) -> &'static [Artifact] {
+        &[]
     }
     fn run(&self, m: &mut Module, cx: &Context) -> Result<(), Diags>;
 }
@@ -239,11 +298,47 @@ pub fn resolve(list: &str) -> Result<Vec<Box<dyn Pass>>, Diags> {
             }
         }
     }
-    if diags.is_empty() {
-        Ok(out)
-    } else {
-        Err(diags)
+    if !diags.is_empty() {
+        return Err(diags);
     }
+    check_order(&out)?;
+    Ok(out)
+}
+
+/// Refuses a pipeline in which a pass requires a result that no earlier
+/// pass provides (or that a pass in between invalidated).
+fn check_order(passes: &[Box<dyn Pass>]) -> Result<(), Diags> {
+    let mut have: Vec<Artifact> = Vec::new();
+    for (i, p) in passes.iter().enumerate() {
+        if let Some(&a) = p.requires().iter().find(|a| !have.contains(a)) {
+            let names: Vec<&str> = passes.iter().map(|p| p.name()).collect();
+            let mut fixed: Vec<&str> = names[..i].to_vec();
+            fixed.push(a.provider());
+            fixed.extend(&names[i..]);
+            return Err(Diagnostic::error(
+                Code::E106,
+                format!(
+                    "pass `{}` needs a {}, which no earlier pass in `{}` provides",
+                    p.name(),
+                    a.name(),
+                    names.join(",")
+                ),
+            )
+            .help(format!(
+                "run `{}` before it, e.g. `--passes {}`",
+                a.provider(),
+                fixed.join(",")
+            ))
+            .into());
+        }
+        have.retain(|a| !p.invalidates().contains(a));
+        for a in p.provides() {
+            if !have.contains(a) {
+                have.push(*a);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks a `--dump-ir-after` name: a pass name or `all`.
@@ -281,6 +376,9 @@ pub fn run_pipeline(
     for p in passes {
         let before = m.graph.node_count();
         let t = Instant::now();
+        for a in p.invalidates() {
+            a.clear(m);
+        }
         p.run(m, cx)?;
         let seconds = t.elapsed().as_secs_f64();
         verify::verify(m, &format!("pass `{}`", p.name()))?;

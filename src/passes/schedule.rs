@@ -49,6 +49,12 @@ impl Pass for SchedulePass {
     fn contract(&self) -> &'static str {
         "requires a placed module; ensures every request runs every phase once, and buffers park in eDRAM only when they fit"
     }
+    fn requires(&self) -> &'static [super::Artifact] {
+        &[super::Artifact::Placement]
+    }
+    fn provides(&self) -> &'static [super::Artifact] {
+        &[super::Artifact::Schedule]
+    }
     fn run(&self, m: &mut Module, _: &Context) -> Result<(), Diags> {
         m.schedule = Some(schedule(m)?);
         Ok(())

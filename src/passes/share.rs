@@ -78,6 +78,12 @@ impl Pass for Share {
     fn contract(&self) -> &'static str {
         "requires a verified module, weights and calibration inputs; ensures every task keeps its budgets against its own unshared model on its calibration inputs"
     }
+    fn provides(&self) -> &'static [super::Artifact] {
+        &[super::Artifact::Sharing]
+    }
+    fn invalidates(&self) -> &'static [super::Artifact] {
+        &[super::Artifact::Placement, super::Artifact::Schedule]
+    }
     fn run(&self, m: &mut Module, cx: &Context) -> Result<(), Diags> {
         let store = cx.store.ok_or_else(|| {
             Diags::from(

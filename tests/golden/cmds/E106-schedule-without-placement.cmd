@@ -1,0 +1,1 @@
+compile examples/quickstart.mgen --passes schedule
