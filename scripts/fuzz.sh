@@ -23,7 +23,7 @@ for t in tests/fuzz_*.rs; do
             cargo test --release --quiet --test "$name" 2>&1)
         rc=$?
         secs=$(( $(date +%s) - start ))
-        doors=$(grep -c '^test .* ok$' <<<"$out")
+        doors=$(grep -o 'test result: ok\. [0-9]* passed' <<<"$out" | grep -o '[0-9]* passed' | cut -d' ' -f1)
         case $rc in
             0) verdict="ok: $doors door test(s), 0 panics, 0 aborts, 0 hangs" ;;
             124) verdict="HANG: over ${minutes} min"; fail=1 ;;
