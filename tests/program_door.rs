@@ -89,7 +89,11 @@ fn manifest_sizes_are_bounded_before_allocating() {
         ("/seq", json!(0), "`seq`"),
         ("/seq", json!(65537), "`seq`"),
         ("/requests", json!([]), "0 requests"),
-        ("/requests/0/ids", json!([1, 2, 3, 4, 5, 6, 7, 8, 9]), "9 tokens for seq 8"),
+        (
+            "/requests/0/ids",
+            json!([1, 2, 3, 4, 5, 6, 7, 8, 9]),
+            "9 tokens for seq 8",
+        ),
         ("/requests/0/ids", json!([1, 2.5]), "`requests[0]`"),
         ("/requests/0/ids", json!([1, "2"]), "`requests[0]`"),
         ("/requests/1/text", json!(7), "`requests[1]`"),
@@ -114,22 +118,66 @@ fn every_instruction_has_its_operand_shapes_checked() {
     let pristine = std::fs::read_to_string(d.join("program.masm")).unwrap();
     for (from, to, mnemonic) in [
         // gamma of another width; a 2-D gamma (both panicked in ndarray).
-        ("LAYERNORM   b3, b2, c3,", "LAYERNORM   b3, b2, c11,", "`LAYERNORM`"),
-        ("LAYERNORM   b3, b2, c3,", "LAYERNORM   b3, b2, c0,", "`LAYERNORM`"),
+        (
+            "LAYERNORM   b3, b2, c3,",
+            "LAYERNORM   b3, b2, c11,",
+            "`LAYERNORM`",
+        ),
+        (
+            "LAYERNORM   b3, b2, c3,",
+            "LAYERNORM   b3, b2, c0,",
+            "`LAYERNORM`",
+        ),
         ("c4, eps=1e-12", "c4, eps=NaN", "`LAYERNORM`"),
         // A 2-D mask for `cls` pooling (exited 0).
-        ("POOL        b20, b19, b1, cls", "POOL        b20, b19, b2, cls", "`POOL`"),
-        ("POOL        b20, b19, b1, cls", "POOL        b20, b7, b1, cls", "`POOL`"),
-        ("MVM         b4, b3, i0, c5", "MVM         b4, b3, i0, c11", "`MVM`"),
-        ("MVM         b4, b3, i0, c5", "MVM         b4, b7, i0, c5", "`MVM`"),
+        (
+            "POOL        b20, b19, b1, cls",
+            "POOL        b20, b19, b2, cls",
+            "`POOL`",
+        ),
+        (
+            "POOL        b20, b19, b1, cls",
+            "POOL        b20, b7, b1, cls",
+            "`POOL`",
+        ),
+        (
+            "MVM         b4, b3, i0, c5",
+            "MVM         b4, b3, i0, c11",
+            "`MVM`",
+        ),
+        (
+            "MVM         b4, b3, i0, c5",
+            "MVM         b4, b7, i0, c5",
+            "`MVM`",
+        ),
         ("qk, heads=2", "qk, heads=3", "`DMM`"),
         ("qk, heads=2", "qk, heads=0", "`DMM`"),
         ("av, heads=2", "av, heads=1", "`DMM`"),
-        ("VEC         b13, add, b12, b3", "VEC         b13, add, b12, b7", "`VEC`"),
-        ("VEC         b9, mask, b8, b1", "VEC         b9, mask, b8, b2", "`VEC`"),
-        ("VEC         b10, softmax, b9", "VEC         b10, softmax, b3", "`VEC`"),
-        ("EMBED       b2, b0, c0, c1, c2", "EMBED       b2, b0, c0, c3, c2", "`EMBED`"),
-        ("EMBED       b2, b0, c0, c1, c2", "EMBED       b2, b3, c0, c1, c2", "`EMBED`"),
+        (
+            "VEC         b13, add, b12, b3",
+            "VEC         b13, add, b12, b7",
+            "`VEC`",
+        ),
+        (
+            "VEC         b9, mask, b8, b1",
+            "VEC         b9, mask, b8, b2",
+            "`VEC`",
+        ),
+        (
+            "VEC         b10, softmax, b9",
+            "VEC         b10, softmax, b3",
+            "`VEC`",
+        ),
+        (
+            "EMBED       b2, b0, c0, c1, c2",
+            "EMBED       b2, b0, c0, c3, c2",
+            "`EMBED`",
+        ),
+        (
+            "EMBED       b2, b0, c0, c1, c2",
+            "EMBED       b2, b3, c0, c1, c2",
+            "`EMBED`",
+        ),
         ("LOAD        b0, ids", "LOAD        b2, ids", "`LOAD`"),
         ("STORE       a, b23", "STORE       a, b22", "`STORE`"),
     ] {
@@ -176,28 +224,50 @@ fn an_edited_manifest_is_detected_and_checked() {
     let d = fresh(tmp.path());
     let pristine = std::fs::read_to_string(d.join("manifest.json")).unwrap();
     // Edited without re-hashing: the manifest's own digest.
-    std::fs::write(d.join("manifest.json"), pristine.replacen("classify", "embed", 1)).unwrap();
+    std::fs::write(
+        d.join("manifest.json"),
+        pristine.replacen("classify", "embed", 1),
+    )
+    .unwrap();
     refused(&d, "E303", &["its own SHA-256"]);
     // Edited and re-hashed: the content checks.
     let cases: Vec<(&dyn Fn(&mut Value), &str)> = vec![
-        (&|v| v["tasks"][0]["kind"] = "regress".into(), "cannot have width 2"),
-        (&|v| v["tasks"][0]["kind"] = "ranking".into(), "is not classify"),
-        (&|v| v["tasks"][1]["name"] = "a".into(), "not a new task name"),
-        (&|v| v["tasks"][1]["name"] = "b c".into(), "not a new task name"),
+        (
+            &|v| v["tasks"][0]["kind"] = "regress".into(),
+            "cannot have width 2",
+        ),
+        (
+            &|v| v["tasks"][0]["kind"] = "ranking".into(),
+            "is not classify",
+        ),
+        (
+            &|v| v["tasks"][1]["name"] = "a".into(),
+            "not a new task name",
+        ),
+        (
+            &|v| v["tasks"][1]["name"] = "b c".into(),
+            "not a new task name",
+        ),
         (&|v| v["outputs"] = json!(["a.npy"]), "`outputs`"),
         (&|v| v["outputs"] = json!(["a.npy", "x.npy"]), "`outputs`"),
         (&|v| v["version"] = 1.into(), "version 1"),
         (&|v| v["extra"] = 1.into(), "unknown field `extra`"),
         (&|v| v["sha256"]["x"] = "0".into(), "`sha256`"),
         // One request fewer: the reference outputs no longer fit the file.
-        (&|v| _ = v["requests"].as_array_mut().unwrap().pop(), "need at most"),
+        (
+            &|v| _ = v["requests"].as_array_mut().unwrap().pop(),
+            "need at most",
+        ),
     ];
     for (change, needle) in cases {
         std::fs::write(d.join("manifest.json"), &pristine).unwrap();
         edit(&d, |s| s, change);
         let (code, _, err) = mgen(&["sim", d.to_str().unwrap()]);
         assert_eq!(code, 1, "{needle}: {err}");
-        assert!(err.contains("error[E303]") && err.contains(needle), "{needle}: {err}");
+        assert!(
+            err.contains("error[E303]") && err.contains(needle),
+            "{needle}: {err}"
+        );
     }
     // A task renamed consistently in both files still runs.
     std::fs::write(d.join("manifest.json"), &pristine).unwrap();
@@ -250,7 +320,11 @@ fn an_oversized_safetensors_file_is_not_read() {
         .unwrap()
         .set_len(6 << 30)
         .unwrap();
-    refused(&d, "E303", &["crossbars.safetensors", "its header declares"]);
+    refused(
+        &d,
+        "E303",
+        &["crossbars.safetensors", "its header declares"],
+    );
     // A header declaring 4 GiB of tensors the program cannot need.
     fake_safetensors(&st, &[("huge", "F32", vec![1 << 30], 4 << 30)], None);
     refused(&d, "E303", &["need at most"]);

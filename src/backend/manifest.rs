@@ -104,8 +104,8 @@ pub fn digest(man: &Value) -> String {
 
 /// Parses and checks a manifest (the message of an error names the field).
 pub fn parse(bytes: &[u8]) -> Result<Manifest, String> {
-    let man: Value =
-        serde_json::from_slice(bytes).map_err(|e| format!("manifest.json is not valid JSON: {e}"))?;
+    let man: Value = serde_json::from_slice(bytes)
+        .map_err(|e| format!("manifest.json is not valid JSON: {e}"))?;
     let obj = man
         .as_object()
         .ok_or("manifest.json is not a JSON object")?;
@@ -152,7 +152,9 @@ pub fn parse(bytes: &[u8]) -> Result<Manifest, String> {
         .map(|t| Value::from(format!("{}.npy", t.name)))
         .collect();
     if man["outputs"].as_array() != Some(&outputs) {
-        return Err("`outputs` in manifest.json must name `TASK.npy` for every task, in order".into());
+        return Err(
+            "`outputs` in manifest.json must name `TASK.npy` for every task, in order".into(),
+        );
     }
     Ok(Manifest {
         hw,
@@ -177,7 +179,10 @@ fn digests(man: &Value) -> Result<[String; 2], String> {
             .ok_or(format!("`sha256.{k}` in manifest.json is not a SHA-256"))
     };
     if d.len() != FILES.len() + 1 {
-        return Err("`sha256` in manifest.json must name program.masm, crossbars.safetensors and manifest".into());
+        return Err(
+            "`sha256` in manifest.json must name program.masm, crossbars.safetensors and manifest"
+                .into(),
+        );
     }
     if hex("manifest")? != digest(man) {
         return Err(
@@ -217,10 +222,14 @@ pub fn check_hardware(hw: &Hardware) -> Result<(), String> {
     }
     for (k, v) in &hw.overrides {
         if crate::hw::energy::entry(k).is_none() {
-            return Err(format!("the hardware in manifest.json overrides an unknown entry `{k}`"));
+            return Err(format!(
+                "the hardware in manifest.json overrides an unknown entry `{k}`"
+            ));
         }
         if !(v.is_finite() && *v >= 0.0) {
-            return Err(format!("the hardware override `{k}` = {v} is not a number >= 0"));
+            return Err(format!(
+                "the hardware override `{k}` = {v} is not a number >= 0"
+            ));
         }
     }
     Ok(())
@@ -228,7 +237,8 @@ pub fn check_hardware(hw: &Hardware) -> Result<(), String> {
 
 fn is_name(s: &str) -> bool {
     let mut c = s.chars();
-    c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
         && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
 }
 
@@ -250,7 +260,12 @@ fn tasks(v: &Value) -> Result<Vec<TaskInfo>, String> {
             "classify" => (2..=MAX_CLASSES).contains(&t.width),
             "regress" => t.width == 1,
             "embed" => (1..=1 << 16).contains(&t.width),
-            _ => return Err(format!("{at}: kind `{}` is not classify, regress or embed", t.kind)),
+            _ => {
+                return Err(format!(
+                    "{at}: kind `{}` is not classify, regress or embed",
+                    t.kind
+                ));
+            }
         };
         if !ok {
             return Err(format!(

@@ -42,7 +42,10 @@ fn open(dir: &Path, name: &str, limit: u64) -> Result<(std::fs::File, u64), Diag
     if meta.len() > limit {
         return Err(bad_dir(
             dir,
-            format!("`{name}` is {} bytes, over the limit of {limit}", meta.len()),
+            format!(
+                "`{name}` is {} bytes, over the limit of {limit}",
+                meta.len()
+            ),
         ));
     }
     Ok((f, meta.len()))
@@ -236,9 +239,10 @@ impl Tensors<'_> {
     }
 
     fn raw(&self, name: &str, dtype: Dtype, shape: &[usize]) -> Result<&[u8], Diags> {
-        let v = self.stt.tensor(name).map_err(|_| {
-            bad_dir(self.dir, format!("crossbars.safetensors has no `{name}`"))
-        })?;
+        let v = self
+            .stt
+            .tensor(name)
+            .map_err(|_| bad_dir(self.dir, format!("crossbars.safetensors has no `{name}`")))?;
         if v.dtype() != dtype || v.shape() != shape {
             return Err(bad_dir(
                 self.dir,
@@ -302,7 +306,10 @@ fn image(t: &Tensors, k: usize, img: &Image, input_bits: u32) -> Result<QMatrix,
         )));
     }
     if !(2..=16).contains(&img.wbits) {
-        return Err(bad(format!("image i{k} has {} -bit weights (2 to 16)", img.wbits)));
+        return Err(bad(format!(
+            "image i{k} has {} -bit weights (2 to 16)",
+            img.wbits
+        )));
     }
     let q = t.i16s(&format!("i{k}.q"), &[o, i])?;
     let scale = t.f32s(&format!("i{k}.scale"), &[o])?;
@@ -350,7 +357,11 @@ fn consts(t: &Tensors, prog: &Program) -> Result<Vec<Arc<ArrayD<f32>>>, Diags> {
 /// The float-reference outputs: for every task or for none (a directory
 /// with some of them is an error, not a run that quietly reports less).
 fn references(t: &Tensors, man: &Manifest) -> Result<Option<Vec<Array2<f32>>>, Diags> {
-    let names: Vec<String> = man.tasks.iter().map(|x| format!("ref.{}", x.name)).collect();
+    let names: Vec<String> = man
+        .tasks
+        .iter()
+        .map(|x| format!("ref.{}", x.name))
+        .collect();
     let present = names.iter().filter(|n| t.has(n)).count();
     if present == 0 {
         return Ok(None);

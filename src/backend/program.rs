@@ -11,8 +11,8 @@
 //! truncated or tampered directory is an error (E303), not a wrong result.
 
 use super::codegen::codegen;
-use super::manifest::sha;
 use super::isa::Program;
+use super::manifest::sha;
 use super::quant::{InputQuant, QMatrix, quantize_weights, smooth_and_quantize};
 use crate::data::Batch;
 use crate::diag::{Code, Diagnostic, Diags};
@@ -23,8 +23,8 @@ use crate::spec::Head;
 use crate::weights::Store;
 use ndarray::{Array1, Array2, ArrayD};
 use rayon::prelude::*;
-use safetensors::tensor::TensorView;
 use safetensors::Dtype;
+use safetensors::tensor::TensorView;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
@@ -310,7 +310,6 @@ pub fn package(
         reference,
     })
 }
-
 
 fn f32_bytes(a: &ArrayD<f32>) -> Vec<u8> {
     a.iter().flat_map(|x| x.to_le_bytes()).collect()

@@ -462,7 +462,10 @@ impl Machine<'_> {
                     return Err("POOL of an empty sequence".into());
                 }
                 if get(bufs, *mb)?.shape() != [x.nrows()] {
-                    return Err(format!("POOL over {} positions needs a mask of as many", x.nrows()));
+                    return Err(format!(
+                        "POOL over {} positions needs a mask of as many",
+                        x.nrows()
+                    ));
                 }
                 if *mean {
                     let m = get(bufs, *mb)?;

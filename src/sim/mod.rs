@@ -57,7 +57,8 @@ fn bad(i: usize, l: &Inst, msg: String) -> Diags {
 
 /// Static checks of a program against its images (see the module docs).
 pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), Diags> {
-    shapes::declarations(p, available).map_err(|m| Diags::from(Diagnostic::error(Code::E304, m)))?;
+    shapes::declarations(p, available)
+        .map_err(|m| Diags::from(Diagnostic::error(Code::E304, m)))?;
     for (k, im) in p.images.iter().enumerate() {
         let fail = |msg: String| -> Diags {
             Diagnostic::error(Code::E304, format!("image i{k}: {msg}")).into()
@@ -288,18 +289,32 @@ pub fn validate_package(pkg: &Package) -> Result<(), Diags> {
         if need != Some(im.crossbars) || span != im.tiles as u64 {
             return Err(fail(format!(
                 "image i{k} [{}, {}] on {} crossbars over {} tiles; this hardware needs {} crossbars, and the range spans {span} tiles",
-                im.out_dim, im.in_dim, im.crossbars, im.tiles, need.map_or("too many".into(), |n| n.to_string())
+                im.out_dim,
+                im.in_dim,
+                im.crossbars,
+                im.tiles,
+                need.map_or("too many".into(), |n| n.to_string())
             )));
         }
     }
     let machine_tiles = hw.chips * hw.tiles;
     for (i, line) in p.code.iter().enumerate() {
         match &line.inst {
-            Inst::Load { dst, .. } if p.buffers.get(*dst as usize) != Some(&vec![pkg.seq as u64]) => {
-                return Err(bad(i, &line.inst, format!("b{dst} is not [{}], the manifest's seq", pkg.seq)));
+            Inst::Load { dst, .. }
+                if p.buffers.get(*dst as usize) != Some(&vec![pkg.seq as u64]) =>
+            {
+                return Err(bad(
+                    i,
+                    &line.inst,
+                    format!("b{dst} is not [{}], the manifest's seq", pkg.seq),
+                ));
             }
             Inst::Send { tiles, .. } if *tiles as u64 > machine_tiles => {
-                return Err(bad(i, &line.inst, format!("{tiles} tiles; the machine has {machine_tiles}")));
+                return Err(bad(
+                    i,
+                    &line.inst,
+                    format!("{tiles} tiles; the machine has {machine_tiles}"),
+                ));
             }
             _ => {}
         }
@@ -312,7 +327,11 @@ fn loaded_match(pkg: &Package) -> Result<(), String> {
     let p = &pkg.prog;
     if !pkg.images.is_empty() {
         if pkg.images.len() != p.images.len() {
-            return Err(format!("{} images for {} declared", pkg.images.len(), p.images.len()));
+            return Err(format!(
+                "{} images for {} declared",
+                pkg.images.len(),
+                p.images.len()
+            ));
         }
         for (k, (q, im)) in pkg.images.iter().zip(&p.images).enumerate() {
             let (o, i) = q.q.dim();
@@ -328,7 +347,10 @@ fn loaded_match(pkg: &Package) -> Result<(), String> {
     if !pkg.consts.is_empty() {
         let same = pkg.consts.len() == p.consts.len()
             && pkg.consts.iter().zip(&p.consts).all(|(a, c)| {
-                a.shape().iter().map(|&d| d as u64).eq(c.shape.iter().copied())
+                a.shape()
+                    .iter()
+                    .map(|&d| d as u64)
+                    .eq(c.shape.iter().copied())
             });
         if !same {
             return Err("the constants do not match their declarations".into());
@@ -422,7 +444,9 @@ pub fn count(p: &Program, hw: &Hardware, requests: usize) -> Totals {
     let per_tile = (hw.crossbars_per_core * hw.cores_per_tile).max(1);
     let owned: Vec<&crate::backend::isa::Image> =
         p.images.iter().filter(|i| i.reuses.is_none()).collect();
-    let used = owned.iter().fold(0u64, |a, i| a.saturating_add(i.crossbars));
+    let used = owned
+        .iter()
+        .fold(0u64, |a, i| a.saturating_add(i.crossbars));
     t.phases = p
         .images
         .iter()
@@ -530,7 +554,11 @@ pub fn metrics(tasks: &[TaskInfo], sim: &[Array2<f32>], reference: &[Array2<f32>
 }
 
 /// Runs the package functionally: per-task outputs (workload order).
-pub fn simulate(pkg: &Package, ideal_adc: bool, progress: crate::progress::Mode) -> Result<Vec<Array2<f32>>, Diags> {
+pub fn simulate(
+    pkg: &Package,
+    ideal_adc: bool,
+    progress: crate::progress::Mode,
+) -> Result<Vec<Array2<f32>>, Diags> {
     validate_package(pkg)?;
     let images = prepare_images(pkg, ideal_adc);
     simulate_prepared(pkg, &images, ideal_adc, progress)

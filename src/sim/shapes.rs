@@ -123,7 +123,11 @@ pub fn operands(p: &Program, tasks: &[TaskInfo], inst: &Inst) -> Result<(), Stri
             word,
             pos,
             typ,
-        } => embed(buf(*dst)?, buf(*ids)?, [konst(*word)?, konst(*pos)?, konst(*typ)?]),
+        } => embed(
+            buf(*dst)?,
+            buf(*ids)?,
+            [konst(*word)?, konst(*pos)?, konst(*typ)?],
+        ),
         Inst::LayerNorm {
             dst,
             src,
@@ -174,10 +178,14 @@ pub fn operands(p: &Program, tasks: &[TaskInfo], inst: &Inst) -> Result<(), Stri
             let x = buf(*a)?;
             match (op, b) {
                 (VecOp::Add, Some(b)) => same(&format!("b{b}"), buf(*b)?, x)?,
-                (VecOp::Mask, Some(b)) => {
-                    same(&format!("the mask b{b}"), buf(*b)?, &x[x.len().saturating_sub(1)..])?
+                (VecOp::Mask, Some(b)) => same(
+                    &format!("the mask b{b}"),
+                    buf(*b)?,
+                    &x[x.len().saturating_sub(1)..],
+                )?,
+                (VecOp::Add | VecOp::Mask, None) => {
+                    return Err("a second operand is missing".into());
                 }
-                (VecOp::Add | VecOp::Mask, None) => return Err("a second operand is missing".into()),
                 (VecOp::Scale(f), _) if !(*f as f32).is_finite() => {
                     return Err(format!("scale={f} is not a finite f32"));
                 }
@@ -185,9 +193,7 @@ pub fn operands(p: &Program, tasks: &[TaskInfo], inst: &Inst) -> Result<(), Stri
             }
             same(&format!("the destination b{dst}"), buf(*dst)?, x)
         }
-        Inst::Pool {
-            dst, src, mask, ..
-        } => {
+        Inst::Pool { dst, src, mask, .. } => {
             let [s, h] = buf(*src)? else {
                 return Err(format!("POOL of b{src} {:?}, not [s, h]", buf(*src)?));
             };
