@@ -89,6 +89,7 @@ pub fn read_dir(dir: &Path, sources: &mut Sources) -> Result<Package, Diags> {
     let file = sources.add(dir.join("program.masm").display().to_string(), text);
     let prog = isa::parse(sources.text(file), file)?;
     check_ids(dir, &prog, &man)?;
+    check_kinds(&prog, &man).map_err(|m| bad_dir(dir, m))?;
     let st = read_crossbars(dir, &prog, &man)?;
     let stt = SafeTensors::deserialize(&st)
         .map_err(|e| bad_dir(dir, format!("crossbars.safetensors: {e}")))?;
@@ -142,6 +143,53 @@ fn check_ids(dir: &Path, prog: &Program, man: &Manifest) -> Result<(), Diags> {
         }
     }
     Ok(())
+}
+
+/// Each task's kind matches what the program computes for it: an `embed`
+/// output is a `POOL` result, a `classify` or `regress` output an `MVM`
+/// result (the head's classifier). So a kind edited in the manifest is an
+/// error, not a different metric on the same numbers.
+fn check_kinds(prog: &Program, man: &Manifest) -> Result<(), String> {
+    use isa::Inst;
+    let writer = |b: u32| {
+        prog.code
+            .iter()
+            .map(|l| &l.inst)
+            .find(|i| written(i) == Some(b))
+            .map(Inst::mnemonic)
+    };
+    for l in &prog.code {
+        let Inst::Store { task, src } = &l.inst else {
+            continue;
+        };
+        let Some(t) = man.tasks.iter().find(|t| &t.name == task) else {
+            continue;
+        };
+        let want = if t.kind == "embed" { "POOL" } else { "MVM" };
+        let got = writer(*src).unwrap_or("no instruction");
+        if got != want {
+            return Err(format!(
+                "task `{task}` is `{}` in manifest.json, but the program stores it from {got}, not {want}",
+                t.kind
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The buffer an instruction writes (other than `FILL`).
+fn written(i: &isa::Inst) -> Option<u32> {
+    use isa::Inst;
+    match i {
+        Inst::Load { dst, .. }
+        | Inst::Embed { dst, .. }
+        | Inst::LayerNorm { dst, .. }
+        | Inst::Mvm { dst, .. }
+        | Inst::Dmm { dst, .. }
+        | Inst::Vec { dst, .. }
+        | Inst::Pool { dst, .. } => Some(*dst),
+        _ => None,
+    }
 }
 
 /// The most bytes of tensor data the program can need: per image its
