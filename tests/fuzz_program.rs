@@ -14,6 +14,7 @@ mod fuzzkit;
 
 use common::mgen;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// One layer, hidden 16, two heads, on a chip too small for it (two
@@ -96,6 +97,26 @@ fn mutated(files: &[Vec<u8>; 3], k: usize, rng: &mut fuzzkit::Rng) -> [Vec<u8>; 
     out
 }
 
+/// The case running now and since when (for the watchdog).
+static RUNNING: Mutex<Option<(usize, Instant)>> = Mutex::new(None);
+
+/// Ends the process if one case runs six times [`HANG`]: a hang fails the
+/// test with its case number instead of stalling it.
+fn watchdog(seed: u64) {
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = *RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((i, t)) = now
+                && t.elapsed() > 6 * HANG
+            {
+                eprintln!("program directory: case {i} (MGEN_FUZZ_SEED={seed}) hangs");
+                std::process::abort();
+            }
+        }
+    });
+}
+
 #[derive(Default)]
 struct Tally {
     cases: [usize; 3],
@@ -137,8 +158,10 @@ fn the_program_directory_door_survives_mutation() {
     let (n, seed) = (fuzzkit::cases(fuzzkit::DEFAULT_CASES), fuzzkit::seed());
     let mut rng = fuzzkit::Rng::new(seed);
     let mut tally = Tally::default();
+    watchdog(seed);
     let t = Instant::now();
     for i in 0..n {
+        *RUNNING.lock().unwrap() = Some((i, Instant::now()));
         let k = i % 3;
         let case = mutated(&files, k, &mut rng);
         // One case in ten keeps the stale digests: the integrity check's turn.

@@ -7,7 +7,8 @@
 //! smoothing divisors and `iK.scale` the per-row
 //! scales; per constant `cK`; per task `ref.TASK` the float-reference
 //! outputs) and `manifest.json` (format, hardware, tasks, requests, the
-//! SHA-256 of the two other files). Reading checks the digests first, so a
+//! SHA-256 of the two other files and of its own content). Reading
+//! ([`super::progdir`]) checks each digest before parsing the file, so a
 //! truncated or tampered directory is an error (E303), not a wrong result.
 
 use super::codegen::codegen;
