@@ -790,10 +790,8 @@ fn simulate_and_report(
     report: Option<&Path>,
     notes: &[String],
 ) -> Result<i32, Diags> {
-    if counts_only {
-        // `simulate` validates before running; counting must refuse the same programs.
-        crate::sim::validate(&pkg.prog, &pkg.tasks, pkg.hw.crossbars())?;
-    }
+    // Counting and running refuse the same programs, checked before either.
+    crate::sim::validate_package(pkg)?;
     let totals = crate::sim::count(&pkg.prog, &pkg.hw, pkg.requests.len());
     let mut metrics = Vec::new();
     let mode = if counts_only {

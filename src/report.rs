@@ -98,24 +98,10 @@ pub fn write(dir: &Path, report: &Value, pkg: &Package) -> Result<(), Diags> {
         &bar_chart("Energy by layer", "pJ", &layers),
     )?;
     let hw = &pkg.hw;
-    let per_tile = hw.crossbars_per_core * hw.cores_per_tile;
-    // Per tile, the crossbars in use in its fullest phase (as the placement report).
-    let mut per_phase: std::collections::BTreeMap<(u32, u64), u64> =
-        std::collections::BTreeMap::new();
-    for img in &pkg.prog.images {
-        for xb in img.first..img.first + img.crossbars {
-            *per_phase.entry((img.phase, xb / per_tile)).or_insert(0) += 1;
-        }
-    }
-    let mut use_: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
-    for ((_, tile), n) in per_phase {
-        let e = use_.entry(tile).or_insert(0);
-        *e = (*e).max(n);
-    }
-    let bars: Vec<(String, f64)> = use_
-        .iter()
-        .take(64)
-        .map(|(t, u)| (format!("tile {t}"), 100.0 * *u as f64 / per_tile as f64))
+    let per_tile = (hw.crossbars_per_core * hw.cores_per_tile).max(1);
+    let bars: Vec<(String, f64)> = tile_use(&pkg.prog.images, per_tile, 64)
+        .into_iter()
+        .map(|(t, u)| (format!("tile {t}"), 100.0 * u as f64 / per_tile as f64))
         .collect();
     w(
         "crossbar_utilisation.svg",
@@ -126,4 +112,51 @@ pub fn write(dir: &Path, report: &Value, pkg: &Package) -> Result<(), Diags> {
         ),
     )?;
     Ok(())
+}
+
+/// The first `n` tiles in use and, per tile, the crossbars in use in its
+/// fullest phase (as the placement report). Works on crossbar ranges, never
+/// crossbar by crossbar: a range may be as large as the machine.
+fn tile_use(images: &[crate::backend::isa::Image], per_tile: u64, n: usize) -> Vec<(u64, u64)> {
+    let range = |i: &crate::backend::isa::Image| {
+        let end = i.first.saturating_add(i.crossbars);
+        (
+            i.first,
+            end,
+            i.first / per_tile,
+            end.saturating_sub(1) / per_tile,
+        )
+    };
+    let mut tiles: Vec<u64> = Vec::new();
+    let mut spans: Vec<(u64, u64)> = images
+        .iter()
+        .filter(|i| i.crossbars > 0)
+        .map(|i| {
+            let r = range(i);
+            (r.2, r.3)
+        })
+        .collect();
+    spans.sort_unstable();
+    let mut next = 0u64;
+    for (a, b) in spans {
+        let room = n - tiles.len();
+        tiles.extend((a.max(next)..=b).take(room));
+        next = next.max(b.saturating_add(1));
+        if tiles.len() >= n {
+            break;
+        }
+    }
+    tiles
+        .into_iter()
+        .map(|t| {
+            let (lo, hi) = (t * per_tile, (t + 1).saturating_mul(per_tile));
+            let mut by_phase: std::collections::BTreeMap<u32, u64> = Default::default();
+            for i in images {
+                let (a, b, _, _) = range(i);
+                let overlap = b.min(hi).saturating_sub(a.max(lo));
+                *by_phase.entry(i.phase).or_insert(0) += overlap;
+            }
+            (t, by_phase.values().copied().max().unwrap_or(0))
+        })
+        .collect()
 }

@@ -678,6 +678,16 @@ fn bad_program_directories_are_errors_in_every_mode() {
     common::rewrite_with_digest(&d, |_| pristine.clone());
     let mut man: serde_json::Value = serde_json::from_str(&manifest).unwrap();
     man["hardware"]["dac_bits"] = 0.into();
+    // Edited without its digest: the manifest's own SHA-256 catches it.
+    std::fs::write(d.join("manifest.json"), man.to_string()).unwrap();
+    let (code, _, err) = mgen(&["sim", ds]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("error[E303]") && err.contains("its own SHA-256"),
+        "{err}"
+    );
+    // Edited and re-hashed: the range check catches it.
+    man["sha256"]["manifest"] = mgen::backend::manifest::digest(&man).into();
     std::fs::write(d.join("manifest.json"), man.to_string()).unwrap();
     let (code, _, err) = mgen(&["sim", ds]);
     assert_eq!(code, 1);

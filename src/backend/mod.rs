@@ -1,9 +1,11 @@
 //! Back end: crossbar placement ([`place`]), the ISA ([`isa`]), weight
 //! quantisation ([`quant`]), code generation ([`codegen`]) and program
-//! directories ([`program`]).
+//! directories ([`program`]; reading them: [`progdir`], [`manifest`]).
 
 pub mod codegen;
 pub mod isa;
+pub mod manifest;
 pub mod place;
+pub mod progdir;
 pub mod program;
 pub mod quant;

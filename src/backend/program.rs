@@ -7,28 +7,28 @@
 //! smoothing divisors and `iK.scale` the per-row
 //! scales; per constant `cK`; per task `ref.TASK` the float-reference
 //! outputs) and `manifest.json` (format, hardware, tasks, requests, the
-//! SHA-256 of the two other files). Reading checks the digests first, so a
+//! SHA-256 of the two other files and of its own content). Reading
+//! ([`super::progdir`]) checks each digest before parsing the file, so a
 //! truncated or tampered directory is an error (E303), not a wrong result.
 
 use super::codegen::codegen;
-use super::isa::{self, Program};
+use super::isa::Program;
+use super::manifest::sha;
 use super::quant::{InputQuant, QMatrix, quantize_weights, smooth_and_quantize};
-use crate::data::{Batch, Request};
-use crate::diag::{Code, Diagnostic, Diags, Sources};
-use crate::hw::Hardware;
+use crate::data::Batch;
+use crate::diag::{Code, Diagnostic, Diags};
 use crate::ir::{Module, NodeId, Op, ParamId};
 use crate::reference::Plan;
 use crate::sim::{Package, TaskInfo};
 use crate::spec::Head;
 use crate::weights::Store;
-use ndarray::{Array1, Array2, ArrayD, IxDyn};
+use ndarray::{Array1, Array2, ArrayD};
 use rayon::prelude::*;
+use safetensors::Dtype;
 use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// The workload's tasks as the simulator sees them.
 pub fn task_infos(m: &Module) -> Vec<TaskInfo> {
@@ -312,13 +312,6 @@ pub fn package(
     })
 }
 
-fn sha(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn f32_bytes(a: &ArrayD<f32>) -> Vec<u8> {
     a.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -385,7 +378,7 @@ pub fn write_dir(pkg: &Package, dir: &Path) -> Result<(), Diags> {
         .map_err(|e| io_err(format!("cannot encode the crossbar images: {e}")))?;
     let manifest = serde_json::json!({
         "format": "mgen-program",
-        "version": 1,
+        "version": super::manifest::VERSION,
         "hardware": pkg.hw,
         "tasks": pkg.tasks,
         "seq": pkg.seq,
@@ -394,6 +387,8 @@ pub fn write_dir(pkg: &Package, dir: &Path) -> Result<(), Diags> {
         "outputs": pkg.tasks.iter().map(|t| format!("{}.npy", t.name)).collect::<Vec<_>>(),
         "sha256": { "program.masm": sha(masm.as_bytes()), "crossbars.safetensors": sha(&st) },
     });
+    let mut manifest = manifest;
+    manifest["sha256"]["manifest"] = super::manifest::digest(&manifest).into();
     crate::cli::write_atomic(&dir.join("program.masm"), masm.as_bytes())?;
     crate::cli::write_atomic(&dir.join("crossbars.safetensors"), &st)?;
     crate::cli::write_atomic(
@@ -405,223 +400,4 @@ pub fn write_dir(pkg: &Package, dir: &Path) -> Result<(), Diags> {
     Ok(())
 }
 
-fn bad_dir(dir: &Path, msg: String) -> Diags {
-    Diagnostic::error(
-        Code::E303,
-        format!("program directory `{}`: {msg}", dir.display()),
-    )
-    .help("write it again with `mgen compile FILE --emit program -o DIR`")
-    .into()
-}
-
-/// Reads a program directory.
-pub fn read_dir(dir: &Path, sources: &mut Sources) -> Result<Package, Diags> {
-    let read = |name: &str, limit: u64| -> Result<Vec<u8>, Diags> {
-        let p = dir.join(name);
-        let meta = std::fs::metadata(&p)
-            .map_err(|e| bad_dir(dir, format!("cannot read `{name}`: {e}")))?;
-        if meta.len() > limit {
-            return Err(bad_dir(
-                dir,
-                format!(
-                    "`{name}` is {} bytes, over the limit of {limit}",
-                    meta.len()
-                ),
-            ));
-        }
-        std::fs::read(&p).map_err(|e| bad_dir(dir, format!("cannot read `{name}`: {e}")))
-    };
-    let manifest: serde_json::Value = serde_json::from_slice(&read("manifest.json", 1 << 30)?)
-        .map_err(|e| bad_dir(dir, format!("manifest.json is not valid JSON: {e}")))?;
-    if manifest["format"] != "mgen-program" || manifest["version"] != 1 {
-        return Err(bad_dir(
-            dir,
-            "manifest.json is not an mgen program manifest (format/version)".into(),
-        ));
-    }
-    let masm = read("program.masm", 1 << 30)?;
-    let st = read("crossbars.safetensors", 64 << 30)?;
-    for (name, bytes) in [("program.masm", &masm), ("crossbars.safetensors", &st)] {
-        if manifest["sha256"][name].as_str() != Some(sha(bytes).as_str()) {
-            return Err(bad_dir(
-                dir,
-                format!(
-                    "`{name}` does not match the SHA-256 in manifest.json (truncated or edited)"
-                ),
-            ));
-        }
-    }
-    let hw: Hardware = serde_json::from_value(manifest["hardware"].clone())
-        .map_err(|e| bad_dir(dir, format!("bad hardware in manifest.json: {e}")))?;
-    let sane = (1..=16).contains(&hw.cell_bits)
-        && (1..=16).contains(&hw.weight_bits)
-        && (1..=16).contains(&hw.input_bits)
-        && (1..=16).contains(&hw.dac_bits)
-        && (1..=16).contains(&hw.adc_bits)
-        && hw.cell_bits <= hw.weight_bits
-        && hw.dac_bits <= hw.input_bits
-        && hw.rows.is_power_of_two()
-        && hw.cols.is_power_of_two()
-        && (2..=4096).contains(&hw.rows)
-        && (2..=4096).contains(&hw.cols)
-        && [hw.chips, hw.tiles, hw.cores_per_tile, hw.crossbars_per_core]
-            .iter()
-            .all(|&c| (1..=1 << 20).contains(&c));
-    if !sane {
-        return Err(bad_dir(dir, "the hardware in manifest.json is out of range (bits 1..16, crossbar sides powers of two)".into()));
-    }
-    let tasks: Vec<TaskInfo> = serde_json::from_value(manifest["tasks"].clone())
-        .map_err(|e| bad_dir(dir, format!("bad tasks in manifest.json: {e}")))?;
-    let seq = manifest["seq"]
-        .as_u64()
-        .ok_or_else(|| bad_dir(dir, "no `seq` in manifest.json".into()))? as usize;
-    let mut requests = Vec::new();
-    for r in manifest["requests"]
-        .as_array()
-        .ok_or_else(|| bad_dir(dir, "no `requests` in manifest.json".into()))?
-    {
-        let ids: Vec<u32> = r["ids"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_u64())
-                    .map(|x| x as u32)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if ids.is_empty() || ids.len() > seq {
-            return Err(bad_dir(
-                dir,
-                format!("a request of {} tokens for seq {seq}", ids.len()),
-            ));
-        }
-        let len = ids.len();
-        let mut padded = ids;
-        padded.resize(seq, 0);
-        requests.push(Request {
-            ids: padded,
-            len,
-            text: r["text"].as_str().map(str::to_string),
-            label: None,
-        });
-    }
-    let text =
-        String::from_utf8(masm).map_err(|_| bad_dir(dir, "program.masm is not UTF-8".into()))?;
-    let file = sources.add(dir.join("program.masm").display().to_string(), text);
-    let prog = isa::parse(sources.text(file), file)?;
-    let functional = manifest["functional"].as_bool().unwrap_or(false);
-    let stt = SafeTensors::deserialize(&st)
-        .map_err(|e| bad_dir(dir, format!("crossbars.safetensors: {e}")))?;
-    let tensor = |name: &str, dtype: Dtype, shape: &[usize]| -> Result<Vec<u8>, Diags> {
-        let v = stt
-            .tensor(name)
-            .map_err(|_| bad_dir(dir, format!("crossbars.safetensors has no `{name}`")))?;
-        if v.dtype() != dtype || v.shape() != shape {
-            return Err(bad_dir(
-                dir,
-                format!(
-                    "`{name}` is {:?} {:?}, expected {dtype:?} {shape:?}",
-                    v.dtype(),
-                    v.shape()
-                ),
-            ));
-        }
-        Ok(v.data().to_vec())
-    };
-    let f32s = |b: Vec<u8>| -> Vec<f32> {
-        b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    };
-    let (mut images, mut consts) = (Vec::new(), Vec::new());
-    let mut reference = None;
-    if functional {
-        for (k, img) in prog.images.iter().enumerate() {
-            let (o, i) = (img.out_dim as usize, img.in_dim as usize);
-            if let Some(j) = img.reuses {
-                // Checked by the parser: an earlier image.
-                let q: &QMatrix = images
-                    .get(j as usize)
-                    .ok_or_else(|| bad_dir(dir, format!("image i{k} reuses a missing image")))?;
-                images.push(q.clone());
-                continue;
-            }
-            let q: Vec<i16> = tensor(&format!("i{k}.q"), Dtype::I16, &[o, i])?
-                .chunks_exact(2)
-                .map(|c| i16::from_le_bytes([c[0], c[1]]))
-                .collect();
-            let scale = f32s(tensor(&format!("i{k}.scale"), Dtype::F32, &[o])?);
-            let smooth = f32s(tensor(&format!("i{k}.smooth"), Dtype::F32, &[i])?);
-            if smooth.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-                return Err(bad_dir(
-                    dir,
-                    format!("`i{k}.smooth` has a divisor that is not a positive number"),
-                ));
-            }
-            if !(img.xscale.is_finite() && img.xscale > 0.0)
-                || img.xzero < 0
-                || img.xzero >= 1i64 << hw.input_bits
-            {
-                return Err(bad_dir(
-                    dir,
-                    format!(
-                        "image i{k} has input scale {} and zero point {}: the scale must be \
-                         positive and the zero point a {}-bit code",
-                        img.xscale, img.xzero, hw.input_bits
-                    ),
-                ));
-            }
-            let qmax = (1i32 << (img.wbits.clamp(2, 16) - 1)) - 1;
-            if q.iter().any(|&v| (v as i32).abs() > qmax) {
-                return Err(bad_dir(
-                    dir,
-                    format!(
-                        "`i{k}.q` has a weight outside ±{qmax}, the range of {} bits",
-                        img.wbits
-                    ),
-                ));
-            }
-            images.push(QMatrix {
-                q: Array2::from_shape_vec((o, i), q).map_err(|e| bad_dir(dir, e.to_string()))?,
-                scale: Array1::from(scale),
-                smooth: Array1::from(smooth),
-                bits: img.wbits,
-            });
-        }
-        for (k, c) in prog.consts.iter().enumerate() {
-            let shape: Vec<usize> = c.shape.iter().map(|&d| d as usize).collect();
-            let v = f32s(tensor(&format!("c{k}"), Dtype::F32, &shape)?);
-            consts.push(Arc::new(
-                ArrayD::from_shape_vec(IxDyn(&shape), v)
-                    .map_err(|e| bad_dir(dir, e.to_string()))?,
-            ));
-        }
-        let mut refs = Vec::new();
-        for t in &tasks {
-            let shape = [requests.len(), t.width as usize];
-            match stt.tensor(&format!("ref.{}", t.name)) {
-                Ok(_) => refs.push(
-                    Array2::from_shape_vec(
-                        (shape[0], shape[1]),
-                        f32s(tensor(&format!("ref.{}", t.name), Dtype::F32, &shape)?),
-                    )
-                    .map_err(|e| bad_dir(dir, e.to_string()))?,
-                ),
-                Err(_) => break,
-            }
-        }
-        if refs.len() == tasks.len() {
-            reference = Some(refs);
-        }
-    }
-    Ok(Package {
-        prog,
-        hw,
-        tasks,
-        requests,
-        seq,
-        images,
-        consts,
-        reference,
-    })
-}
+pub use super::progdir::read_dir;

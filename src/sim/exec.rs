@@ -157,16 +157,10 @@ fn gemm(x: ArrayView2<f32>, w: &Array2<f32>, f64_exact: bool) -> Array2<f64> {
 /// The crossbar MVM of `x` (`[tokens, in]` or `[in]`), without the bias.
 pub fn mvm(img: &PImage, x: &ArrayD<f32>, hw: &Hardware, ideal_adc: bool) -> ArrayD<f32> {
     let two_d = x.ndim() == 2;
-    let x2: Array2<f32> = if two_d {
-        x.view()
-            .into_dimensionality::<Ix2>()
-            .expect("verified shape")
-            .to_owned()
-    } else {
-        x.view()
-            .into_shape_with_order((1, x.len()))
-            .expect("vector")
-            .to_owned()
+    // A matrix stays as it is; anything else is one token (a vector).
+    let x2: Array2<f32> = match x.view().into_dimensionality::<Ix2>() {
+        Ok(m) => m.to_owned(),
+        Err(_) => Array1::from_iter(x.iter().copied()).insert_axis(Axis(0)),
     };
     let ib = hw.input_bits;
     let ox = img.xquant.zero as f64;
@@ -309,7 +303,7 @@ impl Machine<'_> {
                     return Err("embedding tables of different widths".into());
                 }
                 if let Some(bad) = idv.iter().find(|&&id| id as usize >= w.nrows()) {
-                    return Err(format!("token id {bad} outside the embedding table"));
+                    return Err(format!("token id {bad:.0} outside the embedding table"));
                 }
                 if idv.len() > p.nrows() {
                     return Err(format!(
@@ -330,15 +324,20 @@ impl Machine<'_> {
                 gamma,
                 beta,
                 eps,
-            } => Some((
-                *dst,
-                layernorm(
-                    &get(bufs, *src)?,
-                    konst(*gamma)?,
-                    konst(*beta)?,
-                    *eps as f32,
-                ),
-            )),
+            } => {
+                let x = get(bufs, *src)?;
+                let (g, b) = (konst(*gamma)?, konst(*beta)?);
+                let n = x.shape().last().copied();
+                if n.is_none() || g.shape() != [n.unwrap_or(0)] || b.shape() != g.shape() {
+                    return Err(format!(
+                        "LAYERNORM of {:?} with gamma {:?} and beta {:?}",
+                        x.shape(),
+                        g.shape(),
+                        b.shape()
+                    ));
+                }
+                Some((*dst, layernorm(&x, g, b, *eps as f32)))
+            }
             Inst::Mvm {
                 dst,
                 src,
@@ -435,7 +434,7 @@ impl Machine<'_> {
                             .view()
                             .into_dimensionality::<Ix1>()
                             .map_err(|_| "a mask is a vector".to_string())?;
-                        if x.shape().last() != Some(&m.len()) {
+                        if x.ndim() == 0 || x.shape().last() != Some(&m.len()) {
                             return Err(format!(
                                 "VEC mask of {:?} with a mask of {}",
                                 x.shape(),
@@ -444,6 +443,7 @@ impl Machine<'_> {
                         }
                         mask_scores(x, m)
                     }
+                    VecOp::Softmax if x.ndim() == 0 => return Err("softmax of a scalar".into()),
                     VecOp::Softmax => softmax(&x),
                     VecOp::Gelu => x.mapv(gelu),
                     VecOp::Tanh => x.mapv(f32::tanh),
@@ -460,6 +460,12 @@ impl Machine<'_> {
                 let x = v2(&x)?;
                 if x.nrows() == 0 {
                     return Err("POOL of an empty sequence".into());
+                }
+                if get(bufs, *mb)?.shape() != [x.nrows()] {
+                    return Err(format!(
+                        "POOL over {} positions needs a mask of as many",
+                        x.nrows()
+                    ));
                 }
                 if *mean {
                     let m = get(bufs, *mb)?;

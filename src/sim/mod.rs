@@ -9,6 +9,7 @@
 
 pub mod cost;
 pub mod exec;
+pub mod shapes;
 
 use crate::backend::isa::{Inst, Program};
 use crate::backend::quant::QMatrix;
@@ -56,6 +57,8 @@ fn bad(i: usize, l: &Inst, msg: String) -> Diags {
 
 /// Static checks of a program against its images (see the module docs).
 pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), Diags> {
+    shapes::declarations(p, available)
+        .map_err(|m| Diags::from(Diagnostic::error(Code::E304, m)))?;
     for (k, im) in p.images.iter().enumerate() {
         let fail = |msg: String| -> Diags {
             Diagnostic::error(Code::E304, format!("image i{k}: {msg}")).into()
@@ -122,6 +125,7 @@ pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), D
                 ));
             }
         }
+        shapes::operands(p, tasks, inst).map_err(|m| bad(i, inst, m))?;
         match inst {
             Inst::Phase(n) => {
                 if in_loop {
@@ -140,17 +144,6 @@ pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), D
                         i,
                         inst,
                         format!("image i{img} reuses the crossbars of i{j}; program i{j} instead"),
-                    ));
-                }
-                if im.first + im.crossbars > available {
-                    return Err(bad(
-                        i,
-                        inst,
-                        format!(
-                            "crossbars {}..{} are outside the machine's {available}",
-                            im.first,
-                            im.first + im.crossbars
-                        ),
                     ));
                 }
                 if Some(im.phase) != phase {
@@ -278,6 +271,94 @@ pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), D
     Ok(())
 }
 
+/// [`validate`] and the checks that need the whole package: `LOAD`
+/// buffers are `[seq]`; every image's crossbar count is the closed form of
+/// its shape on this hardware and its `tiles=` the tiles its range spans;
+/// `SEND` reaches at most the machine's tiles; images and constants, when
+/// loaded, match the program's declarations. Run before counting or
+/// executing, in every mode.
+pub fn validate_package(pkg: &Package) -> Result<(), Diags> {
+    let (p, hw) = (&pkg.prog, &pkg.hw);
+    validate(p, &pkg.tasks, hw.crossbars())?;
+    let fail = |m: String| -> Diags { Diagnostic::error(Code::E304, m).into() };
+    let per_tile = (hw.crossbars_per_core * hw.cores_per_tile).max(1);
+    for (k, im) in p.images.iter().enumerate() {
+        let (rb, cb, sl, sg) = crate::backend::place::blocks(hw, im.out_dim, im.in_dim, im.wbits);
+        let need = rb.checked_mul(cb).and_then(|x| x.checked_mul(sl * sg));
+        let span = (im.first + im.crossbars.max(1) - 1) / per_tile - im.first / per_tile + 1;
+        if need != Some(im.crossbars) || span != im.tiles as u64 {
+            return Err(fail(format!(
+                "image i{k} [{}, {}] on {} crossbars over {} tiles; this hardware needs {} crossbars, and the range spans {span} tiles",
+                im.out_dim,
+                im.in_dim,
+                im.crossbars,
+                im.tiles,
+                need.map_or("too many".into(), |n| n.to_string())
+            )));
+        }
+    }
+    let machine_tiles = hw.chips * hw.tiles;
+    for (i, line) in p.code.iter().enumerate() {
+        match &line.inst {
+            Inst::Load { dst, .. }
+                if p.buffers.get(*dst as usize) != Some(&vec![pkg.seq as u64]) =>
+            {
+                return Err(bad(
+                    i,
+                    &line.inst,
+                    format!("b{dst} is not [{}], the manifest's seq", pkg.seq),
+                ));
+            }
+            Inst::Send { tiles, .. } if *tiles as u64 > machine_tiles => {
+                return Err(bad(
+                    i,
+                    &line.inst,
+                    format!("{tiles} tiles; the machine has {machine_tiles}"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    loaded_match(pkg).map_err(fail)
+}
+
+/// Loaded images and constants (if any) have the program's shapes.
+fn loaded_match(pkg: &Package) -> Result<(), String> {
+    let p = &pkg.prog;
+    if !pkg.images.is_empty() {
+        if pkg.images.len() != p.images.len() {
+            return Err(format!(
+                "{} images for {} declared",
+                pkg.images.len(),
+                p.images.len()
+            ));
+        }
+        for (k, (q, im)) in pkg.images.iter().zip(&p.images).enumerate() {
+            let (o, i) = q.q.dim();
+            if (o as u64, i as u64) != (im.out_dim, im.in_dim)
+                || q.scale.len() != o
+                || q.smooth.len() != i
+                || q.bits != im.wbits
+            {
+                return Err(format!("image i{k}'s weights do not match its declaration"));
+            }
+        }
+    }
+    if !pkg.consts.is_empty() {
+        let same = pkg.consts.len() == p.consts.len()
+            && pkg.consts.iter().zip(&p.consts).all(|(a, c)| {
+                a.shape()
+                    .iter()
+                    .map(|&d| d as u64)
+                    .eq(c.shape.iter().copied())
+            });
+        if !same {
+            return Err("the constants do not match their declarations".into());
+        }
+    }
+    Ok(())
+}
+
 /// Energy, latency, area and wear of a run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Totals {
@@ -358,37 +439,80 @@ pub fn count(p: &Program, hw: &Hardware, requests: usize) -> Totals {
             *t.by_layer.entry(layer).or_insert(0.0) += e;
         }
     }
-    // Crossbars, tiles, writes per cell.
-    let per_tile = hw.crossbars_per_core * hw.cores_per_tile;
-    let mut tiles = BTreeSet::new();
-    let mut used = 0;
-    let mut writes: BTreeMap<u64, u64> = BTreeMap::new();
-    t.phases = p.images.iter().map(|i| i.phase + 1).max().unwrap_or(1);
-    for img in p.images.iter().filter(|i| i.reuses.is_none()) {
-        used += img.crossbars;
-        for xb in img.first..img.first + img.crossbars {
-            tiles.insert(xb / per_tile);
-        }
-    }
-    for line in &p.code {
-        if let Inst::XbProgram(i) = line.inst
-            && let Some(img) = p.images.get(i as usize)
-        {
-            for xb in img.first..img.first + img.crossbars {
-                *writes.entry(xb).or_insert(0) += 1;
-            }
-        }
-    }
+    // Crossbars, tiles, writes per cell: over crossbar ranges, never
+    // crossbar by crossbar (a range may be as large as the machine).
+    let per_tile = (hw.crossbars_per_core * hw.cores_per_tile).max(1);
+    let owned: Vec<&crate::backend::isa::Image> =
+        p.images.iter().filter(|i| i.reuses.is_none()).collect();
+    let used = owned
+        .iter()
+        .fold(0u64, |a, i| a.saturating_add(i.crossbars));
+    t.phases = p
+        .images
+        .iter()
+        .map(|i| i.phase.saturating_add(1))
+        .max()
+        .unwrap_or(1);
+    let tiles = tiles_in_use(owned.iter().map(|i| (i.first, i.crossbars)), per_tile);
+    let programmed = p.code.iter().filter_map(|l| match l.inst {
+        Inst::XbProgram(i) => p.images.get(i as usize).map(|im| (im.first, im.crossbars)),
+        _ => None,
+    });
+    let most_writes = max_overlap(programmed);
     t.crossbars = used;
-    t.tiles_in_use = tiles.len() as u64;
-    t.area_mm2 = tiles.len() as f64 * cost::TILE_AREA_MM2;
-    t.writes_per_cell_per_run = writes.values().copied().max().unwrap_or(0);
+    t.tiles_in_use = tiles;
+    t.area_mm2 = tiles as f64 * cost::TILE_AREA_MM2;
+    t.writes_per_cell_per_run = most_writes;
     t.lifetime_inferences = if t.phases <= 1 {
         None
     } else {
         Some(hw.endurance / t.writes_per_cell_per_run.max(1) as f64 * requests as f64)
     };
     t
+}
+
+/// Tiles touched by crossbar ranges `(first, count)`: the size of the union
+/// of their tile intervals.
+fn tiles_in_use(ranges: impl Iterator<Item = (u64, u64)>, per_tile: u64) -> u64 {
+    let mut iv: Vec<(u64, u64)> = ranges
+        .filter(|r| r.1 > 0)
+        .map(|(f, n)| (f / per_tile, f.saturating_add(n - 1) / per_tile))
+        .collect();
+    iv.sort_unstable();
+    let mut total = 0u64;
+    let mut last: Option<(u64, u64)> = None;
+    for (a, b) in iv {
+        last = match last {
+            Some((la, lb)) if a <= lb.saturating_add(1) => Some((la, lb.max(b))),
+            Some((la, lb)) => {
+                total = total.saturating_add(lb - la + 1);
+                Some((a, b))
+            }
+            None => Some((a, b)),
+        };
+    }
+    if let Some((la, lb)) = last {
+        total = total.saturating_add(lb - la + 1);
+    }
+    total
+}
+
+/// The most ranges `(first, count)` covering one crossbar.
+fn max_overlap(ranges: impl Iterator<Item = (u64, u64)>) -> u64 {
+    // Ends (-1) sort before starts (+1) at the same crossbar: ranges are
+    // half-open.
+    let mut ev: Vec<(u64, i8)> = Vec::new();
+    for (f, n) in ranges.filter(|r| r.1 > 0) {
+        ev.push((f, 1));
+        ev.push((f.saturating_add(n), -1));
+    }
+    ev.sort_unstable();
+    let (mut now, mut most) = (0i64, 0i64);
+    for (_, d) in ev {
+        now += d as i64;
+        most = most.max(now);
+    }
+    most as u64
 }
 
 /// Per-task accuracy of simulated outputs against the float reference.
@@ -434,7 +558,7 @@ pub fn simulate(
     ideal_adc: bool,
     progress: crate::progress::Mode,
 ) -> Result<Vec<Array2<f32>>, Diags> {
-    validate(&pkg.prog, &pkg.tasks, pkg.hw.crossbars())?;
+    validate_package(pkg)?;
     let images = prepare_images(pkg, ideal_adc);
     simulate_prepared(pkg, &images, ideal_adc, progress)
 }
