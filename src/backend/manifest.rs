@@ -226,9 +226,10 @@ pub fn check_hardware(hw: &Hardware) -> Result<(), String> {
                 "the hardware in manifest.json overrides an unknown entry `{k}`"
             ));
         }
-        if !(v.is_finite() && *v >= 0.0) {
+        if !(v.is_finite() && *v >= 0.0 && *v <= crate::hw::energy::MAX_FIGURE) {
             return Err(format!(
-                "the hardware override `{k}` = {v} is not a number >= 0"
+                "the hardware override `{k}` = {v} is not a number from 0 to {:e}",
+                crate::hw::energy::MAX_FIGURE
             ));
         }
     }

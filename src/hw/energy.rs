@@ -15,6 +15,11 @@ pub enum Kind {
     Time,
 }
 
+/// The largest figure an override may set: 10^9 pJ (1 mJ) for an energy,
+/// 10^9 ns (1 s) for a time — far beyond any device, small enough that a
+/// run's totals stay finite.
+pub const MAX_FIGURE: f64 = 1e9;
+
 /// One row of the table.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {

@@ -352,10 +352,11 @@ impl Machine<'_> {
                 if x.ndim() == 0 || x.ndim() > 2 {
                     return Err(format!("MVM of a rank-{} buffer", x.ndim()));
                 }
-                if x.shape().last().copied() != Some(img.inp) {
+                // Rank 1 or 2 (checked above), so there is a last axis.
+                let width = x.shape().last().copied().unwrap_or(0);
+                if width != img.inp {
                     return Err(format!(
-                        "input of width {:?} for a {}-input image",
-                        x.shape().last(),
+                        "input of width {width} for a {}-input image",
                         img.inp
                     ));
                 }

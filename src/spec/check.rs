@@ -242,8 +242,8 @@ impl UnitKind {
     /// beyond any device, small enough that totals over a run stay finite.
     fn max(self) -> (f64, &'static str) {
         match self {
-            UnitKind::Energy => (1e9, "1 mJ"),
-            UnitKind::Time => (1e9, "1 s"),
+            UnitKind::Energy => (energy::MAX_FIGURE, "1 mJ"),
+            UnitKind::Time => (energy::MAX_FIGURE, "1 s"),
             UnitKind::Size => (f64::MAX, ""),
         }
     }
