@@ -722,7 +722,7 @@ pub fn write_levels_report(
             format!("cannot create `{}`: {e}", dir.display()),
         ))
     })?;
-    crate::cli::write_atomic(
+    mgen_util::fs::write_atomic(
         &dir.join("compare.json"),
         serde_json::to_string_pretty(v)
             .unwrap_or_default()
@@ -739,7 +739,7 @@ pub fn write_levels_report(
             )
         })
         .collect();
-    crate::cli::write_atomic(
+    mgen_util::fs::write_atomic(
         &dir.join("regeneration.svg"),
         bar_chart(
             "Energy efficiency (baseline / mgen) by regeneration level",
@@ -768,7 +768,7 @@ pub fn write_report(dir: &Path, v: &Value, sharing: Option<&share::Sharing>) -> 
             format!("cannot create `{}`: {e}", dir.display()),
         ))
     })?;
-    let w = |name: &str, text: &str| crate::cli::write_atomic(&dir.join(name), text.as_bytes());
+    let w = |name: &str, text: &str| mgen_util::fs::write_atomic(&dir.join(name), text.as_bytes());
     w(
         "compare.json",
         &serde_json::to_string_pretty(v).unwrap_or_default(),

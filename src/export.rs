@@ -125,7 +125,7 @@ pub(crate) fn write_file(
         .map_err(|e| io_err(format!("cannot encode `{}`: {e}", path.display())))?;
     let bytes = safetensors::tensor::serialize(views, None)
         .map_err(|e| io_err(format!("cannot encode `{}`: {e}", path.display())))?;
-    crate::cli::write_atomic(path, &bytes)
+    mgen_util::fs::write_atomic(path, &bytes)
 }
 
 /// Writes the generated models into `dir` (see the module docs); returns
@@ -216,7 +216,7 @@ pub fn write_weights(m: &Module, store: &Store, dir: &Path) -> Result<serde_json
         "tasks": tasks,
         "mgen": snippet,
     });
-    crate::cli::write_atomic(
+    mgen_util::fs::write_atomic(
         &dir.join("weights.json"),
         (serde_json::to_string_pretty(&summary).unwrap_or_default() + "\n").as_bytes(),
     )?;

@@ -65,7 +65,7 @@ pub fn write(dir: &Path, report: &Value, pkg: &Package) -> Result<(), Diags> {
             format!("cannot create `{}`: {e}", dir.display()),
         ))
     })?;
-    let w = |name: &str, text: &str| crate::cli::write_atomic(&dir.join(name), text.as_bytes());
+    let w = |name: &str, text: &str| mgen_util::fs::write_atomic(&dir.join(name), text.as_bytes());
     w(
         "report.json",
         &serde_json::to_string_pretty(report).unwrap_or_default(),

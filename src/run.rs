@@ -1,13 +1,13 @@
 //! Running a compiled module over the workload: progress, output files and
 //! per-task summaries (shared by `mgen run` and, later, `mgen sim`).
 
-use crate::cli::write_atomic;
 use crate::data::Batch;
 use crate::diag::Diags;
 use crate::ir::Module;
 use crate::progress::{Mode, Progress};
 use crate::reference::{Plan, TaskOutput};
 use crate::spec::Head;
+use mgen_util::fs::write_atomic;
 use ndarray::Axis;
 use serde_json::{Value, json};
 use std::path::Path;

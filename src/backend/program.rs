@@ -389,9 +389,9 @@ pub fn write_dir(pkg: &Package, dir: &Path) -> Result<(), Diags> {
     });
     let mut manifest = manifest;
     manifest["sha256"]["manifest"] = super::manifest::digest(&manifest).into();
-    crate::cli::write_atomic(&dir.join("program.masm"), masm.as_bytes())?;
-    crate::cli::write_atomic(&dir.join("crossbars.safetensors"), &st)?;
-    crate::cli::write_atomic(
+    mgen_util::fs::write_atomic(&dir.join("program.masm"), masm.as_bytes())?;
+    mgen_util::fs::write_atomic(&dir.join("crossbars.safetensors"), &st)?;
+    mgen_util::fs::write_atomic(
         &dir.join("manifest.json"),
         serde_json::to_string_pretty(&manifest)
             .unwrap_or_default()

@@ -368,60 +368,8 @@ fn block_of_name(name: &str) -> Option<usize> {
     Some(l + 1)
 }
 
-/// Index of the largest value (first on ties).
-pub fn argmax(row: ndarray::ArrayView1<f32>) -> usize {
-    let mut best = (0, f32::NEG_INFINITY);
-    for (j, &x) in row.iter().enumerate() {
-        if x > best.1 {
-            best = (j, x);
-        }
-    }
-    best.0
-}
-
-/// Whether two output rows predict the same class: both finite and with
-/// the same argmax (a row holding NaN or infinity agrees with nothing).
-pub fn agree(a: ndarray::ArrayView1<f32>, b: ndarray::ArrayView1<f32>) -> bool {
-    a.iter().chain(b.iter()).all(|x| x.is_finite()) && argmax(a) == argmax(b)
-}
-
-/// The smallest value, NaN if any value is NaN or there are none (a
-/// worst case over no evidence, or over a NaN, passes no budget).
-pub fn worst(values: impl IntoIterator<Item = f64>) -> f64 {
-    let mut worst = f64::NAN;
-    for (i, v) in values.into_iter().enumerate() {
-        if v.is_nan() {
-            return f64::NAN;
-        }
-        worst = if i == 0 { v } else { worst.min(v) };
-    }
-    worst
-}
-
-fn cosine(a: &[f64], b: &[f64]) -> f64 {
-    let d: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if na == 0.0 && nb == 0.0 {
-        1.0
-    } else {
-        d / (na * nb).max(1e-300)
-    }
-}
-
-/// Pearson correlation of two series; NaN where it is undefined (fewer
-/// than two values, or a series without variance).
-pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().max(1) as f64;
-    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
-    let ca: Vec<f64> = a.iter().map(|x| x - ma).collect();
-    let cb: Vec<f64> = b.iter().map(|x| x - mb).collect();
-    let var = |c: &[f64]| c.iter().map(|x| x * x).sum::<f64>();
-    if a.len() < 2 || var(&ca) == 0.0 || var(&cb) == 0.0 {
-        return f64::NAN;
-    }
-    cosine(&ca, &cb)
-}
+use mgen_util::stats::cosine;
+pub use mgen_util::stats::{agree, argmax, pearson, worst};
 
 fn col(a: &Array2<f32>) -> Vec<f64> {
     a.iter().map(|&x| x as f64).collect()

@@ -23,7 +23,7 @@
 //! [`Store::head_pair`]); their digest covers the body's digests.
 
 pub mod checkpoint;
-pub mod rng;
+pub use mgen_util::rng;
 
 use crate::diag::{Code, Diagnostic, Diags};
 use crate::spec::{Head, Model, Pool, Spec, WeightSource};
