@@ -203,3 +203,21 @@ pub fn assert_clean(door: &str, code: i32, err: &str) {
     }
     assert!(!err.contains("panicked at"), "{door}: {err}");
 }
+
+/// Runs each of `runs` through `mgen` (the in-process CLI of
+/// tests/common) until one fails, asserting each ended cleanly
+/// ([`assert_clean`]); returns whether the input was rejected.
+pub fn rejected(
+    door: &str,
+    runs: &[Vec<&str>],
+    mgen: impl Fn(&[&str]) -> (i32, String, String),
+) -> bool {
+    for args in runs {
+        let (code, _, err) = mgen(args);
+        assert_clean(door, code, &err);
+        if code != 0 {
+            return true;
+        }
+    }
+    false
+}
