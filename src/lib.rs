@@ -16,7 +16,7 @@ pub mod driver;
 pub mod export;
 pub mod finetune;
 pub mod forward;
-pub mod hw;
+pub use mgen_hw as hw;
 pub mod ir;
 pub mod passes;
 pub use mgen_util::progress;

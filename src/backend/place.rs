@@ -24,7 +24,7 @@
 //! A single matrix larger than the whole machine is a diagnostic (E301).
 
 use crate::diag::{Code, Diagnostic, Diags};
-use crate::hw::{Hardware, Signs};
+use crate::hw::Hardware;
 use crate::ir::{Module, NodeId, Op, ParamId};
 use serde::Serialize;
 
@@ -78,16 +78,7 @@ pub struct Placement {
 /// Crossbars one `[out, in]` matrix of `bits`-bit weights needs on `hw`:
 /// (row blocks, column blocks, slices, signs).
 pub fn blocks(hw: &Hardware, out_dim: u64, in_dim: u64, bits: u32) -> (u64, u64, u64, u64) {
-    let signs = match hw.signs {
-        Signs::Offset => 1,
-        Signs::Differential => 2,
-    };
-    (
-        in_dim.div_ceil(hw.rows),
-        out_dim.div_ceil(hw.cols),
-        (bits as u64).div_ceil(hw.cell_bits as u64),
-        signs,
-    )
+    hw.blocks(out_dim, in_dim, bits)
 }
 
 impl Placement {

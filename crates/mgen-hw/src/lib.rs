@@ -89,18 +89,26 @@ impl Hardware {
             .saturating_mul(self.crossbars_per_core)
     }
 
-    /// Crossbars one `[out, in]` matrix of `bits`-bit weights needs:
-    /// row blocks × column blocks × bit slices × sign arrays.
-    pub fn crossbars_for(&self, out_dim: u64, in_dim: u64, bits: u32) -> u64 {
+    /// How one `[out, in]` matrix of `bits`-bit weights tiles onto
+    /// crossbars: (row blocks, column blocks, bit slices, sign arrays).
+    pub fn blocks(&self, out_dim: u64, in_dim: u64, bits: u32) -> (u64, u64, u64, u64) {
         let signs = match self.signs {
             Signs::Offset => 1,
             Signs::Differential => 2,
         };
-        in_dim
-            .div_ceil(self.rows.max(1))
-            .saturating_mul(out_dim.div_ceil(self.cols.max(1)))
-            .saturating_mul((bits as u64).div_ceil(self.cell_bits.max(1) as u64))
-            .saturating_mul(signs)
+        (
+            in_dim.div_ceil(self.rows.max(1)),
+            out_dim.div_ceil(self.cols.max(1)),
+            (bits as u64).div_ceil(self.cell_bits.max(1) as u64),
+            signs,
+        )
+    }
+
+    /// Crossbars one `[out, in]` matrix of `bits`-bit weights needs: the
+    /// product of its [`blocks`](Hardware::blocks), saturating.
+    pub fn crossbars_for(&self, out_dim: u64, in_dim: u64, bits: u32) -> u64 {
+        let (rb, cb, sl, sg) = self.blocks(out_dim, in_dim, bits);
+        rb.saturating_mul(cb).saturating_mul(sl).saturating_mul(sg)
     }
 
     /// An energy (pJ) or time (ns) figure: the override if any, else the default.
