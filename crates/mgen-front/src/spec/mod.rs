@@ -226,7 +226,7 @@ pub enum Regenerate {
     /// task's own model) on the features of each candidate model.
     Head,
     /// The task's unshared layers and head are retrained over the frozen
-    /// shared trunk ([`crate::train`]); a head refit is tried first.
+    /// shared trunk (`mgen::train`); a head refit is tried first.
     Branch(BranchOpts),
 }
 
