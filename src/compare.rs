@@ -226,8 +226,7 @@ fn compare_one(
     let tb = sim::count(&pb.prog, &pb.hw, r);
     let tm = sim::count(&pm.prog, &pm.hw, r);
     let sharing = ours.sharing.as_ref().ok_or_else(|| {
-        Diags::from(Diagnostic::error(
-            crate::diag::Code::E103,
+        Diags::from(Diagnostic::internal(
             "the default pipeline ran no `share` pass",
         ))
     })?;

@@ -31,7 +31,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 fn bug(e: String) -> Diags {
-    Diagnostic::error(Code::E103, e).into()
+    Diagnostic::internal(e).into()
 }
 
 fn io_err(what: String) -> Diags {

@@ -39,8 +39,8 @@ pub struct Settings {
 type Embedded = (ArrayD<f32>, Vec<f32>);
 
 fn bug(msg: String) -> Diags {
-    Diagnostic::error(Code::E103, msg)
-        .note("the weights changed under mgen, or this is a bug")
+    Diagnostic::internal(msg)
+        .note("or a weights file changed while mgen was reading it")
         .into()
 }
 

@@ -9,7 +9,7 @@
 //! A node's value is freed as soon as its last user has read it.
 
 use crate::data::Batch;
-use crate::diag::{Code, Diagnostic, Diags};
+use crate::diag::{Diagnostic, Diags};
 use crate::ir::{InputKind, Module, NodeId, Op};
 use crate::spec::Pool;
 use crate::weights::Store;
@@ -45,8 +45,8 @@ pub struct Plan<'a> {
 }
 
 fn eval_error(msg: String) -> Diags {
-    Diagnostic::error(Code::E103, msg)
-        .note("the weights changed under mgen, or this is a bug")
+    Diagnostic::internal(msg)
+        .note("or a weights file changed while mgen was reading it")
         .into()
 }
 

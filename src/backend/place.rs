@@ -149,7 +149,7 @@ pub fn place(m: &Module) -> Result<Placement, Diags> {
     let available = hw.crossbars();
     let order = m
         .canonical_order()
-        .ok_or_else(|| Diags::from(Diagnostic::error(Code::E103, "cannot place a cyclic graph")))?;
+        .ok_or_else(|| Diags::from(Diagnostic::internal("cannot place a cyclic graph")))?;
     let names = m.task_names();
     let mut matrices = Vec::new();
     let mut phase = 0u32;
@@ -252,10 +252,9 @@ pub fn place(m: &Module) -> Result<Placement, Diags> {
         tile_use,
     };
     placement.check().map_err(|e| {
-        Diags::from(Diagnostic::error(
-            Code::E103,
-            format!("placement invariant broken: {e}"),
-        ))
+        Diags::from(Diagnostic::internal(format!(
+            "placement invariant broken: {e}"
+        )))
     })?;
     Ok(placement)
 }

@@ -172,11 +172,11 @@ pub fn calibrate(m: &Module, store: &Store, batch: &Batch) -> Result<Calibration
             let param = &m.params[pid.0 as usize];
             let w = store
                 .tensor(&param.digest)
-                .map_err(|e| Diags::from(Diagnostic::error(Code::E103, e)))?;
+                .map_err(|e| Diags::from(Diagnostic::internal(e)))?;
             let w = w
                 .view()
                 .into_dimensionality::<ndarray::Ix2>()
-                .map_err(|_| Diags::from(Diagnostic::error(Code::E103, "a matrix is not 2-D")))?;
+                .map_err(|_| Diags::from(Diagnostic::internal("a matrix is not 2-D")))?;
             let mut observed = Vec::with_capacity(us.len());
             for (_, (samples, xmax, keep)) in &us {
                 let width = xmax.len().max(1);
@@ -184,7 +184,7 @@ pub fn calibrate(m: &Module, store: &Store, batch: &Batch) -> Result<Calibration
                     (keep.len() / width, width),
                     &keep[..keep.len() / width * width],
                 )
-                .map_err(|e| Diags::from(Diagnostic::error(Code::E103, e.to_string())))?;
+                .map_err(|e| Diags::from(Diagnostic::internal(e.to_string())))?;
                 observed.push(super::quant::Observed {
                     xmax,
                     samples,
@@ -276,13 +276,11 @@ pub fn package(
             .map(|mp| {
                 let w = store
                     .tensor(&m.params[mp.param.0 as usize].digest)
-                    .map_err(|e| Diags::from(Diagnostic::error(Code::E103, e)))?;
+                    .map_err(|e| Diags::from(Diagnostic::internal(e)))?;
                 let w2 = w
                     .view()
                     .into_dimensionality::<ndarray::Ix2>()
-                    .map_err(|_| {
-                        Diags::from(Diagnostic::error(Code::E103, "a matrix is not 2-D"))
-                    })?;
+                    .map_err(|_| Diags::from(Diagnostic::internal("a matrix is not 2-D")))?;
                 Ok(match calib.get(&mp.node) {
                     Some(c) => smooth_and_quantize(w2, &c.smooth, mp.bits),
                     None => quantize_weights(w2, mp.bits),
@@ -295,7 +293,7 @@ pub fn package(
             consts.push(
                 store
                     .tensor(digest)
-                    .map_err(|e| Diags::from(Diagnostic::error(Code::E103, e)))?,
+                    .map_err(|e| Diags::from(Diagnostic::internal(e)))?,
             );
         }
         (images?, consts)

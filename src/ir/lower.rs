@@ -13,7 +13,7 @@
 //! byte; for checkpoints they are hashes of the tensors' contents.
 
 use super::*;
-use crate::diag::{Code, Diagnostic};
+use crate::diag::Diagnostic;
 use crate::diag::{Diags, Sources};
 use crate::spec::Head;
 use crate::weights::Store;
@@ -135,11 +135,9 @@ pub fn lower(spec: Spec, sources: &Sources, store: &Store) -> Result<Module, Dia
         lower_task(&mut lw, ti, t, ids, mask);
     }
     if let Some(name) = lw.missing.first() {
-        return Err(Diagnostic::error(
-            Code::E103,
-            format!("lowering found no weights for tensor `{name}`"),
-        )
-        .note("this is a bug in mgen: the weight layout and the lowering disagree")
+        return Err(Diagnostic::internal(format!(
+            "lowering found no weights for tensor `{name}`: the weight layout and the lowering disagree"
+        ))
         .into());
     }
     let m = lw.m;

@@ -267,9 +267,9 @@ pub fn apply(
             .collect();
         let (mut zeros, mut total) = (0usize, 0usize);
         for p in &deltas {
-            let v = store.tensor(&p.digest).map_err(|e| {
-                Diags::from(crate::diag::Diagnostic::error(crate::diag::Code::E103, e))
-            })?;
+            let v = store
+                .tensor(&p.digest)
+                .map_err(|e| Diags::from(crate::diag::Diagnostic::internal(e)))?;
             zeros += v.iter().filter(|x| **x == 0.0).count();
             total += v.len();
         }

@@ -30,7 +30,7 @@
 //! [`Module::schedule`] holds it; codegen follows it.
 
 use super::{Context, Pass};
-use crate::diag::{Code, Diagnostic, Diags};
+use crate::diag::{Diagnostic, Diags};
 use crate::ir::{Module, NodeId, Op};
 use crate::sim::cost::spill_pj;
 use serde::Serialize;
@@ -135,9 +135,7 @@ pub struct Schedule {
 }
 
 fn bug(msg: &str) -> Diags {
-    Diagnostic::error(Code::E103, msg.to_string())
-        .note("this is a bug in mgen: `schedule` runs after `place`")
-        .into()
+    Diagnostic::internal(msg.to_string()).into()
 }
 
 /// The phase each node runs in under placement `p`: its matrix's, or its

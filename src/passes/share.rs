@@ -45,7 +45,7 @@
 
 use super::{Context, Pass};
 use crate::data::{Batch, Label};
-use crate::diag::{Code, Diagnostic, Diags};
+use crate::diag::{Diagnostic, Diags};
 use crate::forward::{self, Req};
 use crate::ir::{Layer, Module, NodeId, Param, ParamId, TaskSet};
 use crate::spec::{Budget, Head, Metric, Spec};
@@ -86,10 +86,9 @@ impl Pass for Share {
     }
     fn run(&self, m: &mut Module, cx: &Context) -> Result<(), Diags> {
         let store = cx.store.ok_or_else(|| {
-            Diags::from(
-                Diagnostic::error(Code::E103, "the `share` pass needs the weights")
-                    .note("this is a bug in mgen: the pass context has no weight store"),
-            )
+            Diags::from(Diagnostic::internal(
+                "the `share` pass needs the weights, and the pass context has none",
+            ))
         })?;
         share(
             m,
@@ -344,8 +343,8 @@ pub fn ridge_head(f: &Array2<f32>, y: &Array2<f32>) -> HeadPair {
 }
 
 fn bug(msg: String) -> Diags {
-    Diagnostic::error(Code::E103, msg)
-        .note("the weights changed under mgen, or this is a bug")
+    Diagnostic::internal(msg)
+        .note("or a weights file changed while mgen was reading it")
         .into()
 }
 

@@ -194,6 +194,9 @@ pub enum Code {
     E105,
     /// An impossible pipeline: a pass needs a result no earlier pass provides.
     E106,
+    /// An internal error: mgen broke one of its own invariants (a bug, not
+    /// bad input; see [`Diagnostic::internal`]).
+    E900,
 }
 
 impl Code {
@@ -228,6 +231,15 @@ impl Diagnostic {
             labels: Vec::new(),
             notes: Vec::new(),
         }
+    }
+
+    /// An internal error (E900): a broken invariant of mgen's own, never
+    /// bad input. It says so, so that it is reported rather than worked
+    /// around.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Diagnostic::error(Code::E900, message).note(
+            "this is a bug in mgen (an internal error, not a problem with your input): please report it with the command and the files it read",
+        )
     }
 
     /// The primary label.
@@ -387,3 +399,16 @@ impl From<Diagnostic> for Diags {
 
 /// The result type of every fallible stage.
 pub type Result<T> = std::result::Result<T, Diags>;
+
+#[cfg(test)]
+mod internal_tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_error_has_its_own_code_and_says_it_is_a_bug() {
+        let d = Diagnostic::internal("a placement that does not check");
+        assert_eq!(d.code, Code::E900);
+        assert_eq!(d.code.as_str(), "E900");
+        assert!(d.notes.iter().any(|n| n.contains("this is a bug in mgen")));
+    }
+}
