@@ -66,18 +66,7 @@ fn write_case(dir: &Path, files: &[Vec<u8>; 3], fix: bool) {
 
 /// Compiles [`TINY`] into `dir/p`: the three pristine files.
 fn pristine(dir: &Path) -> [Vec<u8>; 3] {
-    let spec = dir.join("tiny.mgen");
-    std::fs::write(&spec, TINY).unwrap();
-    let p = dir.join("p");
-    let (code, _, err) = mgen(&[
-        "compile",
-        spec.to_str().unwrap(),
-        "--emit",
-        "program",
-        "-o",
-        p.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let p = common::compile_program(TINY, dir);
     let (code, _, err) = mgen(&["sim", p.to_str().unwrap()]);
     assert_eq!(code, 0, "the pristine program must run: {err}");
     FILES.map(|f| std::fs::read(p.join(f)).unwrap())

@@ -20,20 +20,7 @@ workload w { requests = 2; seq = 8; inputs = synthetic(seed = 4); tasks = [a, b]
 
 /// A freshly compiled tiny program directory under `tmp`.
 fn fresh(tmp: &Path) -> PathBuf {
-    let spec = tmp.join("tiny.mgen");
-    std::fs::write(&spec, TINY).unwrap();
-    let d = tmp.join("p");
-    let _ = std::fs::remove_dir_all(&d);
-    let (code, _, err) = mgen(&[
-        "compile",
-        spec.to_str().unwrap(),
-        "--emit",
-        "program",
-        "-o",
-        d.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    d
+    common::compile_program(TINY, tmp)
 }
 
 fn sha(bytes: &[u8]) -> String {

@@ -155,3 +155,22 @@ pub fn write_regen(dir: &std::path::Path, name: &str, regen: &str) -> std::path:
     std::fs::write(&p, REGEN_FILE.replace("REGEN", regen)).unwrap();
     p
 }
+
+/// Writes `spec` to `dir/tiny.mgen` and compiles it into a fresh program
+/// directory `dir/p` (`compile --emit program`); the command must succeed.
+pub fn compile_program(spec: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let file = dir.join("tiny.mgen");
+    std::fs::write(&file, spec).unwrap();
+    let p = dir.join("p");
+    let _ = std::fs::remove_dir_all(&p);
+    let (code, _, err) = mgen(&[
+        "compile",
+        file.to_str().unwrap(),
+        "--emit",
+        "program",
+        "-o",
+        p.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    p
+}
