@@ -725,11 +725,7 @@ pub fn check_labels(spec: &Spec, t: usize, reqs: &[Request], at: &Located) -> Re
         let d = label_diag(spec, at, msg, Some((i, "no \"label\"")));
         return Err(d.help("give every line a \"label\"").into());
     }
-    if let Some((i, want)) = reqs.iter().enumerate().find_map(|(i, r)| {
-        r.label
-            .and_then(|l| label_misfit(&task.head, l))
-            .map(|w| (i, w))
-    }) {
+    if let Some((i, want)) = first_misfit(&task.head, reqs) {
         let msg = format!(
             "task `{name}` keeps `{metric}`, but request {} of its labelled inputs has a label that is not {want}",
             i + 1
@@ -756,6 +752,13 @@ pub fn check_labels(spec: &Spec, t: usize, reqs: &[Request], at: &Located) -> Re
     Ok(())
 }
 
+/// The first request whose label does not fit `head`, with what it should be.
+fn first_misfit(head: &crate::spec::Head, reqs: &[Request]) -> Option<(usize, String)> {
+    reqs.iter()
+        .enumerate()
+        .find_map(|(i, r)| r.label.and_then(|l| label_misfit(head, l)).map(|w| (i, w)))
+}
+
 /// A `train` file's labels: a branch regenerated with a label loss
 /// (`labels > 0`) needs labelled requests, and every label given must be
 /// of the kind the task's head reads (a label that does not fit would be
@@ -774,11 +777,7 @@ fn check_train_labels(spec: &Spec, t: usize, reqs: &[Request], at: &Located) -> 
             .note("give the lines a \"label\", or drop `labels` (distillation needs none)")
             .into());
     }
-    if let Some((i, want)) = reqs.iter().enumerate().find_map(|(i, r)| {
-        r.label
-            .and_then(|l| label_misfit(&task.head, l))
-            .map(|w| (i, w))
-    }) {
+    if let Some((i, want)) = first_misfit(&task.head, reqs) {
         let msg = format!(
             "task `{}` trains on labels, but request {} of its training inputs has a label that is not {want}",
             task.name,

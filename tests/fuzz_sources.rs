@@ -10,37 +10,9 @@ mod fuzzkit;
 use mgen::diag::Sources;
 use mgen::driver;
 
-/// Front end, checks and (for small models) lowering and `exact`; returns
-/// whether the case got through lowering.
+/// Whether the case got through lowering ([`fuzzkit::source_door`]).
 fn front_and_lower(bytes: &[u8], mir: bool) -> bool {
-    let mut sources = Sources::new();
-    let name = if mir { "fuzz.mir" } else { "fuzz.mgen" };
-    let result = driver::front_bytes(&mut sources, name, bytes, ".", mir).and_then(|f| {
-        // Lowering makes every weight: keep it to small mutated models.
-        let small =
-            f.spec.models.iter().all(|m| m.params() <= 1 << 20) && f.spec.workload.tasks.len() <= 8;
-        if !small {
-            return Ok(false);
-        }
-        let mut m = driver::module(f, &sources)?;
-        mgen::passes::run_pipeline(
-            &mut m,
-            &mgen::passes::resolve("exact")?,
-            &mgen::passes::Context::default(),
-            |_, _| {},
-        )?;
-        let _ = mgen::ir::print::print(&m);
-        Ok(true)
-    });
-    match result {
-        Ok(lowered) => lowered,
-        Err(d) => {
-            assert!(!d.is_empty(), "an error without a diagnostic");
-            let text = d.render(&sources, false);
-            assert!(text.contains("error[E"), "{text}");
-            false
-        }
-    }
+    fuzzkit::source_door(bytes, mir) == fuzzkit::Outcome::Lowered
 }
 
 /// A small spec: mutations of it reach lowering often.

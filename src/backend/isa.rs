@@ -176,6 +176,21 @@ fn shape(s: &[u64]) -> String {
 }
 
 impl Inst {
+    /// The buffer the instruction writes, if any (`FILL` included).
+    pub fn written(&self) -> Option<u32> {
+        match self {
+            Inst::Load { dst, .. }
+            | Inst::Embed { dst, .. }
+            | Inst::LayerNorm { dst, .. }
+            | Inst::Mvm { dst, .. }
+            | Inst::Dmm { dst, .. }
+            | Inst::Vec { dst, .. }
+            | Inst::Pool { dst, .. }
+            | Inst::Fill { dst, .. } => Some(*dst),
+            _ => None,
+        }
+    }
+
     pub fn mnemonic(&self) -> &'static str {
         match self {
             Inst::Phase(_) => "PHASE",

@@ -241,18 +241,8 @@ pub fn validate(p: &Program, tasks: &[TaskInfo], available: u64) -> Result<(), D
         {
             return Err(bad(i, inst, "request work outside FOR_REQUESTS".into()));
         }
-        match inst {
-            Inst::Load { dst, .. }
-            | Inst::Embed { dst, .. }
-            | Inst::LayerNorm { dst, .. }
-            | Inst::Mvm { dst, .. }
-            | Inst::Dmm { dst, .. }
-            | Inst::Vec { dst, .. }
-            | Inst::Pool { dst, .. }
-            | Inst::Fill { dst, .. } => {
-                written.insert(*dst);
-            }
-            _ => {}
+        if let Some(dst) = inst.written() {
+            written.insert(dst);
         }
     }
     if !halted {

@@ -221,3 +221,49 @@ pub fn rejected(
     }
     false
 }
+
+/// How far a source file got through [`source_door`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Refused with coded diagnostics.
+    Rejected,
+    /// Parsed and checked; too large to lower cheaply.
+    Checked,
+    /// Also lowered, run through `exact` and printed.
+    Lowered,
+}
+
+/// The source door: parse and check `bytes` as a `.mgen` (or `.mir`), and
+/// for small models (at most 2^20 parameters, 8 tasks) lower them and run
+/// the `exact` pipeline. Panics only if mgen panics or reports an error
+/// without a coded, renderable diagnostic.
+pub fn source_door(bytes: &[u8], mir: bool) -> Outcome {
+    let mut sources = mgen::diag::Sources::new();
+    let name = if mir { "fuzz.mir" } else { "fuzz.mgen" };
+    let result = mgen::driver::front_bytes(&mut sources, name, bytes, ".", mir).and_then(|f| {
+        // Lowering makes every weight: keep it to small models.
+        let small =
+            f.spec.models.iter().all(|m| m.params() <= 1 << 20) && f.spec.workload.tasks.len() <= 8;
+        if !small {
+            return Ok(Outcome::Checked);
+        }
+        let mut m = mgen::driver::module(f, &sources)?;
+        mgen::passes::run_pipeline(
+            &mut m,
+            &mgen::passes::resolve("exact")?,
+            &mgen::passes::Context::default(),
+            |_, _| {},
+        )?;
+        let _ = mgen::ir::print::print(&m);
+        Ok(Outcome::Lowered)
+    });
+    match result {
+        Ok(o) => o,
+        Err(d) => {
+            assert!(!d.is_empty(), "an error without a diagnostic");
+            let text = d.render(&sources, false);
+            assert!(text.contains("error[E"), "{text}");
+            Outcome::Rejected
+        }
+    }
+}
