@@ -73,7 +73,12 @@ fn compare_finishes_on_a_terminal_and_draws_progress() {
         text.contains("simulating ["),
         "no progress bar drawn:\n{text}"
     );
-    assert!(text.contains("share"), "no share progress drawn:\n{text}");
+    // The generator's spinner ("share: N steps (Ts)"); the report itself
+    // only says "merge + share + place".
+    assert!(
+        text.contains("share: ") && text.contains(" steps ("),
+        "no share progress drawn:\n{text}"
+    );
 }
 
 #[test]
