@@ -37,7 +37,7 @@ fn gemm_loop(
 }
 
 fn main() {
-    let (m, store, batch) = common::bert_base();
+    let (m, _, store, batch) = common::bert_base();
     let t = Instant::now();
     let plan = mgen::reference::Plan::new(&m, &store).unwrap();
     eprintln!(

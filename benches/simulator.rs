@@ -9,8 +9,8 @@ use common::median;
 use std::time::Instant;
 
 fn main() {
-    let (m, store, batch) = common::bert_base();
-    let pkg = mgen::backend::program::package(&m, &store, &batch, false).unwrap();
+    let (m, arts, store, batch) = common::bert_base();
+    let pkg = mgen::backend::program::package(&m, &arts, &store, &batch, false).unwrap();
     let plan = mgen::reference::Plan::new(&m, &store).unwrap();
     // Preparing (slicing) the images is the simulator's "programming" step:
     // timed on its own, once per program, then excluded from the per-request ratio.

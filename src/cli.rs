@@ -402,7 +402,8 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             let t_lower = t1.elapsed().as_secs_f64();
             let cx = passes::context_for(&pipeline, &m, &store, sources, io.progress)?;
             let err = &mut *io.err;
-            let timings = passes::run_pipeline(&mut m, &pipeline, &cx, |name, m| {
+            let mut arts = passes::Artifacts::default();
+            let timings = passes::run_pipeline(&mut m, &mut arts, &pipeline, &cx, |name, m| {
                 if let Some(d) = &dump_ir_after
                     && (d == "all" || d == name)
                 {
@@ -434,20 +435,21 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                 }
             }
             let text = match emit {
-                Emit::Sharing => match &m.sharing {
+                Emit::Sharing => match &arts.sharing {
                     Some(s) if json => serde_json::to_string(s).unwrap_or_default() + "\n",
                     Some(s) => passes::share::text(s),
                     None if json => "{\"already_shared\": true}\n".to_string(),
                     None => "the module already shares computation (a .mir written after `share`): its tree is kept as it is\n".to_string(),
                 },
                 Emit::Schedule => {
-                    let s = match &m.schedule {
+                    let s = match &arts.schedule {
                         Some(s) => s.clone(),
                         None => {
-                            if m.placement.is_none() {
-                                m.placement = Some(crate::backend::place::place(&m)?);
-                            }
-                            passes::schedule::schedule(&m)?
+                            let p = match &arts.placement {
+                                Some(p) => p.clone(),
+                                None => crate::backend::place::place(&m)?,
+                            };
+                            passes::schedule::schedule(&m, &p)?
                         }
                     };
                     if json {
@@ -457,7 +459,7 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                     }
                 }
                 Emit::Placement => {
-                    let p = match &m.placement {
+                    let p = match &arts.placement {
                         Some(p) => p.clone(),
                         None => crate::backend::place::place(&m)?,
                     };
@@ -469,7 +471,7 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                 }
                 Emit::Asm => {
                     let batch = crate::data::load(&m.spec, sources)?;
-                    let prog = crate::backend::program::program(&m, &store, &batch)?;
+                    let prog = crate::backend::program::program(&m, &arts, &store, &batch)?;
                     if json {
                         serde_json::to_string(&prog).unwrap_or_default() + "\n"
                     } else {
@@ -478,9 +480,9 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                 }
                 Emit::Program => {
                     let batch = crate::data::load(&m.spec, sources)?;
-                    let mut pkg = crate::backend::program::package(&m, &store, &batch, false)?;
+                    let mut pkg = crate::backend::program::package(&m, &arts, &store, &batch, false)?;
                     // Accuracy in the program is against each task's own model.
-                    if let Some(r) = own_reference(&m, &lowered, &store, &batch, io.progress)? {
+                    if let Some(r) = own_reference(&arts, &lowered, &store, &batch, io.progress)? {
                         pkg.reference = Some(r);
                     }
                     let dir = output.clone().unwrap_or_default();
@@ -613,15 +615,17 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             let lowered = m.clone();
             let pipeline = passes::resolve(if baseline { "baseline" } else { "default" })?;
             let cx = passes::context_for(&pipeline, &m, &store, sources, io.progress)?;
-            passes::run_pipeline(&mut m, &pipeline, &cx, |_, _| {})?;
+            let mut arts = passes::Artifacts::default();
+            passes::run_pipeline(&mut m, &mut arts, &pipeline, &cx, |_, _| {})?;
             let batch = crate::data::load(&m.spec, sources)?;
             if !reference {
-                let mut pkg = crate::backend::program::package(&m, &store, &batch, counts_only)?;
+                let mut pkg =
+                    crate::backend::program::package(&m, &arts, &store, &batch, counts_only)?;
                 // Accuracy is against each task's own model: when the
                 // generator changed what a task computes, its reference is
                 // the unshared model's float outputs.
                 if !counts_only
-                    && let Some(r) = own_reference(&m, &lowered, &store, &batch, io.progress)?
+                    && let Some(r) = own_reference(&arts, &lowered, &store, &batch, io.progress)?
                 {
                     pkg.reference = Some(r);
                 }
@@ -753,13 +757,13 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
 /// generator changed what some task of `m` computes (`None` otherwise: the
 /// compiled module's own float outputs are then the same).
 fn own_reference(
-    m: &crate::ir::Module,
+    arts: &passes::Artifacts,
     lowered: &crate::ir::Module,
     store: &crate::weights::Store,
     batch: &crate::data::Batch,
     progress: crate::progress::Mode,
 ) -> Result<Option<Vec<ndarray::Array2<f32>>>, Diags> {
-    let changed = m.sharing.as_ref().is_some_and(|s| {
+    let changed = arts.sharing.as_ref().is_some_and(|s| {
         s.tasks
             .iter()
             .any(|t| t.source != "own" && t.shared_blocks > 0)
@@ -770,6 +774,7 @@ fn own_reference(
     let mut own = lowered.clone();
     passes::run_pipeline(
         &mut own,
+        &mut passes::Artifacts::default(),
         &passes::resolve("merge")?,
         &passes::Context::default(),
         |_, _| {},

@@ -34,13 +34,14 @@ fn compiled(
     sources: &mut Sources,
     progress: crate::progress::Mode,
     caps: &[Option<usize>],
-) -> Result<Module, Diags> {
+) -> Result<(Module, passes::Artifacts), Diags> {
     let mut m = lowered.clone();
+    let mut arts = passes::Artifacts::default();
     let pl = passes::resolve(pipeline)?;
     let mut cx = passes::context_for(&pl, &m, store, sources, progress)?;
     cx.depth_caps = caps.to_vec();
-    passes::run_pipeline(&mut m, &pl, &cx, |_, _| {})?;
-    Ok(m)
+    passes::run_pipeline(&mut m, &mut arts, &pl, &cx, |_, _| {})?;
+    Ok((m, arts))
 }
 
 /// At most this many recompilations when simulated outputs break budgets.
@@ -136,8 +137,8 @@ pub fn compare_levels(
     let f = crate::driver::front(sources, file)?;
     let (lowered, store) = crate::driver::module_and_store(f, sources)?;
     let batch = crate::data::load(&lowered.spec, sources)?;
-    let base = compiled(&lowered, "baseline", &store, sources, progress, &[])?;
-    let pb = crate::backend::program::package(&base, &store, &batch, counts_only)?;
+    let (base, base_arts) = compiled(&lowered, "baseline", &store, sources, progress, &[])?;
+    let pb = crate::backend::program::package(&base, &base_arts, &store, &batch, counts_only)?;
     let ob = if counts_only {
         None
     } else {
@@ -186,14 +187,14 @@ fn compare_one(
     // sharing depth, and the tree is generated again.
     let mut caps: Vec<Option<usize>> = vec![None; n];
     let mut rounds = Vec::new();
-    let (ours, pm, om) = loop {
-        let ours = compiled(lowered, "default", store, sources, progress, &caps)?;
-        let pm = crate::backend::program::package(&ours, store, batch, counts_only)?;
+    let (ours, arts, pm, om) = loop {
+        let (ours, arts) = compiled(lowered, "default", store, sources, progress, &caps)?;
+        let pm = crate::backend::program::package(&ours, &arts, store, batch, counts_only)?;
         let Some(ob) = &ob else {
-            break (ours, pm, None);
+            break (ours, arts, pm, None);
         };
         let om = sim::simulate(&pm, false, progress)?;
-        let sharing = ours.sharing.as_ref();
+        let sharing = arts.sharing.as_ref();
         let failing: Vec<usize> = (0..n)
             .filter(|&t| {
                 let task = &ours.spec.tasks[ours.spec.workload.tasks[t]];
@@ -212,7 +213,7 @@ fn compare_one(
         }));
         let movable: Vec<usize> = failing.iter().copied().filter(|&t| depths[t] > 0).collect();
         if movable.is_empty() || rounds.len() > CHIP_ROUNDS {
-            break (ours, pm, Some(om));
+            break (ours, arts, pm, Some(om));
         }
         for t in movable {
             caps[t] = Some(depths[t] / 2);
@@ -225,7 +226,7 @@ fn compare_one(
     let r = batch.requests.len();
     let tb = sim::count(&pb.prog, &pb.hw, r);
     let tm = sim::count(&pm.prog, &pm.hw, r);
-    let sharing = ours.sharing.as_ref().ok_or_else(|| {
+    let sharing = arts.sharing.as_ref().ok_or_else(|| {
         Diags::from(Diagnostic::internal(
             "the default pipeline ran no `share` pass",
         ))
@@ -294,7 +295,7 @@ fn compare_one(
             "budgets": budgets,
         }));
     }
-    let schedule = ours.schedule.as_ref().map(|s| {
+    let schedule = arts.schedule.as_ref().map(|s| {
         json!({
             "group": s.group,
             "edram": s.edram,
@@ -319,7 +320,7 @@ fn compare_one(
         "seconds": t0.elapsed().as_secs_f64(),
         "notes": store.notes,
     });
-    Ok((v, ours.sharing.clone()))
+    Ok((v, arts.sharing))
 }
 
 /// The comparison as a side-by-side table.

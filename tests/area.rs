@@ -30,8 +30,8 @@ fn quickstart_area(dir: &Path, bits: u32) -> PathBuf {
 fn area_mode_trades_energy_for_crossbars_within_budgets() {
     let dir = tempfile::tempdir().unwrap();
     let p = quickstart_area(dir.path(), 2);
-    let (m, store, cx) = common::compiled(&p, "default");
-    let s = m.sharing.as_ref().unwrap();
+    let (m, arts, store, cx) = common::compiled(&p, "default");
+    let s = arts.sharing.as_ref().unwrap();
     let a = s.area.as_ref().expect("an area report");
     assert_eq!(a.delta_bits, 2);
     assert!(a.crossbars_with < a.crossbars_without, "{a:?}");
@@ -49,7 +49,7 @@ fn area_mode_trades_energy_for_crossbars_within_budgets() {
     }
     assert_eq!(placement.crossbars_used, a.crossbars_with);
     // Independent re-measurement.
-    let (exact, store_x, _) = common::compiled(&p, "exact");
+    let (exact, _, store_x, _) = common::compiled(&p, "exact");
     let got = common::outputs(&m, store, &cx);
     let own = common::outputs(&exact, store_x, &cx);
     for (t, at) in a.tasks.iter().enumerate() {

@@ -21,20 +21,25 @@ fn small_chip_quickstart(dir: &Path) -> std::path::PathBuf {
     p
 }
 
-fn placed(path: &str, edit: &dyn Fn(String) -> String) -> mgen::ir::Module {
+fn placed(
+    path: &str,
+    edit: &dyn Fn(String) -> String,
+) -> (mgen::ir::Module, mgen::passes::Artifacts) {
     let src = edit(std::fs::read_to_string(path).unwrap());
     let mut sources = Sources::new();
     let f = mgen::driver::front_bytes(&mut sources, path, src.as_bytes(), "examples", false)
         .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
     let mut m = mgen::driver::module(f, &sources).unwrap();
+    let mut arts = mgen::passes::Artifacts::default();
     mgen::passes::run_pipeline(
         &mut m,
+        &mut arts,
         &mgen::passes::resolve("exact").unwrap(),
         &mgen::passes::Context::default(),
         |_, _| {},
     )
     .unwrap();
-    m
+    (m, arts)
 }
 
 #[test]
@@ -71,25 +76,28 @@ fn placement_matches_the_closed_form() {
         }
     }
     // BERT-base on ISAAC: 20 904 crossbars a task (offset signs), 8 tasks in glue8.
-    let m = placed("examples/glue8.mgen", &|s| s);
-    let p = m.placement.as_ref().unwrap();
+    let (_, arts) = placed("examples/glue8.mgen", &|s| s);
+    let p = arts.placement.as_ref().unwrap();
     assert_eq!(p.crossbars_used, 8 * 20_904);
     assert!(p.fits && p.phases == 1);
-    let m = placed("examples/glue8.mgen", &|s| {
+    let (_, arts) = placed("examples/glue8.mgen", &|s| {
         s.replace(
             "crossbars_per_core = 8;",
             "crossbars_per_core = 8; signs = differential;",
         )
     });
-    assert_eq!(m.placement.as_ref().unwrap().crossbars_used, 2 * 8 * 20_904);
+    assert_eq!(
+        arts.placement.as_ref().unwrap().crossbars_used,
+        2 * 8 * 20_904
+    );
 }
 
 #[test]
 fn a_small_chip_gets_phases_without_overlap_and_too_small_is_a_diagnostic() {
-    let m = placed("examples/quickstart.mgen", &|s| {
+    let (m, arts) = placed("examples/quickstart.mgen", &|s| {
         s.replace("tiles = 168;", "tiles = 2;")
     });
-    let p = m.placement.as_ref().unwrap();
+    let p = arts.placement.as_ref().unwrap();
     assert!(p.phases > 1 && !p.fits, "{} phases", p.phases);
     p.check().unwrap();
     for ph in 0..p.phases {
@@ -102,7 +110,7 @@ fn a_small_chip_gets_phases_without_overlap_and_too_small_is_a_diagnostic() {
         assert!(used <= p.crossbars_available);
     }
     // The program runs: every MVM's crossbars are programmed in its phase.
-    let prog = mgen::backend::codegen::codegen(&m, p, &Default::default());
+    let prog = mgen::backend::codegen::codegen(&m, p, arts.schedule.as_ref(), &Default::default());
     let tasks = mgen::backend::program::task_infos(&m);
     mgen::sim::validate(&prog, &tasks, p.crossbars_available).unwrap();
     assert!(
@@ -132,9 +140,13 @@ fn assembly_round_trips_on_every_example() {
         "examples/glue8.mgen",
         "tests/golden/cases/ok-merge-identical.mgen",
     ] {
-        let m = placed(ex, &|s| s);
-        let prog =
-            mgen::backend::codegen::codegen(&m, m.placement.as_ref().unwrap(), &Default::default());
+        let (m, arts) = placed(ex, &|s| s);
+        let prog = mgen::backend::codegen::codegen(
+            &m,
+            arts.placement.as_ref().unwrap(),
+            arts.schedule.as_ref(),
+            &Default::default(),
+        );
         let text = prog.to_masm();
         let back =
             isa::parse(&text, 0).unwrap_or_else(|_| panic!("{ex}: the assembly does not parse"));
@@ -145,10 +157,14 @@ fn assembly_round_trips_on_every_example() {
 
 #[test]
 fn malformed_assembly_gives_located_errors() {
-    let m = placed("examples/quickstart.mgen", &|s| s);
-    let text =
-        mgen::backend::codegen::codegen(&m, m.placement.as_ref().unwrap(), &Default::default())
-            .to_masm();
+    let (m, arts) = placed("examples/quickstart.mgen", &|s| s);
+    let text = mgen::backend::codegen::codegen(
+        &m,
+        arts.placement.as_ref().unwrap(),
+        arts.schedule.as_ref(),
+        &Default::default(),
+    )
+    .to_masm();
     for (bad, expect) in [
         (
             text.replacen("MVM ", "MVN ", 1),
@@ -467,9 +483,9 @@ fn a_program_directory_simulates_like_run_and_tampering_is_caught() {
 
 #[test]
 fn validation_names_the_instruction() {
-    let m = placed("examples/quickstart.mgen", &|s| s);
-    let p = m.placement.as_ref().unwrap();
-    let prog = mgen::backend::codegen::codegen(&m, p, &Default::default());
+    let (m, arts) = placed("examples/quickstart.mgen", &|s| s);
+    let p = arts.placement.as_ref().unwrap();
+    let prog = mgen::backend::codegen::codegen(&m, p, arts.schedule.as_ref(), &Default::default());
     let tasks = mgen::backend::program::task_infos(&m);
     let bare = |inst| Line {
         inst,
@@ -592,11 +608,12 @@ fn a_phased_multi_task_program_computes_the_right_outputs() {
 /// In a phased program, a later phase sees only the buffers it FILLs.
 #[test]
 fn a_phase_cannot_read_an_earlier_phase_buffer_without_fill() {
-    let m = placed("examples/quickstart.mgen", &|s| {
+    let (m, arts) = placed("examples/quickstart.mgen", &|s| {
         s.replace("tiles = 168;", "tiles = 2;")
     });
-    let p = m.placement.as_ref().unwrap();
-    let mut prog = mgen::backend::codegen::codegen(&m, p, &Default::default());
+    let p = arts.placement.as_ref().unwrap();
+    let mut prog =
+        mgen::backend::codegen::codegen(&m, p, arts.schedule.as_ref(), &Default::default());
     let tasks = mgen::backend::program::task_infos(&m);
     mgen::sim::validate(&prog, &tasks, p.crossbars_available).unwrap();
     // A FILL at the top of a phase's body (the schedule may also evict

@@ -26,15 +26,15 @@ fn a_retrained_branch_makes_two_layers_shareable() {
     let plain = write(dir.path(), "plain.mgen", "");
     let head = write(dir.path(), "head.mgen", "regenerate = head;");
     let branch = write(dir.path(), "branch.mgen", BRANCH);
-    let (m0, _, _) = common::compiled(&plain, "default");
-    let s0 = m0.sharing.as_ref().unwrap();
+    let (_, m0_arts, _, _) = common::compiled(&plain, "default");
+    let s0 = m0_arts.sharing.as_ref().unwrap();
     assert!(s0.tasks.iter().all(|t| t.shared_blocks == 0), "{s0:?}");
-    let (mh, _, _) = common::compiled(&head, "default");
-    let head_a = &mh.sharing.as_ref().unwrap().tasks[0];
+    let (_, mh_arts, _, _) = common::compiled(&head, "default");
+    let head_a = &mh_arts.sharing.as_ref().unwrap().tasks[0];
     assert_eq!(head_a.shared_blocks, 2, "{head_a:?}");
 
-    let (m, store, cx) = common::compiled(&branch, "default");
-    let s = m.sharing.as_ref().unwrap();
+    let (m, arts, store, cx) = common::compiled(&branch, "default");
+    let s = arts.sharing.as_ref().unwrap();
     let a = &s.tasks[0];
     assert_eq!(a.regenerate, "branch", "{a:?}");
     assert!(a.shared_blocks >= 3, "emb + two layers: {a:?}");
@@ -44,7 +44,7 @@ fn a_retrained_branch_makes_two_layers_shareable() {
     assert!(br.retrainings >= 1 && a.regeneration_seconds > 0.0);
     // Every budget of every task holds on the executor, at the figure the
     // pass reported.
-    let (exact, store_x, _) = common::compiled(&branch, "exact");
+    let (exact, _, store_x, _) = common::compiled(&branch, "exact");
     let got = common::outputs(&m, store, &cx);
     let own = common::outputs(&exact, store_x, &cx);
     for (t, ts) in s.tasks.iter().enumerate() {
@@ -56,11 +56,11 @@ fn a_retrained_branch_makes_two_layers_shareable() {
         }
     }
     // The energy the tree saves grows with the regeneration level.
-    let ratio = |m: &mgen::ir::Module| {
-        let s = m.sharing.as_ref().unwrap();
+    let ratio = |a: &mgen::passes::Artifacts| {
+        let s = a.sharing.as_ref().unwrap();
         s.unshared_pj / s.shared_pj
     };
-    assert!(ratio(&m) > ratio(&mh) && ratio(&mh) > ratio(&m0));
+    assert!(ratio(&arts) > ratio(&mh_arts) && ratio(&mh_arts) > ratio(&m0_arts));
 }
 
 /// On requests the generator never saw, the retrained branch agrees with
@@ -76,8 +76,8 @@ fn retrained_branches_hold_up_on_held_out_requests() {
             .replace("requests = 32;", "requests = 96;"),
     )
     .unwrap();
-    let (m, store, _) = common::compiled(&p, "default");
-    let (exact, store_x, _) = common::compiled(&p, "exact");
+    let (m, arts, store, _) = common::compiled(&p, "default");
+    let (exact, _, store_x, _) = common::compiled(&p, "exact");
     let mut sources = Sources::new();
     let mut batch = mgen::data::load(&m.spec, &mut sources).unwrap();
     batch
@@ -91,7 +91,7 @@ fn retrained_branches_hold_up_on_held_out_requests() {
     let regen = Plan::new(&m, store).unwrap().run(&batch);
     let orig = Plan::new(&plain, store).unwrap().run(&batch);
     let own = Plan::new(&exact, store_x).unwrap().run(&batch);
-    let s = m.sharing.as_ref().unwrap();
+    let s = arts.sharing.as_ref().unwrap();
     let mut branches = 0;
     for (t, ts) in s.tasks.iter().enumerate() {
         if ts.regenerate == "none" {

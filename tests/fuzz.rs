@@ -28,6 +28,7 @@ fn examples_pass() {
     let mut m = driver::module(f, &sources).unwrap();
     mgen::passes::run_pipeline(
         &mut m,
+        &mut Default::default(),
         &mgen::passes::resolve("exact").unwrap(),
         &mgen::passes::Context::default(),
         |_, _| {},

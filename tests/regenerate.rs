@@ -20,11 +20,11 @@ fn a_refitted_head_makes_blocks_shareable() {
     let dir = tempfile::tempdir().unwrap();
     let plain = write(dir.path(), "plain.mgen", "");
     let regen = write(dir.path(), "regen.mgen", "regenerate = head;");
-    let (m0, _, _) = common::compiled(&plain, "default");
-    let s0 = m0.sharing.as_ref().unwrap();
+    let (_, m0_arts, _, _) = common::compiled(&plain, "default");
+    let s0 = m0_arts.sharing.as_ref().unwrap();
     assert!(s0.tasks.iter().all(|t| t.shared_blocks == 0), "{s0:?}");
-    let (m, store, cx) = common::compiled(&regen, "default");
-    let s = m.sharing.as_ref().unwrap();
+    let (m, arts, store, cx) = common::compiled(&regen, "default");
+    let s = arts.sharing.as_ref().unwrap();
     for t in &s.tasks[..2] {
         assert!(t.shared_blocks >= 2, "{t:?}");
         assert_eq!(t.regenerate, "head");
@@ -33,7 +33,7 @@ fn a_refitted_head_makes_blocks_shareable() {
         assert!(t.before_regeneration[0].value < t.measured[0].value);
     }
     assert_eq!(s.tasks[2].regenerate, "none");
-    let (exact, store_x, _) = common::compiled(&regen, "exact");
+    let (exact, _, store_x, _) = common::compiled(&regen, "exact");
     let got = common::outputs(&m, store, &cx);
     let own = common::outputs(&exact, store_x, &cx);
     for (t, ts) in s.tasks.iter().enumerate() {
@@ -60,8 +60,8 @@ fn refitted_heads_hold_up_on_held_out_requests() {
             .replace("requests = 32;", "requests = 96;"),
     )
     .unwrap();
-    let (m, store, _) = common::compiled(&p, "default");
-    let (exact, store_x, _) = common::compiled(&p, "exact");
+    let (m, arts, store, _) = common::compiled(&p, "default");
+    let (exact, _, store_x, _) = common::compiled(&p, "exact");
     let mut sources = Sources::new();
     let mut batch = mgen::data::load(&m.spec, &mut sources).unwrap();
     batch
@@ -75,7 +75,7 @@ fn refitted_heads_hold_up_on_held_out_requests() {
     let orig = Plan::new(&plain, store).unwrap().run(&batch);
     let own = Plan::new(&exact, store_x).unwrap().run(&batch);
     for t in 0..2 {
-        assert!(m.sharing.as_ref().unwrap().tasks[t].shared_blocks >= 2);
+        assert!(arts.sharing.as_ref().unwrap().tasks[t].shared_blocks >= 2);
         let (r, o) = (
             agree(&regen[t].values, &own[t].values),
             agree(&orig[t].values, &own[t].values),

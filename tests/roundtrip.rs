@@ -47,6 +47,7 @@ fn ir_text(path: &Path, pipeline: &str) -> String {
         driver::module(f, &sources).unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
     passes::run_pipeline(
         &mut m,
+        &mut Default::default(),
         &passes::resolve(pipeline).unwrap(),
         &passes::Context::default(),
         |_, _| {},
@@ -62,6 +63,7 @@ fn reread(text: &str, pipeline: &str) -> String {
     let mut m = driver::module(f, &sources).unwrap();
     passes::run_pipeline(
         &mut m,
+        &mut Default::default(),
         &passes::resolve(pipeline).unwrap(),
         &passes::Context::default(),
         |_, _| {},

@@ -6,9 +6,12 @@
 mod common;
 
 use common::json_of;
+use mgen::backend::place::Placement;
 use mgen::data::Batch;
 use mgen::diag::Sources;
 use mgen::ir::Module;
+use mgen::passes::Artifacts;
+use mgen::passes::schedule::Schedule;
 use mgen::weights::Store;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,47 +28,91 @@ fn small_chip(dir: &Path, name: &str, edit: &dyn Fn(String) -> String) -> PathBu
 
 /// The module after the `exact` pipeline (merge, place, schedule), its
 /// weights and its requests.
-fn loaded(path: &Path) -> (Module, Store, Batch) {
+fn loaded(path: &Path) -> (Scheduled, Store, Batch) {
     let mut sources = Sources::new();
     let f = mgen::driver::front(&mut sources, path)
         .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
     let (mut m, store) = mgen::driver::module_and_store(f, &sources).unwrap();
+    let mut arts = Artifacts::default();
     mgen::passes::run_pipeline(
         &mut m,
+        &mut arts,
         &mgen::passes::resolve("exact").unwrap(),
         &mgen::passes::Context::default(),
         |_, _| {},
     )
     .unwrap();
     let batch = mgen::data::load(&m.spec, &mut sources).unwrap();
-    (m, store, batch)
+    let Artifacts {
+        placement,
+        schedule,
+        ..
+    } = arts;
+    (
+        Scheduled {
+            module: m,
+            placement,
+            schedule,
+        },
+        store,
+        batch,
+    )
 }
 
-fn scheduled(path: &Path) -> Module {
+/// A module with the placement and schedule the pipeline made for it
+/// (reads as the module itself).
+#[derive(Clone)]
+struct Scheduled {
+    module: Module,
+    placement: Option<Placement>,
+    schedule: Option<Schedule>,
+}
+
+impl std::ops::Deref for Scheduled {
+    type Target = Module;
+    fn deref(&self) -> &Module {
+        &self.module
+    }
+}
+
+impl Scheduled {
+    fn artifacts(&self) -> Artifacts {
+        Artifacts {
+            sharing: None,
+            placement: self.placement.clone(),
+            schedule: self.schedule.clone(),
+        }
+    }
+    fn program(&self) -> mgen::backend::isa::Program {
+        let p = self.placement.as_ref().unwrap();
+        mgen::backend::codegen::codegen(self, p, self.schedule.as_ref(), &HashMap::new())
+    }
+}
+
+fn scheduled(path: &Path) -> Scheduled {
     loaded(path).0
 }
 
 /// Functional simulation of `m` (as scheduled) over `batch`.
-fn simulated(m: &Module, store: &Store, batch: &Batch) -> Vec<ndarray::Array2<f32>> {
-    let pkg = mgen::backend::program::package(m, store, batch, false).unwrap();
+fn simulated(m: &Scheduled, store: &Store, batch: &Batch) -> Vec<ndarray::Array2<f32>> {
+    let pkg = mgen::backend::program::package(m, &m.artifacts(), store, batch, false).unwrap();
     mgen::sim::simulate(&pkg, false, mgen::progress::Mode::Off).unwrap()
 }
 
 /// The counted energy of `m` under a given grouping and parking level.
-fn energy_with(m: &Module, group: usize, edram: bool) -> (f64, mgen::backend::isa::Program) {
+fn energy_with(m: &Scheduled, group: usize, edram: bool) -> (f64, mgen::backend::isa::Program) {
     let mut m2 = m.clone();
     let s = m2.schedule.as_mut().unwrap();
     s.group = group;
     s.edram = edram;
-    let prog =
-        mgen::backend::codegen::codegen(&m2, m2.placement.as_ref().unwrap(), &HashMap::new());
+    let prog = m2.program();
     let r = m.spec.workload.requests as usize;
     (mgen::sim::count(&prog, &m.spec.hardware, r).energy_pj, prog)
 }
 
 /// Exhaustive check: no grouping (1..=R, eDRAM where it fits, else
 /// off-chip) costs less than the scheduler's choice.
-fn assert_optimal(m: &Module) -> (usize, bool) {
+fn assert_optimal(m: &Scheduled) -> (usize, bool) {
     let s = m.schedule.as_ref().unwrap();
     let r = s.requests;
     let (chosen, _) = energy_with(m, s.group, s.edram);
@@ -289,9 +336,8 @@ fn buffers_over_the_edram_are_evicted_and_charged() {
     let big = scheduled(Path::new("examples/quickstart.mgen"));
     let hw = &m.spec.hardware;
     let r = m.spec.workload.requests as usize;
-    let prog = mgen::backend::codegen::codegen(&m, m.placement.as_ref().unwrap(), &HashMap::new());
-    let prog_big =
-        mgen::backend::codegen::codegen(&big, big.placement.as_ref().unwrap(), &HashMap::new());
+    let prog = m.program();
+    let prog_big = big.program();
     let spills = prog
         .code
         .iter()

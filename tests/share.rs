@@ -54,8 +54,8 @@ fn identical_tasks_share_one_full_model() {
         8,
     );
     let p = write("identical.mgen", &text);
-    let (m, _, _) = common::compiled(&p, "default");
-    let s = m.sharing.as_ref().unwrap();
+    let (_, arts, _, _) = common::compiled(&p, "default");
+    let s = arts.sharing.as_ref().unwrap();
     for t in &s.tasks {
         assert_eq!(t.shared_blocks, t.blocks, "{t:?}");
     }
@@ -83,8 +83,8 @@ fn unrelated_tasks_share_only_what_is_identical() {
     text += "model m2 { layers = 3; hidden = 64; heads = 4; ffn = 128; vocab = 200; max_seq = 16; weights = synthetic(seed = 8); }\n\
              task b { base = m2; head = classify(2); weights = finetuned(seed = 12, drift = 0.02); }\n";
     let p = write("unrelated.mgen", &text);
-    let (m, _, _) = common::compiled(&p, "default");
-    let s = m.sharing.as_ref().unwrap();
+    let (_, arts, _, _) = common::compiled(&p, "default");
+    let s = arts.sharing.as_ref().unwrap();
     assert!(s.tasks.iter().all(|t| t.shared_blocks == 0));
     assert!(s.tree.iter().all(|(_, g)| g.len() == 2));
     assert_eq!(energy(&p, true), energy(&p, false));
@@ -99,8 +99,8 @@ fn unrelated_tasks_share_only_what_is_identical() {
         8,
     );
     let p = write("far.mgen", &text);
-    let (m, _, _) = common::compiled(&p, "default");
-    let s = m.sharing.as_ref().unwrap();
+    let (_, arts, _, _) = common::compiled(&p, "default");
+    let s = arts.sharing.as_ref().unwrap();
     assert!(
         s.tasks.iter().all(|t| t.shared_blocks == 0),
         "{:?}",
@@ -129,8 +129,8 @@ fn strict_budgets_change_no_output() {
         16,
     );
     let p = write("strict.mgen", &text);
-    let (shared, store, cx) = common::compiled(&p, "default");
-    let (exact, store_x, _) = common::compiled(&p, "exact");
+    let (shared, _, store, cx) = common::compiled(&p, "default");
+    let (exact, _, store_x, _) = common::compiled(&p, "exact");
     let a = common::outputs(&shared, store, &cx);
     let b = common::outputs(&exact, store_x, &cx);
     for t in 0..2 {
@@ -154,10 +154,10 @@ fn strict_budgets_change_no_output() {
 
 #[test]
 fn sharing_saves_energy_and_keeps_budgets_on_the_quickstart() {
-    let (m, store, cx) = common::compiled(Path::new("examples/quickstart.mgen"), "default");
-    let s = m.sharing.as_ref().unwrap();
+    let (m, arts, store, cx) = common::compiled(Path::new("examples/quickstart.mgen"), "default");
+    let s = arts.sharing.as_ref().unwrap();
     assert!(s.tasks.iter().any(|t| t.shared_blocks > 0), "{s:?}");
-    let (exact, store_x, _) = common::compiled(Path::new("examples/quickstart.mgen"), "exact");
+    let (exact, _, store_x, _) = common::compiled(Path::new("examples/quickstart.mgen"), "exact");
     let a = common::outputs(&m, store, &cx);
     let b = common::outputs(&exact, store_x, &cx);
     for (t, ts) in s.tasks.iter().enumerate() {
@@ -205,8 +205,8 @@ proptest! {
         let refs: Vec<(&str, &str, u64, f64, &str)> =
             tasks.iter().map(|t| (t.0.as_str(), t.1, t.2, t.3, t.4.as_str())).collect();
         let p = write(&format!("prop-{seed}.mgen"), &spec(seed, &refs, 8));
-        let (shared, store, cx) = common::compiled(&p, "default");
-        let (exact, store_x, _) = common::compiled(&p, "exact");
+        let (shared, _, store, cx) = common::compiled(&p, "default");
+        let (exact, _, store_x, _) = common::compiled(&p, "exact");
         let a = common::outputs(&shared, store, &cx);
         let b = common::outputs(&exact, store_x, &cx);
         for t in 0..tasks.len() {

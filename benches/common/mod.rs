@@ -6,21 +6,28 @@ pub const BERT_BASE: &str = "model bert_base { layers = 12; hidden = 768; heads 
 task t { base = bert_base; head = classify(2); weights = finetuned(seed = 1, drift = 0); }
 workload w { requests = 1; seq = 128; inputs = synthetic(seed = 3); tasks = [t]; }";
 
-/// The placed module, its weights and its one request.
-pub fn bert_base() -> (mgen::ir::Module, mgen::weights::Store, mgen::data::Batch) {
+/// The placed module, its placement and schedule, its weights and its one request.
+pub fn bert_base() -> (
+    mgen::ir::Module,
+    mgen::passes::Artifacts,
+    mgen::weights::Store,
+    mgen::data::Batch,
+) {
     let mut sources = Sources::new();
     let f = mgen::driver::front_bytes(&mut sources, "bench.mgen", BERT_BASE.as_bytes(), ".", false)
         .unwrap();
     let (mut m, store) = mgen::driver::module_and_store(f, &sources).unwrap();
+    let mut arts = mgen::passes::Artifacts::default();
     mgen::passes::run_pipeline(
         &mut m,
+        &mut arts,
         &mgen::passes::resolve("exact").unwrap(),
         &mgen::passes::Context::default(),
         |_, _| {},
     )
     .unwrap();
     let batch = mgen::data::load(&m.spec, &mut sources).unwrap();
-    (m, store, batch)
+    (m, arts, store, batch)
 }
 
 /// The median of timings.

@@ -14,20 +14,27 @@ use super::isa::{Const, DmmKind, Image, Input, Inst, Line, Program, VecOp};
 use super::place::Placement;
 use super::quant::InputQuant;
 use crate::ir::{InputKind, Layer, Module, NodeId, Op, ParamId};
+use crate::passes::schedule::Schedule;
 use crate::spec::Pool;
 use std::collections::{BTreeSet, HashMap};
 
 /// Generates the program; `xscale` gives the static input quantisation of
 /// each `linear` node (symmetric with scale 1.0 where absent, e.g. in
 /// counting mode).
-pub fn codegen(m: &Module, p: &Placement, xscale: &HashMap<NodeId, InputQuant>) -> Program {
-    codegen_with_consts(m, p, xscale).0
+pub fn codegen(
+    m: &Module,
+    p: &Placement,
+    schedule: Option<&Schedule>,
+    xscale: &HashMap<NodeId, InputQuant>,
+) -> Program {
+    codegen_with_consts(m, p, schedule, xscale).0
 }
 
 /// [`codegen`], also returning the param behind each constant `cK`.
 pub fn codegen_with_consts(
     m: &Module,
     p: &Placement,
+    schedule: Option<&Schedule>,
     xscale: &HashMap<NodeId, InputQuant>,
 ) -> (Program, Vec<ParamId>) {
     let hw = &m.spec.hardware;
@@ -114,12 +121,10 @@ pub fn codegen_with_consts(
     // Request groups (the task scheduler's): with one phase, or one group,
     // a single loop over every request; otherwise every group runs every
     // phase, reprogramming each phase's crossbars per group.
-    let evict: std::collections::HashSet<NodeId> = m
-        .schedule
-        .as_ref()
+    let evict: std::collections::HashSet<NodeId> = schedule
         .map(|s| s.evict.iter().copied().collect())
         .unwrap_or_default();
-    let (groups, edram) = match &m.schedule {
+    let (groups, edram) = match schedule {
         Some(s) if p.phases > 1 && s.group < s.requests => {
             let g: Vec<Option<(u32, u32)>> = (0..s.requests)
                 .step_by(s.group.max(1))

@@ -18,6 +18,7 @@ use super::quant::{InputQuant, QMatrix, quantize_weights, smooth_and_quantize};
 use crate::data::Batch;
 use crate::diag::{Code, Diagnostic, Diags};
 use crate::ir::{Module, NodeId, Op, ParamId};
+use crate::passes::Artifacts;
 use crate::reference::Plan;
 use crate::sim::{Package, TaskInfo};
 use crate::spec::Head;
@@ -229,8 +230,13 @@ fn xscales(calib: &HashMap<NodeId, InputCalibration>) -> HashMap<NodeId, InputQu
 pub const CALIBRATION_REQUESTS: usize = 16;
 
 /// The program of a placed module with calibrated scales (`--emit asm`).
-pub fn program(m: &Module, store: &Store, batch: &Batch) -> Result<Program, Diags> {
-    let placement = match &m.placement {
+pub fn program(
+    m: &Module,
+    arts: &Artifacts,
+    store: &Store,
+    batch: &Batch,
+) -> Result<Program, Diags> {
+    let placement = match &arts.placement {
         Some(p) => p.clone(),
         None => super::place::place(m)?,
     };
@@ -244,18 +250,24 @@ pub fn program(m: &Module, store: &Store, batch: &Batch) -> Result<Program, Diag
             .collect(),
     };
     let (calib, _) = calibrate(m, store, &first)?;
-    Ok(codegen(m, &placement, &xscales(&calib)))
+    Ok(codegen(
+        m,
+        &placement,
+        arts.schedule.as_ref(),
+        &xscales(&calib),
+    ))
 }
 
 /// Builds a package. With `counts_only`, nothing is calibrated or
 /// materialised (images and constants are left empty).
 pub fn package(
     m: &Module,
+    arts: &Artifacts,
     store: &Store,
     batch: &Batch,
     counts_only: bool,
 ) -> Result<Package, Diags> {
-    let placement = match &m.placement {
+    let placement = match &arts.placement {
         Some(p) => p.clone(),
         None => super::place::place(m)?,
     };
@@ -265,7 +277,12 @@ pub fn package(
         let (c, r) = calibrate(m, store, batch)?;
         (c, Some(r))
     };
-    let (prog, const_params) = super::codegen::codegen_with_consts(m, &placement, &xscales(&calib));
+    let (prog, const_params) = super::codegen::codegen_with_consts(
+        m,
+        &placement,
+        arts.schedule.as_ref(),
+        &xscales(&calib),
+    );
     let hw = m.spec.hardware.clone();
     let (images, consts) = if counts_only {
         (Vec::new(), Vec::new())

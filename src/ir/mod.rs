@@ -242,12 +242,6 @@ pub struct Module {
     pub spec: Spec,
     pub graph: Graph,
     pub params: Vec<Param>,
-    /// Set by the `place` pass (a side table; not printed in `.mir`).
-    pub placement: Option<crate::backend::place::Placement>,
-    /// Set by the `share` pass: what the model generator chose and measured.
-    pub sharing: Option<crate::passes::share::Sharing>,
-    /// Set by the `schedule` pass: request groups and buffer levels codegen follows.
-    pub schedule: Option<crate::passes::schedule::Schedule>,
 }
 
 impl Module {

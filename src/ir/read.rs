@@ -99,9 +99,6 @@ pub fn read(
         spec,
         graph: Graph::default(),
         params: Vec::new(),
-        placement: None,
-        sharing: None,
-        schedule: None,
     };
     let task_index: HashMap<String, usize> = m
         .task_names()

@@ -151,18 +151,5 @@ pub fn verify(m: &Module, after: &str) -> Result<(), Diags> {
             bad(None, format!("two parameters share digest {}", p.digest));
         }
     }
-    if let Some(p) = &m.placement {
-        if let Err(e) = p.check() {
-            bad(None, format!("placement: {e}"));
-        }
-        for q in &p.matrices {
-            if !m.graph.contains_node(q.node.0) {
-                bad(
-                    None,
-                    format!("placement names a removed node {}", q.node_name),
-                );
-            }
-        }
-    }
     if diags.is_empty() { Ok(()) } else { Err(diags) }
 }

@@ -30,7 +30,7 @@ impl Pass for Merge {
     fn invalidates(&self) -> &'static [super::Artifact] {
         &[super::Artifact::Placement, super::Artifact::Schedule]
     }
-    fn run(&self, m: &mut Module, _: &Context) -> Result<(), Diags> {
+    fn run(&self, m: &mut Module, _: &mut super::Artifacts, _: &Context) -> Result<(), Diags> {
         merge(m);
         Ok(())
     }

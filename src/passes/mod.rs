@@ -30,8 +30,8 @@ impl Pass for Place {
     fn invalidates(&self) -> &'static [Artifact] {
         &[Artifact::Schedule]
     }
-    fn run(&self, m: &mut Module, _: &Context) -> Result<(), Diags> {
-        m.placement = Some(crate::backend::place::place(m)?);
+    fn run(&self, m: &mut Module, arts: &mut Artifacts, _: &Context) -> Result<(), Diags> {
+        arts.placement = Some(crate::backend::place::place(m)?);
         Ok(())
     }
 }
@@ -40,7 +40,55 @@ use crate::diag::{Code, Diagnostic, Diags};
 use crate::ir::{Module, verify};
 use std::time::Instant;
 
-/// A pass result kept beside the IR (in the module's side tables).
+/// The results of analyses and passes, kept beside the IR (the [`Module`]
+/// itself holds only the graph, its params and the spec).
+///
+/// Invariant: a result present here describes the module as it is now.
+/// [`run_pipeline`] clears what a pass declares it [invalidates]
+/// (Pass::invalidates) before running it, and [`verify_artifacts`] checks,
+/// after every pass, that no result names a node the module no longer has.
+#[derive(Debug, Clone, Default)]
+pub struct Artifacts {
+    /// Set by `share`: what the model generator chose and measured.
+    pub sharing: Option<share::Sharing>,
+    /// Set by `place` (or by `area`'s own placement check).
+    pub placement: Option<crate::backend::place::Placement>,
+    /// Set by `schedule`: request groups and buffer levels codegen follows.
+    pub schedule: Option<schedule::Schedule>,
+}
+
+/// Checks that every result in `arts` still fits `m`: a placement that
+/// does not check, or that names a removed node, is a bug in a pass.
+pub fn verify_artifacts(m: &Module, arts: &Artifacts, after: &str) -> Result<(), Diags> {
+    let Some(p) = &arts.placement else {
+        return Ok(());
+    };
+    let mut bad = Vec::new();
+    if let Err(e) = p.check() {
+        bad.push(format!("placement: {e}"));
+    }
+    for q in &p.matrices {
+        if !m.graph.contains_node(q.node.0) {
+            bad.push(format!("placement names a removed node {}", q.node_name));
+        }
+    }
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(Diags(
+        bad.into_iter()
+            .map(|msg| {
+                Diagnostic::error(
+                    Code::E103,
+                    format!("IR invariant broken after {after}: {msg}"),
+                )
+                .note("this is a bug in mgen, not a problem with your input")
+            })
+            .collect(),
+    ))
+}
+
+/// A pass result kept beside the IR (in [`Artifacts`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Artifact {
     /// The model generator's tree and measurements (`share`).
@@ -67,12 +115,12 @@ impl Artifact {
             Artifact::Schedule => "schedule",
         }
     }
-    /// Drops it from `m`: a pass changed what it describes.
-    fn clear(self, m: &mut Module) {
+    /// Drops it from `arts`: a pass changed what it describes.
+    fn clear(self, arts: &mut Artifacts) {
         match self {
-            Artifact::Sharing => m.sharing = None,
-            Artifact::Placement => m.placement = None,
-            Artifact::Schedule => m.schedule = None,
+            Artifact::Sharing => arts.sharing = None,
+            Artifact::Placement => arts.placement = None,
+            Artifact::Schedule => arts.schedule = None,
         }
     }
 }
@@ -101,7 +149,7 @@ pub trait Pass {
     fn invalidates(&self) -> &'static [Artifact] {
         &[]
     }
-    fn run(&self, m: &mut Module, cx: &Context) -> Result<(), Diags>;
+    fn run(&self, m: &mut Module, arts: &mut Artifacts, cx: &Context) -> Result<(), Diags>;
 }
 
 /// What passes may read besides the module: the weights and each task's
@@ -231,8 +279,9 @@ impl Pass for Verify {
     fn description(&self) -> &'static str {
         "check the IR's invariants (acyclic, shapes agree, operands defined, locations present, one output per task)"
     }
-    fn run(&self, m: &mut Module, _: &Context) -> Result<(), Diags> {
-        verify::verify(m, "verify")
+    fn run(&self, m: &mut Module, arts: &mut Artifacts, _: &Context) -> Result<(), Diags> {
+        verify::verify(m, "verify")?;
+        verify_artifacts(m, arts, "verify")
     }
 }
 
@@ -364,10 +413,12 @@ pub struct PassTiming {
     pub nodes_after: usize,
 }
 
-/// Runs `passes` in order, verifying after each; `dump` is called with the
-/// pass name and module after each pass.
+/// Runs `passes` in order on `m`, keeping their results in `arts`,
+/// verifying both after each; `dump` is called with the pass name and
+/// module after each pass.
 pub fn run_pipeline(
     m: &mut Module,
+    arts: &mut Artifacts,
     passes: &[Box<dyn Pass>],
     cx: &Context,
     mut dump: impl FnMut(&str, &Module),
@@ -377,11 +428,13 @@ pub fn run_pipeline(
         let before = m.graph.node_count();
         let t = Instant::now();
         for a in p.invalidates() {
-            a.clear(m);
+            a.clear(arts);
         }
-        p.run(m, cx)?;
+        p.run(m, arts, cx)?;
         let seconds = t.elapsed().as_secs_f64();
-        verify::verify(m, &format!("pass `{}`", p.name()))?;
+        let after = format!("pass `{}`", p.name());
+        verify::verify(m, &after)?;
+        verify_artifacts(m, arts, &after)?;
         timings.push(PassTiming {
             name: p.name(),
             seconds,

@@ -55,8 +55,12 @@ impl Pass for SchedulePass {
     fn provides(&self) -> &'static [super::Artifact] {
         &[super::Artifact::Schedule]
     }
-    fn run(&self, m: &mut Module, _: &Context) -> Result<(), Diags> {
-        m.schedule = Some(schedule(m)?);
+    fn run(&self, m: &mut Module, arts: &mut super::Artifacts, _: &Context) -> Result<(), Diags> {
+        let p = arts
+            .placement
+            .as_ref()
+            .ok_or_else(|| bug("the pipeline ran `schedule` without a placement"))?;
+        arts.schedule = Some(schedule(m, p)?);
         Ok(())
     }
 }
@@ -159,12 +163,8 @@ pub fn phases_of(
     phase
 }
 
-/// Computes the schedule of a placed module.
-pub fn schedule(m: &Module) -> Result<Schedule, Diags> {
-    let p = m
-        .placement
-        .as_ref()
-        .ok_or_else(|| bug("the module has no placement"))?;
+/// Computes the schedule of a module placed as `p`.
+pub fn schedule(m: &Module, p: &crate::backend::place::Placement) -> Result<Schedule, Diags> {
     let hw = &m.spec.hardware;
     let order = m
         .canonical_order()

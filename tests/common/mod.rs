@@ -59,7 +59,7 @@ pub fn rewrite_with_digest(dir: &std::path::Path, edit: impl Fn(String) -> Strin
     std::fs::write(dir.join("manifest.json"), man.to_string()).unwrap();
 }
 
-/// The module after `pipeline`, the store the passes used (leaked, so the
+/// The module after `pipeline`, the passes' results, the store the passes used (leaked, so the
 /// context may borrow it for the test's lifetime; it holds what the passes
 /// registered, e.g. refitted heads) and the context.
 pub fn compiled(
@@ -67,6 +67,7 @@ pub fn compiled(
     pipeline: &str,
 ) -> (
     mgen::ir::Module,
+    mgen::passes::Artifacts,
     &'static mgen::weights::Store,
     mgen::passes::Context<'static>,
 ) {
@@ -78,9 +79,10 @@ pub fn compiled(
     let pl = mgen::passes::resolve(pipeline).unwrap();
     let cx =
         mgen::passes::Context::load(&m, store, &mut sources, mgen::progress::Mode::Off).unwrap();
-    mgen::passes::run_pipeline(&mut m, &pl, &cx, |_, _| {})
+    let mut arts = mgen::passes::Artifacts::default();
+    mgen::passes::run_pipeline(&mut m, &mut arts, &pl, &cx, |_, _| {})
         .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
-    (m, store, cx)
+    (m, arts, store, cx)
 }
 
 /// Each task's outputs on its calibration inputs, by the reference executor.

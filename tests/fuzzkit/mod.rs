@@ -250,6 +250,7 @@ pub fn source_door(bytes: &[u8], mir: bool) -> Outcome {
         let mut m = mgen::driver::module(f, &sources)?;
         mgen::passes::run_pipeline(
             &mut m,
+            &mut Default::default(),
             &mgen::passes::resolve("exact")?,
             &mgen::passes::Context::default(),
             |_, _| {},
