@@ -136,3 +136,23 @@ fn compile_reads_content_digests_and_shares_identical_tensors() {
     );
     assert!(!out.contains("param(sentence,"), "{out}");
 }
+
+/// Calibration runs requests in parallel; the program must not depend on
+/// which finished first. (Before request-ordered merging, every run of this
+/// compile gave different input scales for the FFN2 matrices.)
+#[test]
+fn calibration_is_the_same_on_every_run() {
+    ensure_weights();
+    let asm = || {
+        let (code, out, err) = mgen(&["compile", "examples/minilm.mgen", "--emit", "asm"]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let first = asm();
+    for _ in 0..2 {
+        assert!(
+            asm() == first,
+            "two compiles of one file gave different programs"
+        );
+    }
+}

@@ -29,7 +29,6 @@ use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Mutex;
 
 /// The workload's tasks as the simulator sees them.
 pub fn task_infos(m: &Module) -> Vec<TaskInfo> {
@@ -95,14 +94,16 @@ pub fn calibrate(m: &Module, store: &Store, batch: &Batch) -> Result<Calibration
     type Seen = (Vec<(f32, u32)>, Vec<f32>, Vec<f32>);
     const ROWS: usize = 128;
     let rows_per_request = ROWS.div_ceil(sampled.max(1));
-    let seen: Mutex<HashMap<NodeId, Seen>> = Mutex::new(HashMap::new());
-    let rows: Vec<Vec<Vec<f32>>> = batch
+    // Each request's observations are kept apart and merged in request
+    // order afterwards, so the samples (and the calibration) do not depend
+    // on which thread finished first.
+    let results: Vec<(Vec<Vec<f32>>, HashMap<NodeId, Seen>)> = batch
         .requests
         .par_iter()
         .enumerate()
         .map(|(i, r)| {
             if i >= sampled {
-                return plan.run_one(&r.ids, &r.mask());
+                return (plan.run_one(&r.ids, &r.mask()), HashMap::new());
             }
             let mut local: HashMap<NodeId, Seen> = HashMap::new();
             // Padded positions are not real activations: sample real tokens only.
@@ -129,24 +130,26 @@ pub fn calibrate(m: &Module, store: &Store, batch: &Batch) -> Result<Calibration
                     }
                 }
             });
-            if let Ok(mut g) = seen.lock() {
-                for (k, (s, mx, keep)) in local {
-                    let e = g
-                        .entry(k)
-                        .or_insert_with(|| (Vec::new(), vec![0.0; mx.len()], Vec::new()));
-                    e.0.extend(s);
-                    e.2.extend(keep);
-                    for (a, b) in e.1.iter_mut().zip(mx) {
-                        *a = a.max(b);
-                    }
-                }
-            }
-            out
+            (out, local)
         })
         .collect();
+    let mut seen: HashMap<NodeId, Seen> = HashMap::new();
+    let mut rows = Vec::with_capacity(results.len());
+    for (out, local) in results {
+        rows.push(out);
+        for (k, (s, mx, keep)) in local {
+            let e = seen
+                .entry(k)
+                .or_insert_with(|| (Vec::new(), vec![0.0; mx.len()], Vec::new()));
+            e.0.extend(s);
+            e.2.extend(keep);
+            for (a, b) in e.1.iter_mut().zip(mx) {
+                *a = a.max(b);
+            }
+        }
+    }
     let outputs = plan.assemble(&rows).into_iter().map(|o| o.values).collect();
     let bits = m.spec.hardware.input_bits;
-    let seen = seen.into_inner().unwrap_or_default();
     // Per weight param, its linear nodes with what they saw (one smoothing
     // for all of them: they may share crossbars).
     let mut by_param: BTreeMap<ParamId, Vec<(NodeId, &Seen)>> = BTreeMap::new();
