@@ -17,7 +17,7 @@ pub mod export;
 pub mod finetune;
 pub mod forward;
 pub use mgen_hw as hw;
-pub mod ir;
+pub use mgen_ir as ir;
 pub mod passes;
 pub use mgen_util::progress;
 pub mod reference;

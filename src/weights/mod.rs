@@ -1102,3 +1102,9 @@ pub fn synthetic(seed: u64, name: &str, shape: &[u64]) -> ArrayD<f32> {
     };
     fill(shape, || (mean + std * rng.normal()) as f32)
 }
+
+impl crate::ir::lower::TensorIndex for Store {
+    fn lookup(&self, task: usize, name: &str) -> Option<&(String, String)> {
+        Store::lookup(self, task, name)
+    }
+}

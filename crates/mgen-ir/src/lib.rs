@@ -17,6 +17,15 @@
 //!
 //! Static-weight matrix multiplies ([`Op::Linear`], → crossbars) and
 //! dynamic ones ([`Op::Qk`], [`Op::Av`], → digital units) are distinct ops.
+//!
+//! The module holds no pass results: placement, sharing and schedule live
+//! beside it in the pass manager's artifact store. Lowering reaches the
+//! weights only through [`lower::TensorIndex`] (digests and sources by
+//! task and tensor name), so this crate depends on the front end and the
+//! hardware model only.
+
+pub(crate) use mgen_front::{spec, syntax};
+pub(crate) use mgen_util::diag;
 
 pub mod lower;
 pub mod print;

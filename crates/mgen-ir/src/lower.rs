@@ -7,7 +7,7 @@
 //! is left to the passes. Every node gets the source location of the
 //! declaration it came from, and every weight a content digest.
 //!
-//! Digests come from the [`Store`]: for synthetic weights they are computed
+//! Digests come from a [`TensorIndex`] (the weight store): for synthetic weights they are computed
 //! from how the weights are generated (seed, drift, tensor name, shape), so
 //! identical declarations give identical digests without materialising a
 //! byte; for checkpoints they are hashes of the tensors' contents.
@@ -16,13 +16,19 @@ use super::*;
 use crate::diag::Diagnostic;
 use crate::diag::{Diags, Sources};
 use crate::spec::Head;
-use crate::weights::Store;
 use std::collections::HashMap;
+
+/// Where lowering finds a task's tensors: the weight store, seen from the IR.
+pub trait TensorIndex {
+    /// The `(digest, source)` of tensor `name` of spec task `task` (the
+    /// model or task whose weights hold it), if the task has it.
+    fn lookup(&self, task: usize, name: &str) -> Option<&(String, String)>;
+}
 
 struct Lowerer<'a> {
     m: Module,
     sources: &'a Sources,
-    store: &'a Store,
+    store: &'a dyn TensorIndex,
     interned: HashMap<String, ParamId>,
     missing: Vec<String>,
 }
@@ -95,7 +101,7 @@ impl Lowerer<'_> {
 
 /// Lowers every task of the workload. Infallible for a checked spec; the
 /// `Result` carries verifier diagnostics should an invariant break.
-pub fn lower(spec: Spec, sources: &Sources, store: &Store) -> Result<Module, Diags> {
+pub fn lower(spec: Spec, sources: &Sources, store: &dyn TensorIndex) -> Result<Module, Diags> {
     let mut lw = Lowerer {
         m: Module {
             spec,

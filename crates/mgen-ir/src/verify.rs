@@ -1,4 +1,4 @@
-//! The verifier: checks the invariants listed in [`crate::ir`]. It runs
+//! The verifier: checks the invariants listed in [the crate docs](crate). It runs
 //! after lowering, after reading a `.mir`, and after every pass.
 
 use super::*;
