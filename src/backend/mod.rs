@@ -3,9 +3,9 @@
 //! directories ([`program`]; reading them: [`progdir`], [`manifest`]).
 
 pub mod codegen;
-pub mod isa;
+pub use mgen_isa::isa;
 pub mod manifest;
 pub mod place;
 pub mod progdir;
 pub mod program;
-pub mod quant;
+pub use mgen_isa::quant;

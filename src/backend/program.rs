@@ -97,7 +97,8 @@ pub fn calibrate(m: &Module, store: &Store, batch: &Batch) -> Result<Calibration
     // Each request's observations are kept apart and merged in request
     // order afterwards, so the samples (and the calibration) do not depend
     // on which thread finished first.
-    let results: Vec<(Vec<Vec<f32>>, HashMap<NodeId, Seen>)> = batch
+    type Observed = (Vec<Vec<f32>>, HashMap<NodeId, Seen>);
+    let results: Vec<Observed> = batch
         .requests
         .par_iter()
         .enumerate()

@@ -228,7 +228,7 @@ pub fn apply(
         let tiles = p.tile_use.iter().filter(|&&u| u > 0).count();
         Ok((
             p.crossbars_used,
-            tiles as f64 * crate::sim::cost::TILE_AREA_MM2,
+            tiles as f64 * crate::hw::energy::TILE_AREA_MM2,
         ))
     };
     let (crossbars_without, area_without_mm2) = placed(&before)?;

@@ -31,8 +31,8 @@
 
 use super::{Context, Pass};
 use crate::diag::{Diagnostic, Diags};
+use crate::hw::energy::spill_pj;
 use crate::ir::{Module, NodeId, Op};
-use crate::sim::cost::spill_pj;
 use serde::Serialize;
 use std::collections::HashMap;
 

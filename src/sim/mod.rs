@@ -7,45 +7,21 @@
 //! before they are read, `FOR_REQUESTS`/`END` nest. A bad program is an
 //! error naming the instruction (E304), never a panic.
 
-pub mod cost;
+pub use mgen_isa::cost;
 pub mod exec;
 pub mod shapes;
 
 use crate::backend::isa::{Inst, Program};
-use crate::backend::quant::QMatrix;
-use crate::data::Request;
 use crate::diag::{Code, Diagnostic, Diags};
 use crate::hw::Hardware;
 use cost::{COMPONENTS, cost};
 use ndarray::{Array2, ArrayD};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
-/// A task's output description.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskInfo {
-    pub name: String,
-    /// `classify`, `regress` or `embed`.
-    pub kind: String,
-    pub width: u64,
-}
-
-/// Everything a simulation needs.
-pub struct Package {
-    pub prog: Program,
-    pub hw: Hardware,
-    pub tasks: Vec<TaskInfo>,
-    pub requests: Vec<Request>,
-    pub seq: usize,
-    /// Per image: the quantised matrix.
-    pub images: Vec<QMatrix>,
-    pub consts: Vec<Arc<ArrayD<f32>>>,
-    /// Float-reference outputs per task (for accuracy), if known.
-    pub reference: Option<Vec<Array2<f32>>>,
-}
+pub use mgen_isa::package::{Package, TaskInfo};
 
 fn bad(i: usize, l: &Inst, msg: String) -> Diags {
     Diagnostic::error(

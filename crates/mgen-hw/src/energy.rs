@@ -166,6 +166,25 @@ pub fn names(kind: Kind) -> Vec<&'static str> {
         .collect()
 }
 
+/// Chip area of ISAAC (85.4 mm², ISCA 2016) over its 168 tiles.
+pub const TILE_AREA_MM2: f64 = 85.4 / 168.0;
+
+/// Accesses of a tile buffer (256 bits wide) to move `bits`.
+pub fn buffer_accesses(bits: f64) -> f64 {
+    (bits / 256.0).ceil()
+}
+
+/// Energy (pJ) of one SPILL or FILL of a buffer of `elems` f32 values:
+/// off-chip, a chip link transfer per 128 bits; in the tiles' eDRAM, one
+/// buffer access per 256 bits.
+pub fn spill_pj(hw: &crate::Hardware, elems: f64, edram: bool) -> f64 {
+    if edram {
+        buffer_accesses(elems * 32.0) * hw.figure("tile_buffer")
+    } else {
+        (elems * 32.0 / 128.0).ceil() * hw.figure("chip_link")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

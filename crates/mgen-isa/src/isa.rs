@@ -737,7 +737,7 @@ fn parse_line(line: &str, comment: Option<&str>, p: &mut Program) -> Result<(), 
                 "BARRIER",
                 "HALT",
             ];
-            return Err(match crate::spec::check::suggest(other, &known) {
+            return Err(match mgen_front::spec::check::suggest(other, &known) {
                 Some(s) => format!("unknown opcode `{other}`; did you mean `{s}`?"),
                 None => format!("unknown opcode `{other}`"),
             });

@@ -5,14 +5,16 @@
 //! same function, so they report the same energy by construction. See
 //! `docs/isa.md` for the per-instruction formulas.
 
-use crate::backend::isa::{DmmKind, Inst, Program, VecOp};
-use crate::backend::place::blocks;
+use crate::isa::{DmmKind, Inst, Program, VecOp};
+fn blocks(hw: &Hardware, out_dim: u64, in_dim: u64, bits: u32) -> (u64, u64, u64, u64) {
+    hw.blocks(out_dim, in_dim, bits)
+}
 use crate::hw::Hardware;
 
 /// Element operations a tile's digital unit completes per digital cycle.
 pub const DIGITAL_LANES: f64 = 64.0;
-/// Chip area of ISAAC (85.4 mm², ISCA 2016) over its 168 tiles.
-pub const TILE_AREA_MM2: f64 = 85.4 / 168.0;
+use crate::hw::energy::buffer_accesses as accesses;
+pub use crate::hw::energy::{TILE_AREA_MM2, spill_pj};
 
 /// Energy components, in report order.
 pub const COMPONENTS: &[&str] = &[
@@ -63,21 +65,6 @@ pub fn adc_energy(hw: &Hardware) -> f64 {
 
 fn elems(s: &[u64]) -> f64 {
     s.iter().product::<u64>() as f64
-}
-
-fn accesses(bits: f64) -> f64 {
-    (bits / 256.0).ceil()
-}
-
-/// Energy (pJ) of one SPILL or FILL of a buffer of `elems` f32 values:
-/// off-chip, a chip link transfer per 128 bits; in the tiles' eDRAM, one
-/// buffer access per 256 bits.
-pub fn spill_pj(hw: &Hardware, elems: f64, edram: bool) -> f64 {
-    if edram {
-        accesses(elems * 32.0) * hw.figure("tile_buffer")
-    } else {
-        (elems * 32.0 / 128.0).ceil() * hw.figure("chip_link")
-    }
 }
 
 /// What `inst` costs once (per request inside `FOR_REQUESTS`).

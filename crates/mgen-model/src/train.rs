@@ -2,7 +2,7 @@
 //! layers and head learn to reproduce its own unshared model's outputs
 //! (distillation) over a frozen shared trunk.
 //!
-//! The model generator ([`crate::passes::share`]) cuts a task at depth `d`:
+//! The model generator (`mgen::passes::share`) cuts a task at depth `d`:
 //! blocks `0..d` use a source's weights and are frozen, blocks `d..` and the
 //! head (pooler, classifier) are the task's own and are trained here. The
 //! trunk's activation after block `d − 1` is computed once per training

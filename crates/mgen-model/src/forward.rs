@@ -1,6 +1,6 @@
 //! Block-by-block evaluation of one task model, outside the IR.
 //!
-//! The model generator ([`crate::passes::share`]) evaluates thousands of
+//! The model generator (`mgen::passes::share`) evaluates thousands of
 //! candidate models that differ only in which weights some blocks use, and
 //! the weight store centres synthesised heads on probe inputs. Both need a
 //! BERT forward pass that can start from a cached activation at any block
