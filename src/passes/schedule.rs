@@ -431,6 +431,12 @@ pub fn text(s: &Schedule) -> String {
                 String::new()
             }
         );
+    } else if s.overflow_bytes > 0 {
+        let _ = writeln!(
+            o,
+            "overflow: {} B live at the peak do not fit the eDRAM (nothing could be kept off chip)",
+            s.overflow_bytes
+        );
     }
     let _ = writeln!(
         o,
