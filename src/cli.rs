@@ -172,8 +172,8 @@ enum Cmd {
         report: Option<PathBuf>,
         /// Compare once per regeneration level, every task set to it
         /// (e.g. `none,head,branch`), against one baseline.
-        #[arg(long, value_delimiter = ',', value_parser = ["none", "head", "branch"])]
-        regenerate: Vec<String>,
+        #[arg(long, value_enum, value_delimiter = ',')]
+        regenerate: Vec<crate::compare::Level>,
     },
     /// Fine-tune one task on its labelled `train` inputs (every encoder
     /// layer and the head; embeddings frozen) and write its checkpoint.
@@ -718,10 +718,8 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                 let t = crate::compare::text(&v);
                 (v, t, "compare.json and SVG charts")
             } else {
-                let levels: Vec<Option<crate::compare::Level>> = regenerate
-                    .iter()
-                    .map(|s| crate::compare::Level::parse(s))
-                    .collect();
+                let levels: Vec<Option<crate::compare::Level>> =
+                    regenerate.iter().copied().map(Some).collect();
                 let all = crate::compare::compare_levels(
                     &file,
                     sources,
@@ -880,30 +878,70 @@ pub use mgen_util::fs::write_atomic;
 mod tests {
     use clap::CommandFactory;
 
-    /// `--help` explains every flag and argument of every subcommand.
+    /// Arguments of `cmd` and every subcommand below it (at any depth) with
+    /// no help line, or with a possible value that has none.
+    fn missing_help(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            if a.get_help().is_none() {
+                missing.push(format!("{path} {id}"));
+            }
+            // (A switch's possible values are `true` and `false`.)
+            let takes_value = matches!(
+                a.get_action(),
+                clap::ArgAction::Set | clap::ArgAction::Append
+            );
+            for v in a.get_possible_values() {
+                if takes_value && v.get_help().is_none() {
+                    missing.push(format!("{path} {id}={}", v.get_name()));
+                }
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() {
+                missing.push(format!("{path} (no about)"));
+            }
+            missing_help(sub, &path, missing);
+        }
+    }
+
+    /// `--help` explains every subcommand, every flag and argument of each,
+    /// and every value an enumerated flag takes.
     #[test]
     fn every_argument_has_a_help_line() {
         let cmd = super::Cli::command();
         let mut missing = Vec::new();
-        for sub in cmd.get_subcommands() {
-            assert!(
-                sub.get_about().is_some(),
-                "`{}` has no about",
-                sub.get_name()
-            );
-            for a in sub.get_arguments() {
-                let id = a.get_id().as_str();
-                if id != "help" && id != "version" && a.get_help().is_none() {
-                    missing.push(format!("{} {id}", sub.get_name()));
-                }
-            }
-        }
-        for a in cmd.get_arguments() {
-            let id = a.get_id().as_str();
-            if id != "help" && id != "version" && a.get_help().is_none() {
-                missing.push(format!("mgen {id}"));
-            }
-        }
+        missing_help(&cmd, "mgen", &mut missing);
         assert!(missing.is_empty(), "no help line: {missing:?}");
+        let subs: Vec<&str> = cmd.get_subcommands().map(|s| s.get_name()).collect();
+        assert_eq!(
+            subs,
+            [
+                "check", "compile", "sim", "run", "compare", "finetune", "passes"
+            ],
+            "a new subcommand: list it here"
+        );
+    }
+
+    /// Every flag that takes one of a fixed set of values lists them.
+    #[test]
+    fn enumerated_flags_list_their_values() {
+        let cmd = super::Cli::command();
+        let has_values = |sub: &str, id: &str| {
+            let c = if sub.is_empty() {
+                &cmd
+            } else {
+                cmd.find_subcommand(sub).unwrap()
+            };
+            let a = c.get_arguments().find(|a| a.get_id() == id).unwrap();
+            !a.get_possible_values().is_empty()
+        };
+        assert!(has_values("", "progress"));
+        assert!(has_values("compile", "emit"));
+        assert!(has_values("compare", "regenerate"));
     }
 }

@@ -64,10 +64,14 @@ fn side(t: &Totals) -> Value {
 }
 
 /// A regeneration level every task is set to by `--regenerate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Level {
+    /// Selection only: shared blocks are used as they are.
     None,
+    /// Each task head refitted on the shared trunk (embedding tasks: none).
     Head,
+    /// Each task's unshared layers and head retrained over the frozen
+    /// shared trunk (a task's own `branch(...)` settings, else the defaults).
     Branch,
 }
 
@@ -77,16 +81,6 @@ impl Level {
             Level::None => "none",
             Level::Head => "head",
             Level::Branch => "branch",
-        }
-    }
-
-    /// Parses `none`, `head` or `branch`.
-    pub fn parse(s: &str) -> Option<Level> {
-        match s {
-            "none" => Some(Level::None),
-            "head" => Some(Level::Head),
-            "branch" => Some(Level::Branch),
-            _ => None,
         }
     }
 
