@@ -647,27 +647,19 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             if let Some(dir) = &dump_outputs {
                 crate::run::dump_outputs(dir, &outputs)?;
             }
-            let summary = crate::run::summarize(&m, &outputs);
+            let summary = crate::run::Summary {
+                file: file.display().to_string(),
+                mode: "reference",
+                notes: store.notes.clone(),
+                requests: batch.requests.len(),
+                seconds,
+                seq: batch.seq,
+                tasks: crate::run::summarize(&m, &outputs),
+            };
             if json {
-                let v = serde_json::json!({
-                    "mode": "reference",
-                    "file": file.display().to_string(),
-                    "requests": batch.requests.len(),
-                    "seq": batch.seq,
-                    "seconds": seconds,
-                    "notes": store.notes,
-                    "tasks": summary,
-                });
-                let _ = writeln!(io.out, "{v}");
+                let _ = writeln!(io.out, "{}", to_json(&summary));
             } else {
-                let _ = write!(
-                    io.out,
-                    "{}",
-                    crate::run::summary_text(&summary, batch.requests.len(), batch.seq)
-                );
-                for n in &store.notes {
-                    let _ = writeln!(io.out, "note: {n}");
-                }
+                let _ = write!(io.out, "{}", summary.text());
                 if let Some(dir) = &dump_outputs {
                     let _ = writeln!(
                         io.out,
@@ -709,14 +701,12 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
             report,
             regenerate,
         } => {
-            let (v, text, written) = if regenerate.is_empty() {
-                let (v, sharing) =
-                    crate::compare::compare(&file, sources, counts_only, io.progress)?;
+            let (json_line, text, written) = if regenerate.is_empty() {
+                let c = crate::compare::compare(&file, sources, counts_only, io.progress)?;
                 if let Some(dir) = &report {
-                    crate::compare::write_report(dir, &v, sharing.as_ref())?;
+                    c.write_report(dir)?;
                 }
-                let t = crate::compare::text(&v);
-                (v, t, "compare.json and SVG charts")
+                (to_json(&c), c.text(), "compare.json and SVG charts")
             } else {
                 let levels: Vec<Option<crate::compare::Level>> =
                     regenerate.iter().copied().map(Some).collect();
@@ -727,19 +717,18 @@ fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> 
                     io.progress,
                     &levels,
                 )?;
-                let v = crate::compare::levels_json(&file, &all);
+                let l = crate::compare::Levels::new(&file, all);
                 if let Some(dir) = &report {
-                    crate::compare::write_levels_report(dir, &v, &all)?;
+                    l.write_report(dir)?;
                 }
-                let t = crate::compare::levels_text(&v);
                 (
-                    v,
-                    t,
+                    to_json(&l),
+                    l.text(),
                     "compare.json, regeneration.svg and one directory per level",
                 )
             };
             if json {
-                let _ = writeln!(io.out, "{v}");
+                let _ = writeln!(io.out, "{json_line}");
             } else {
                 let _ = write!(io.out, "{text}");
                 if let Some(d) = &report {
@@ -793,21 +782,20 @@ fn simulate_and_report(
     report: Option<&Path>,
     notes: &[String],
 ) -> Result<i32, Diags> {
+    use crate::sim::Mode;
     // Counting and running refuse the same programs, checked before either.
     crate::sim::validate_package(pkg)?;
     let totals = crate::sim::count(&pkg.prog, &pkg.hw, pkg.requests.len());
     let mut metrics = Vec::new();
     let mode = if counts_only {
-        "counts"
+        Mode::Counts
     } else if ideal_adc {
-        "functional, ideal ADC"
+        Mode::IdealAdc
     } else {
-        "functional"
+        Mode::Functional
     };
     if !counts_only {
-        let t = Instant::now();
         let outs = crate::sim::simulate(pkg, ideal_adc, io.progress)?;
-        let seconds = t.elapsed().as_secs_f64();
         if let Some(r) = &pkg.reference {
             metrics = crate::sim::metrics(&pkg.tasks, &outs, r);
         }
@@ -823,28 +811,15 @@ fn simulate_and_report(
                 .collect();
             crate::run::dump_outputs(dir, &named)?;
         }
-        let _ = seconds;
     }
-    let v = crate::sim::report_json(
-        &totals,
-        &metrics,
-        mode,
-        serde_json::json!({ "notes": notes }),
-    );
+    let r = crate::sim::Report::new(&totals, metrics, mode, notes);
     if let Some(dir) = report {
-        crate::report::write(dir, &v, pkg)?;
+        crate::report::write(dir, &r, pkg)?;
     }
     if json {
-        let _ = writeln!(io.out, "{v}");
+        let _ = writeln!(io.out, "{}", to_json(&r));
     } else {
-        let _ = write!(
-            io.out,
-            "{}",
-            crate::sim::report_text(&totals, &metrics, mode)
-        );
-        for n in notes {
-            let _ = writeln!(io.out, "note: {n}");
-        }
+        let _ = write!(io.out, "{}", r.text());
         if let Some(d) = report {
             let _ = writeln!(
                 io.out,
@@ -854,6 +829,11 @@ fn simulate_and_report(
         }
     }
     Ok(0)
+}
+
+/// A report as one line of JSON.
+fn to_json<T: serde::Serialize>(x: &T) -> String {
+    serde_json::to_string(x).unwrap_or_default()
 }
 
 /// `DIR/NAME` as shown to a user (one separator, whatever `DIR` ends with).
