@@ -23,7 +23,8 @@ use crate::passes::{self, share};
 use crate::sim::{self, Totals};
 use crate::spec::Head;
 use crate::weights::Store;
-use serde_json::{Value, json};
+use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Compiles `lowered` with `pipeline` (and sharing depth caps).
@@ -47,27 +48,15 @@ fn compiled(
 /// At most this many recompilations when simulated outputs break budgets.
 pub const CHIP_ROUNDS: usize = 6;
 
-fn side(t: &Totals) -> Value {
-    json!({
-        "energy_pj": t.energy_pj,
-        "energy_per_request_pj": t.energy_pj / t.requests.max(1) as f64,
-        "breakdown": t.breakdown,
-        "latency_ns": t.latency_ns,
-        "crossbars": t.crossbars,
-        "area_mm2": t.area_mm2,
-        "tiles_in_use": t.tiles_in_use,
-        "phases": t.phases,
-        "cell_writes": t.cell_writes,
-        "writes_per_cell_per_run": t.writes_per_cell_per_run,
-        "lifetime_inferences": t.lifetime_inferences,
-    })
-}
-
 /// A regeneration level every task is set to by `--regenerate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Level {
+    /// Selection only: shared blocks are used as they are.
     None,
+    /// Each task head refitted on the shared trunk (embedding tasks: none).
     Head,
+    /// Each task's unshared layers and head retrained over the frozen
+    /// shared trunk (a task's own `branch(...)` settings, else the defaults).
     Branch,
 }
 
@@ -77,16 +66,6 @@ impl Level {
             Level::None => "none",
             Level::Head => "head",
             Level::Branch => "branch",
-        }
-    }
-
-    /// Parses `none`, `head` or `branch`.
-    pub fn parse(s: &str) -> Option<Level> {
-        match s {
-            "none" => Some(Level::None),
-            "head" => Some(Level::Head),
-            "branch" => Some(Level::Branch),
-            _ => None,
         }
     }
 
@@ -108,19 +87,174 @@ impl Level {
     }
 }
 
+// The reports below are written as JSON, text and SVG from the same value.
+// Their fields are declared in sorted order: the JSON has always had sorted
+// keys (it was built as `serde_json::Value`s), and serde writes a struct's
+// fields in declaration order.
+
+/// One side of a comparison (the baseline or mgen): the run's counted
+/// figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Side {
+    pub area_mm2: f64,
+    pub breakdown: BTreeMap<String, f64>,
+    pub cell_writes: f64,
+    pub crossbars: u64,
+    pub energy_per_request_pj: f64,
+    pub energy_pj: f64,
+    pub latency_ns: f64,
+    pub lifetime_inferences: Option<f64>,
+    pub phases: u32,
+    pub tiles_in_use: u64,
+    pub writes_per_cell_per_run: u64,
+}
+
+impl From<&Totals> for Side {
+    fn from(t: &Totals) -> Side {
+        Side {
+            area_mm2: t.area_mm2,
+            breakdown: t.breakdown.clone(),
+            cell_writes: t.cell_writes,
+            crossbars: t.crossbars,
+            energy_per_request_pj: t.energy_per_request_pj(),
+            energy_pj: t.energy_pj,
+            latency_ns: t.latency_ns,
+            lifetime_inferences: t.lifetime_inferences,
+            phases: t.phases,
+            tiles_in_use: t.tiles_in_use,
+            writes_per_cell_per_run: t.writes_per_cell_per_run,
+        }
+    }
+}
+
+/// One budget of a task. Without simulation (`--counts-only`) it is the
+/// generator's float measurement, and the four optional fields are absent;
+/// with simulation they are all present.
+#[derive(Debug, Clone, Serialize)]
+pub struct Budget {
+    /// The baseline's simulated outputs against the task's own float model:
+    /// what quantisation alone costs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_simulated: Option<f64>,
+    pub bound: f64,
+    /// The budget as written.
+    pub budget: String,
+    /// Whether the generated model holds the budget in float.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub float_holds: Option<bool>,
+    /// Whether the budget holds: on the chip when simulated (`on_chip`),
+    /// else in float.
+    pub holds: bool,
+    pub metric: &'static str,
+    /// The generated model in float against the task's own float model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mgen_float: Option<f64>,
+    /// mgen's simulated outputs against the task's own model simulated on
+    /// the same chip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_chip: Option<f64>,
+    /// What `value` measures.
+    pub source: &'static str,
+    /// mgen's simulated outputs (or, without simulation, the generator's
+    /// float outputs) against the task's own float model.
+    pub value: f64,
+}
+
+/// One task of a comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRow {
+    /// Blocks of the task's model (embeddings, encoder layers, head).
+    pub blocks: usize,
+    /// The first budget as written (`None` without budgets).
+    pub budget: Option<String>,
+    pub budgets: Vec<Budget>,
+    /// `classify`, `regress` or `embed`.
+    pub head: &'static str,
+    /// Every budget holds.
+    pub holds: bool,
+    /// The first budget's `value`.
+    pub metric: Option<f64>,
+    pub name: String,
+    pub shared_blocks: usize,
+    /// Encoder layers computed with other tasks.
+    pub shared_layers: usize,
+    /// Where the task's shared layers come from (the generator's `source`).
+    pub source: String,
+}
+
+/// One round of verification on the chip.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChipRound {
+    /// Every task's sharing depth in the round.
+    pub depths: Vec<usize>,
+    /// The tasks whose simulated outputs broke a budget.
+    pub failing: Vec<String>,
+}
+
+/// The schedule mgen chose, and the candidates it weighed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduleChoice {
+    #[serde(serialize_with = "sorted_keys")]
+    pub candidates: Vec<passes::schedule::Candidate>,
+    #[serde(serialize_with = "sorted_keys")]
+    pub chosen: passes::schedule::Candidate,
+    pub edram: bool,
+    pub group: usize,
+}
+
+/// Serialises `x` with every object's keys in sorted order, as the
+/// comparison's JSON has always had them (a type defined elsewhere keeps its
+/// own field order).
+fn sorted_keys<T: Serialize, S: serde::Serializer>(x: &T, s: S) -> Result<S::Ok, S::Error> {
+    serde_json::to_value(x)
+        .map_err(serde::ser::Error::custom)?
+        .serialize(s)
+}
+
+/// `mgen compare`: the baseline against mgen, written as `--json`, text and
+/// `--report` from this one value.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub baseline: Side,
+    /// Baseline cell writes over mgen's.
+    pub cell_write_ratio: f64,
+    pub chip_rounds: Vec<ChipRound>,
+    /// Baseline energy over mgen's, over the run.
+    pub energy_ratio: f64,
+    /// The generator's unshared energy over its shared energy, per request,
+    /// without programming.
+    pub energy_ratio_per_request_no_programming: f64,
+    pub file: String,
+    pub mgen: Side,
+    pub mode: sim::Mode,
+    pub notes: Vec<String>,
+    /// The `--regenerate` level, or `as written`.
+    pub regenerate: &'static str,
+    pub requests: usize,
+    pub schedule: Option<ScheduleChoice>,
+    pub seconds: f64,
+    pub seq: usize,
+    /// The generator's own time.
+    pub share_seconds: f64,
+    pub tasks: Vec<TaskRow>,
+    /// mgen's sharing analysis and tree (the report's `sharing_tree.svg`).
+    #[serde(skip)]
+    pub sharing: share::Sharing,
+}
+
 /// The baseline's side, computed once.
 struct Baseline {
     pb: crate::sim::Package,
     ob: Option<Vec<ndarray::Array2<f32>>>,
 }
 
-/// Runs the comparison; returns the JSON report.
+/// Runs the comparison.
 pub fn compare(
     file: &Path,
     sources: &mut Sources,
     counts_only: bool,
     progress: crate::progress::Mode,
-) -> Result<(Value, Option<share::Sharing>), Diags> {
+) -> Result<Comparison, Diags> {
     let mut all = compare_levels(file, sources, counts_only, progress, &[None])?;
     Ok(all.remove(0))
 }
@@ -133,7 +267,7 @@ pub fn compare_levels(
     counts_only: bool,
     progress: crate::progress::Mode,
     levels: &[Option<Level>],
-) -> Result<Vec<(Value, Option<share::Sharing>)>, Diags> {
+) -> Result<Vec<Comparison>, Diags> {
     let f = crate::driver::front(sources, file)?;
     let (lowered, store) = crate::driver::module_and_store(f, sources)?;
     let batch = crate::data::load(&lowered.spec, sources)?;
@@ -151,7 +285,7 @@ pub fn compare_levels(
         if let Some(l) = level {
             l.apply(&mut m.spec);
         }
-        let (mut v, s) = compare_one(
+        let mut c = compare_one(
             file,
             &m,
             &store,
@@ -161,8 +295,8 @@ pub fn compare_levels(
             counts_only,
             progress,
         )?;
-        v["regenerate"] = json!(level.map(|l| l.name()).unwrap_or("as written"));
-        out.push((v, s));
+        c.regenerate = level.map(|l| l.name()).unwrap_or("as written");
+        out.push(c);
     }
     Ok(out)
 }
@@ -177,7 +311,7 @@ fn compare_one(
     sources: &mut Sources,
     counts_only: bool,
     progress: crate::progress::Mode,
-) -> Result<(Value, Option<share::Sharing>), Diags> {
+) -> Result<Comparison, Diags> {
     let t0 = std::time::Instant::now();
     let (pb, ob) = (&baseline.pb, &baseline.ob);
     let labels: Vec<Option<Label>> = batch.requests.iter().map(|q| q.label).collect();
@@ -207,10 +341,10 @@ fn compare_one(
             .map(|t| sharing.map(|s| s.tasks[t].depth).unwrap_or(0))
             .collect();
         let names: Vec<String> = ours.task_names().iter().map(|s| s.to_string()).collect();
-        rounds.push(json!({
-            "depths": depths,
-            "failing": failing.iter().map(|&t| names[t].clone()).collect::<Vec<_>>(),
-        }));
+        rounds.push(ChipRound {
+            depths: depths.clone(),
+            failing: failing.iter().map(|&t| names[t].clone()).collect(),
+        });
         let movable: Vec<usize> = failing.iter().copied().filter(|&t| depths[t] > 0).collect();
         if movable.is_empty() || rounds.len() > CHIP_ROUNDS {
             break (ours, arts, pm, Some(om));
@@ -226,7 +360,10 @@ fn compare_one(
     let r = batch.requests.len();
     let tb = sim::count(&pb.prog, &pb.hw, r);
     let tm = sim::count(&pm.prog, &pm.hw, r);
-    let sharing = arts.sharing.as_ref().ok_or_else(|| {
+    let passes::Artifacts {
+        sharing, schedule, ..
+    } = arts;
+    let sharing = sharing.ok_or_else(|| {
         Diags::from(Diagnostic::internal(
             "the default pipeline ran no `share` pass",
         ))
@@ -259,575 +396,521 @@ fn compare_one(
                     // The task's own model on the same chip is the baseline's
                     // simulated outputs: the budget on the chip.
                     let chip = share::measure(b, &task.head, &om[t], &ob[t], &labels);
-                    json!({
-                        "budget": m_sim.budget, "metric": m_sim.metric, "bound": m_sim.bound,
-                        "value": m_sim.value,
-                        "holds": chip.holds,
-                        "on_chip": chip.value,
-                        "source": "mgen simulated outputs vs the task's own model simulated on the same chip (on_chip, holds) and vs its own float model (value), workload requests",
-                        "mgen_float": m_float.value,
-                        "float_holds": m_float.holds,
-                        "baseline_simulated": b_sim.value,
-                    })
+                    Budget {
+                        baseline_simulated: Some(b_sim.value),
+                        bound: m_sim.bound,
+                        budget: m_sim.budget,
+                        float_holds: Some(m_float.holds),
+                        holds: chip.holds,
+                        metric: m_sim.metric,
+                        mgen_float: Some(m_float.value),
+                        on_chip: Some(chip.value),
+                        source: "mgen simulated outputs vs the task's own model simulated on the same chip (on_chip, holds) and vs its own float model (value), workload requests",
+                        value: m_sim.value,
+                    }
                 }
                 _ => {
                     let g = &st.measured[bi];
-                    json!({
-                        "budget": g.budget, "metric": g.metric, "bound": g.bound,
-                        "value": g.value, "holds": g.holds,
-                        "source": "generator: float outputs vs the task's own float model, calibration inputs",
-                    })
+                    Budget {
+                        baseline_simulated: None,
+                        bound: g.bound,
+                        budget: g.budget.clone(),
+                        float_holds: None,
+                        holds: g.holds,
+                        metric: g.metric,
+                        mgen_float: None,
+                        on_chip: None,
+                        source: "generator: float outputs vs the task's own float model, calibration inputs",
+                        value: g.value,
+                    }
                 }
             };
             budgets.push(entry);
         }
-        let first = budgets.first().cloned().unwrap_or(Value::Null);
-        tasks.push(json!({
-            "name": st.name,
-            "head": match task.head { Head::Classify { .. } => "classify", Head::Regress { .. } => "regress", Head::Embed { .. } => "embed" },
-            "shared_layers": layers_of(t),
-            "shared_blocks": st.shared_blocks,
-            "blocks": st.blocks,
-            "source": st.source,
-            "budget": first["budget"],
-            "metric": first["value"],
-            "holds": budgets.iter().all(|b| b["holds"].as_bool().unwrap_or(false)),
-            "budgets": budgets,
-        }));
+        tasks.push(TaskRow {
+            blocks: st.blocks,
+            budget: budgets.first().map(|b| b.budget.clone()),
+            head: match task.head {
+                Head::Classify { .. } => "classify",
+                Head::Regress { .. } => "regress",
+                Head::Embed { .. } => "embed",
+            },
+            holds: budgets.iter().all(|b| b.holds),
+            metric: budgets.first().map(|b| b.value),
+            name: st.name.clone(),
+            shared_blocks: st.shared_blocks,
+            shared_layers: layers_of(t),
+            source: st.source.clone(),
+            budgets,
+        });
     }
-    let schedule = arts.schedule.as_ref().map(|s| {
-        json!({
-            "group": s.group,
-            "edram": s.edram,
-            "chosen": s.chosen,
-            "candidates": s.candidates,
-        })
+    let schedule = schedule.map(|s| ScheduleChoice {
+        candidates: s.candidates,
+        chosen: s.chosen,
+        edram: s.edram,
+        group: s.group,
     });
-    let v = json!({
-        "file": file.display().to_string(),
-        "mode": if counts_only { "counts" } else { "functional" },
-        "requests": r,
-        "seq": batch.seq,
-        "baseline": side(&tb),
-        "mgen": side(&tm),
-        "energy_ratio": tb.energy_pj / tm.energy_pj.max(1e-30),
-        "energy_ratio_per_request_no_programming": sharing.unshared_pj / sharing.shared_pj.max(1e-30),
-        "cell_write_ratio": tb.cell_writes / tm.cell_writes.max(1e-30),
-        "tasks": tasks,
-        "schedule": schedule,
-        "chip_rounds": rounds,
-        "share_seconds": sharing.seconds,
-        "seconds": t0.elapsed().as_secs_f64(),
-        "notes": store.notes,
-    });
-    Ok((v, arts.sharing))
+    Ok(Comparison {
+        baseline: Side::from(&tb),
+        cell_write_ratio: tb.cell_writes / tm.cell_writes.max(1e-30),
+        chip_rounds: rounds,
+        energy_ratio: tb.energy_pj / tm.energy_pj.max(1e-30),
+        energy_ratio_per_request_no_programming: sharing.unshared_pj / sharing.shared_pj.max(1e-30),
+        file: file.display().to_string(),
+        mgen: Side::from(&tm),
+        mode: if counts_only {
+            sim::Mode::Counts
+        } else {
+            sim::Mode::Functional
+        },
+        notes: store.notes.clone(),
+        regenerate: "as written",
+        requests: r,
+        schedule,
+        seconds: t0.elapsed().as_secs_f64(),
+        seq: batch.seq,
+        share_seconds: sharing.seconds,
+        tasks,
+        sharing,
+    })
 }
 
-/// The comparison as a side-by-side table.
-pub fn text(v: &Value) -> String {
-    use std::fmt::Write;
-    let (b, m) = (&v["baseline"], &v["mgen"]);
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "compare: {} ({} requests x seq {}, {})",
-        v["file"].as_str().unwrap_or(""),
-        v["requests"],
-        v["seq"],
-        if v["mode"] == "counts" {
-            "counts only"
-        } else {
-            "simulated"
-        }
-    );
-    let _ = writeln!(
-        o,
-        "baseline: every task its own model, declaration order; mgen: merge + share + place + schedule\n"
-    );
-    let _ = writeln!(
-        o,
-        "{:<26} {:>16} {:>16} {:>10}",
-        "", "baseline", "mgen", "ratio"
-    );
-    let f = |k: &str, x: &Value| x[k].as_f64().unwrap_or(0.0);
-    let row = |o: &mut String, label: &str, a: f64, c: f64, fmt: &dyn Fn(f64) -> String| {
+/// How a report names its mode in its title line.
+fn mode_text(mode: Option<sim::Mode>) -> &'static str {
+    if mode == Some(sim::Mode::Counts) {
+        "counts only"
+    } else {
+        "simulated"
+    }
+}
+
+/// A `[...]` list as the JSON writes it.
+fn list<T: Serialize>(x: &[T]) -> String {
+    serde_json::to_string(x).unwrap_or_default()
+}
+
+/// Creates `dir` for a report.
+fn report_dir(dir: &Path) -> Result<(), Diags> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Diags::from(Diagnostic::error(
+            crate::diag::Code::E105,
+            format!("cannot create `{}`: {e}", dir.display()),
+        ))
+    })
+}
+
+impl Comparison {
+    /// The comparison as a side-by-side table.
+    pub fn text(&self) -> String {
+        use std::fmt::Write;
+        let (b, m) = (&self.baseline, &self.mgen);
+        let mut o = String::new();
         let _ = writeln!(
             o,
-            "{:<26} {:>16} {:>16} {:>9.3}x",
-            label,
-            fmt(a),
-            fmt(c),
-            a / c.max(1e-30)
+            "compare: {} ({} requests x seq {}, {})",
+            self.file,
+            self.requests,
+            self.seq,
+            mode_text(Some(self.mode))
         );
-    };
-    row(
-        &mut o,
-        "energy (total)",
-        f("energy_pj", b),
-        f("energy_pj", m),
-        &sim::si,
-    );
-    row(
-        &mut o,
-        "energy per request",
-        f("energy_per_request_pj", b),
-        f("energy_per_request_pj", m),
-        &sim::si,
-    );
-    if let (Some(bb), Some(mb)) = (b["breakdown"].as_object(), m["breakdown"].as_object()) {
-        for (k, x) in bb {
-            let (a, c) = (
-                x.as_f64().unwrap_or(0.0),
-                mb.get(k).and_then(|y| y.as_f64()).unwrap_or(0.0),
+        let _ = writeln!(
+            o,
+            "baseline: every task its own model, declaration order; mgen: merge + share + place + schedule\n"
+        );
+        let _ = writeln!(
+            o,
+            "{:<26} {:>16} {:>16} {:>10}",
+            "", "baseline", "mgen", "ratio"
+        );
+        let row = |o: &mut String, label: &str, a: f64, c: f64, fmt: &dyn Fn(f64) -> String| {
+            let _ = writeln!(
+                o,
+                "{:<26} {:>16} {:>16} {:>9.3}x",
+                label,
+                fmt(a),
+                fmt(c),
+                a / c.max(1e-30)
             );
+        };
+        row(&mut o, "energy (total)", b.energy_pj, m.energy_pj, &sim::si);
+        row(
+            &mut o,
+            "energy per request",
+            b.energy_per_request_pj,
+            m.energy_per_request_pj,
+            &sim::si,
+        );
+        for (k, &a) in &b.breakdown {
+            let c = m.breakdown.get(k).copied().unwrap_or(0.0);
             if a > 0.0 || c > 0.0 {
                 row(&mut o, &format!("  {k}"), a, c, &sim::si);
             }
         }
-    }
-    row(
-        &mut o,
-        "latency",
-        f("latency_ns", b),
-        f("latency_ns", m),
-        &sim::time,
-    );
-    row(
-        &mut o,
-        "crossbars",
-        f("crossbars", b),
-        f("crossbars", m),
-        &|x| format!("{x:.0}"),
-    );
-    row(
-        &mut o,
-        "area (mm2)",
-        f("area_mm2", b),
-        f("area_mm2", m),
-        &|x| format!("{x:.2}"),
-    );
-    row(&mut o, "phases", f("phases", b), f("phases", m), &|x| {
-        format!("{x:.0}")
-    });
-    row(
-        &mut o,
-        "cell writes",
-        f("cell_writes", b),
-        f("cell_writes", m),
-        &|x| format!("{x:.4e}"),
-    );
-    let life = |x: &Value| match x["lifetime_inferences"].as_f64() {
-        Some(l) => format!("{l:.3e}"),
-        None => "unlimited".into(),
-    };
-    let _ = writeln!(
-        o,
-        "{:<26} {:>16} {:>16}",
-        "lifetime (inferences)",
-        life(b),
-        life(m)
-    );
-    let _ = writeln!(
-        o,
-        "\nenergy efficiency (baseline / mgen): {:.3}x over the run; {:.3}x per request without programming",
-        v["energy_ratio"].as_f64().unwrap_or(0.0),
-        v["energy_ratio_per_request_no_programming"]
-            .as_f64()
-            .unwrap_or(0.0)
-    );
-    o.push('\n');
-    o.push_str(&task_table(v));
-    if let Some(r) = v["chip_rounds"].as_array()
-        && r.len() > 1
-    {
+        row(&mut o, "latency", b.latency_ns, m.latency_ns, &sim::time);
+        let whole = |x: f64| format!("{x:.0}");
+        row(
+            &mut o,
+            "crossbars",
+            b.crossbars as f64,
+            m.crossbars as f64,
+            &whole,
+        );
+        row(&mut o, "area (mm2)", b.area_mm2, m.area_mm2, &|x| {
+            format!("{x:.2}")
+        });
+        row(&mut o, "phases", b.phases as f64, m.phases as f64, &whole);
+        row(&mut o, "cell writes", b.cell_writes, m.cell_writes, &|x| {
+            format!("{x:.4e}")
+        });
+        let life = |x: &Side| match x.lifetime_inferences {
+            Some(l) if l.is_finite() => format!("{l:.3e}"),
+            _ => "unlimited".into(),
+        };
         let _ = writeln!(
             o,
-            "\nverified on the chip in {} rounds (a task whose simulated outputs broke a budget got half its sharing depth):",
-            r.len()
+            "{:<26} {:>16} {:>16}",
+            "lifetime (inferences)",
+            life(b),
+            life(m)
         );
-        for (i, x) in r.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "\nenergy efficiency (baseline / mgen): {:.3}x over the run; {:.3}x per request without programming",
+            self.energy_ratio, self.energy_ratio_per_request_no_programming
+        );
+        o.push('\n');
+        o.push_str(&self.task_table());
+        if self.chip_rounds.len() > 1 {
             let _ = writeln!(
                 o,
-                "  round {}: depths {}, failing {}",
-                i + 1,
-                x["depths"],
-                x["failing"]
+                "\nverified on the chip in {} rounds (a task whose simulated outputs broke a budget got half its sharing depth):",
+                self.chip_rounds.len()
             );
+            for (i, x) in self.chip_rounds.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "  round {}: depths {}, failing {}",
+                    i + 1,
+                    list(&x.depths),
+                    list(&x.failing)
+                );
+            }
         }
-    }
-    if v["mode"] == "counts" {
-        let _ = writeln!(
-            o,
-            "(counts only: metrics are the generator's, float outputs vs each task's own float model on its calibration inputs)"
-        );
-    } else {
-        let _ = writeln!(
-            o,
-            "(on chip: mgen's simulated outputs vs the task's own model simulated on the same chip, which decides `holds`;\n mgen sim / base sim: simulated outputs vs the task's own float model; mgen f32: the generated model in float)"
-        );
-    }
-    if let Some(s) = v["schedule"].as_object()
-        && let Some(c) = s.get("candidates").and_then(|c| c.as_array())
-        && c.len() > 1
-    {
-        let _ = writeln!(o, "\nschedule (capacity-limited: phases are reprogrammed):");
-        for x in c {
+        if self.mode == sim::Mode::Counts {
             let _ = writeln!(
                 o,
-                "  {:<30} {:>12.4e} cell writes  {:>14} writes + parking",
-                x["name"].as_str().unwrap_or(""),
-                x["cell_writes"].as_f64().unwrap_or(0.0),
-                sim::si(x["total_pj"].as_f64().unwrap_or(0.0))
+                "(counts only: metrics are the generator's, float outputs vs each task's own float model on its calibration inputs)"
             );
-        }
-        let _ = writeln!(
-            o,
-            "  chosen: {}",
-            s["chosen"]["name"].as_str().unwrap_or("")
-        );
-    }
-    for n in v["notes"].as_array().into_iter().flatten() {
-        let _ = writeln!(o, "note: {}", n.as_str().unwrap_or(""));
-    }
-    o
-}
-
-/// The JSON of a comparison per regeneration level.
-pub fn levels_json(file: &Path, all: &[(Value, Option<share::Sharing>)]) -> Value {
-    let summary: Vec<Value> = all
-        .iter()
-        .map(|(v, s)| {
-            let tasks: Vec<Value> = v["tasks"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .zip(s.iter().flat_map(|s| s.tasks.iter()))
-                .map(|(t, st)| {
-                    json!({
-                        "name": t["name"],
-                        "shared_layers": t["shared_layers"],
-                        "blocks": t["blocks"],
-                        "regenerate": st.regenerate,
-                        "regeneration_seconds": st.regeneration_seconds,
-                        "holds": t["holds"],
-                        "metric": t["metric"],
-                    })
-                })
-                .collect();
-            json!({
-                "regenerate": v["regenerate"],
-                "energy_ratio": v["energy_ratio"],
-                "energy_ratio_per_request_no_programming": v["energy_ratio_per_request_no_programming"],
-                "crossbars": v["mgen"]["crossbars"],
-                "baseline_crossbars": v["baseline"]["crossbars"],
-                "all_hold": v["tasks"].as_array().into_iter().flatten().all(|t| t["holds"].as_bool().unwrap_or(false)),
-                "share_seconds": v["share_seconds"],
-                "seconds": v["seconds"],
-                "tasks": tasks,
-            })
-        })
-        .collect();
-    json!({
-        "file": file.display().to_string(),
-        "mode": all.first().map(|(v, _)| v["mode"].clone()).unwrap_or(Value::Null),
-        "summary": summary,
-        "levels": all.iter().map(|(v, _)| v.clone()).collect::<Vec<_>>(),
-    })
-}
-
-/// The per-task table of [`text`]: one row per budget.
-fn task_table(v: &Value) -> String {
-    use crate::table::{Align, Table};
-    let (l, r) = (Align::Left, Align::Right);
-    let mut tb = Table::new(&[
-        ("task", l),
-        ("layers", r),
-        ("source", l),
-        ("budget", l),
-        ("on chip", r),
-        ("mgen sim", r),
-        ("base sim", r),
-        ("mgen f32", r),
-        ("holds", r),
-    ])
-    .gap(2);
-    for t in v["tasks"].as_array().into_iter().flatten() {
-        for (i, bd) in t["budgets"].as_array().into_iter().flatten().enumerate() {
-            let mut row = if i == 0 {
-                vec![
-                    t["name"].as_str().unwrap_or("").to_string(),
-                    format!(
-                        "{}/{}",
-                        t["shared_layers"],
-                        t["blocks"].as_u64().unwrap_or(1).saturating_sub(1)
-                    ),
-                    t["source"].as_str().unwrap_or("").to_string(),
-                ]
-            } else {
-                vec![String::new(); 3]
-            };
-            let num = |k: &str| {
-                bd[k]
-                    .as_f64()
-                    .map(|x| format!("{x:.4}"))
-                    .unwrap_or_else(|| "-".into())
-            };
-            let budget = bd["budget"]
-                .as_str()
-                .unwrap_or("")
-                .trim_start_matches("keep ")
-                .trim_end_matches(';')
-                .to_string();
-            let (chip, sim, f32_) = if bd["on_chip"].is_null() {
-                ("-".to_string(), "-".to_string(), num("value"))
-            } else {
-                (num("on_chip"), num("value"), num("mgen_float"))
-            };
-            let holds = if bd["holds"].as_bool().unwrap_or(false) {
-                "yes"
-            } else {
-                "NO"
-            };
-            row.extend([
-                budget,
-                chip,
-                sim,
-                num("baseline_simulated"),
-                f32_,
-                holds.to_string(),
-            ]);
-            tb.row(row);
-        }
-    }
-    tb.render()
-}
-
-/// The per-level comparison as text: a summary table, then the tasks.
-pub fn levels_text(v: &Value) -> String {
-    use std::fmt::Write;
-    let mut o = String::new();
-    let first = &v["levels"][0];
-    let _ = writeln!(
-        o,
-        "compare by regeneration level: {} ({} requests x seq {}, {})\n",
-        v["file"].as_str().unwrap_or(""),
-        first["requests"],
-        first["seq"],
-        if v["mode"] == "counts" {
-            "counts only"
         } else {
-            "simulated"
-        }
-    );
-    let _ = writeln!(
-        o,
-        "{:<12} {:>13} {:>13} {:>17} {:>11} {:>11}",
-        "regenerate", "energy ratio", "per request", "crossbars", "budgets", "share time"
-    );
-    let summary = v["summary"].as_array().cloned().unwrap_or_default();
-    for s in &summary {
-        let _ = writeln!(
-            o,
-            "{:<12} {:>12.3}x {:>12.3}x {:>17} {:>11} {:>10.1}s",
-            s["regenerate"].as_str().unwrap_or(""),
-            s["energy_ratio"].as_f64().unwrap_or(0.0),
-            s["energy_ratio_per_request_no_programming"]
-                .as_f64()
-                .unwrap_or(0.0),
-            format!(
-                "{} -> {}",
-                s["baseline_crossbars"].as_f64().unwrap_or(0.0),
-                s["crossbars"].as_f64().unwrap_or(0.0)
-            ),
-            if s["all_hold"].as_bool().unwrap_or(false) {
-                "all hold"
-            } else {
-                "SOME FAIL"
-            },
-            s["share_seconds"].as_f64().unwrap_or(0.0)
-        );
-    }
-    let _ = writeln!(
-        o,
-        "\nper task: encoder layers computed with other tasks / regeneration used / budget holds (first budget's value)"
-    );
-    o.push_str(&levels_task_table(&summary));
-    if v["mode"] == "counts" {
-        let _ = writeln!(
-            o,
-            "(counts only: metrics are the generator's, float outputs vs each task's own float model on its calibration inputs)"
-        );
-    } else {
-        let _ = writeln!(
-            o,
-            "(holds: mgen's simulated outputs vs the task's own model simulated on the same chip, on the workload's requests)"
-        );
-    }
-    o
-}
-
-/// The per-task table of [`levels_text`]: one column per level.
-fn levels_task_table(summary: &[Value]) -> String {
-    use crate::table::{Align, Table};
-    let names: Vec<&str> = summary
-        .iter()
-        .map(|s| s["regenerate"].as_str().unwrap_or(""))
-        .collect();
-    let mut cols = vec![("task", Align::Left)];
-    cols.extend(names.iter().map(|n| (*n, Align::Right)));
-    let mut tb = Table::new(&cols).gap(3);
-    let n = summary
-        .first()
-        .and_then(|s| s["tasks"].as_array())
-        .map(|t| t.len())
-        .unwrap_or(0);
-    for i in 0..n {
-        let mut row = vec![
-            summary[0]["tasks"][i]["name"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-        ];
-        for s in summary {
-            let t = &s["tasks"][i];
-            row.push(format!(
-                "{}/{} {:<6} {} {:.4}",
-                t["shared_layers"],
-                t["blocks"].as_u64().unwrap_or(1).saturating_sub(1),
-                t["regenerate"].as_str().unwrap_or(""),
-                if t["holds"].as_bool().unwrap_or(false) {
-                    "yes"
-                } else {
-                    "NO"
-                },
-                t["metric"].as_f64().unwrap_or(f64::NAN)
-            ));
-        }
-        tb.row(row);
-    }
-    tb.render()
-}
-
-/// Writes `compare.json`, `regeneration.svg` and one [`write_report`]
-/// directory per level into `dir`.
-pub fn write_levels_report(
-    dir: &Path,
-    v: &Value,
-    all: &[(Value, Option<share::Sharing>)],
-) -> Result<(), Diags> {
-    use crate::report::bar_chart;
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Diags::from(Diagnostic::error(
-            crate::diag::Code::E105,
-            format!("cannot create `{}`: {e}", dir.display()),
-        ))
-    })?;
-    mgen_util::fs::write_atomic(
-        &dir.join("compare.json"),
-        serde_json::to_string_pretty(v)
-            .unwrap_or_default()
-            .as_bytes(),
-    )?;
-    let bars: Vec<(String, f64)> = v["summary"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            (
-                format!("regenerate = {}", s["regenerate"].as_str().unwrap_or("")),
-                s["energy_ratio"].as_f64().unwrap_or(0.0),
-            )
-        })
-        .collect();
-    mgen_util::fs::write_atomic(
-        &dir.join("regeneration.svg"),
-        bar_chart(
-            "Energy efficiency (baseline / mgen) by regeneration level",
-            "x",
-            &bars,
-        )
-        .as_bytes(),
-    )?;
-    for (lv, s) in all {
-        let name = lv["regenerate"]
-            .as_str()
-            .unwrap_or("level")
-            .replace(' ', "-");
-        write_report(&dir.join(name), lv, s.as_ref())?;
-    }
-    Ok(())
-}
-
-/// Writes `compare.json` and SVG charts into `dir` (with the sharing tree
-/// when given).
-pub fn write_report(dir: &Path, v: &Value, sharing: Option<&share::Sharing>) -> Result<(), Diags> {
-    use crate::report::bar_chart;
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Diags::from(Diagnostic::error(
-            crate::diag::Code::E105,
-            format!("cannot create `{}`: {e}", dir.display()),
-        ))
-    })?;
-    let w = |name: &str, text: &str| mgen_util::fs::write_atomic(&dir.join(name), text.as_bytes());
-    w(
-        "compare.json",
-        &serde_json::to_string_pretty(v).unwrap_or_default(),
-    )?;
-    let mut bars = Vec::new();
-    if let (Some(bb), Some(mb)) = (
-        v["baseline"]["breakdown"].as_object(),
-        v["mgen"]["breakdown"].as_object(),
-    ) {
-        for (k, x) in bb {
-            let (a, c) = (
-                x.as_f64().unwrap_or(0.0),
-                mb.get(k).and_then(|y| y.as_f64()).unwrap_or(0.0),
+            let _ = writeln!(
+                o,
+                "(on chip: mgen's simulated outputs vs the task's own model simulated on the same chip, which decides `holds`;\n mgen sim / base sim: simulated outputs vs the task's own float model; mgen f32: the generated model in float)"
             );
+        }
+        if let Some(s) = &self.schedule
+            && s.candidates.len() > 1
+        {
+            let _ = writeln!(o, "\nschedule (capacity-limited: phases are reprogrammed):");
+            for x in &s.candidates {
+                let _ = writeln!(
+                    o,
+                    "  {:<30} {:>12.4e} cell writes  {:>14} writes + parking",
+                    x.name,
+                    x.cell_writes,
+                    sim::si(x.total_pj)
+                );
+            }
+            let _ = writeln!(o, "  chosen: {}", s.chosen.name);
+        }
+        for n in &self.notes {
+            let _ = writeln!(o, "note: {n}");
+        }
+        o
+    }
+
+    /// The per-task table of [`Comparison::text`]: one row per budget.
+    fn task_table(&self) -> String {
+        use crate::table::{Align, Table};
+        let (l, r) = (Align::Left, Align::Right);
+        let mut tb = Table::new(&[
+            ("task", l),
+            ("layers", r),
+            ("source", l),
+            ("budget", l),
+            ("on chip", r),
+            ("mgen sim", r),
+            ("base sim", r),
+            ("mgen f32", r),
+            ("holds", r),
+        ])
+        .gap(2);
+        // A figure, or `-` when there is none (or it is not finite).
+        let num = |x: Option<f64>| match x {
+            Some(x) if x.is_finite() => format!("{x:.4}"),
+            _ => "-".into(),
+        };
+        for t in &self.tasks {
+            for (i, bd) in t.budgets.iter().enumerate() {
+                let mut row = if i == 0 {
+                    vec![
+                        t.name.clone(),
+                        format!("{}/{}", t.shared_layers, t.blocks.saturating_sub(1)),
+                        t.source.clone(),
+                    ]
+                } else {
+                    vec![String::new(); 3]
+                };
+                let budget = bd
+                    .budget
+                    .trim_start_matches("keep ")
+                    .trim_end_matches(';')
+                    .to_string();
+                let (chip, sim, f32_) = match bd.on_chip {
+                    None => ("-".to_string(), "-".to_string(), num(Some(bd.value))),
+                    Some(c) => (num(Some(c)), num(Some(bd.value)), num(bd.mgen_float)),
+                };
+                row.extend([
+                    budget,
+                    chip,
+                    sim,
+                    num(bd.baseline_simulated),
+                    f32_,
+                    if bd.holds { "yes" } else { "NO" }.to_string(),
+                ]);
+                tb.row(row);
+            }
+        }
+        tb.render()
+    }
+
+    /// Writes `compare.json` and SVG charts into `dir`.
+    pub fn write_report(&self, dir: &Path) -> Result<(), Diags> {
+        use crate::report::bar_chart;
+        report_dir(dir)?;
+        let w =
+            |name: &str, text: &str| mgen_util::fs::write_atomic(&dir.join(name), text.as_bytes());
+        w(
+            "compare.json",
+            &serde_json::to_string_pretty(self).unwrap_or_default(),
+        )?;
+        let mut bars = Vec::new();
+        for (k, &a) in &self.baseline.breakdown {
+            let c = self.mgen.breakdown.get(k).copied().unwrap_or(0.0);
             if a > 0.0 || c > 0.0 {
                 bars.push((format!("{k} (baseline)"), a));
                 bars.push((format!("{k} (mgen)"), c));
             }
         }
+        w(
+            "energy_by_component.svg",
+            &bar_chart("Energy by component: baseline vs mgen", "pJ", &bars),
+        )?;
+        let totals = vec![
+            ("energy baseline".to_string(), self.baseline.energy_pj),
+            ("energy mgen".to_string(), self.mgen.energy_pj),
+        ];
+        w(
+            "energy_total.svg",
+            &bar_chart("Energy over the run", "pJ", &totals),
+        )?;
+        let layers: Vec<(String, f64)> = self
+            .tasks
+            .iter()
+            .map(|t| (t.name.clone(), t.shared_layers as f64))
+            .collect();
+        w(
+            "shared_layers.svg",
+            &bar_chart(
+                "Encoder layers computed with other tasks",
+                "layers",
+                &layers,
+            ),
+        )?;
+        w("sharing_tree.svg", &share::tree_svg(&self.sharing))?;
+        Ok(())
     }
-    w(
-        "energy_by_component.svg",
-        &bar_chart("Energy by component: baseline vs mgen", "pJ", &bars),
-    )?;
-    let totals = vec![
-        (
-            "energy baseline".to_string(),
-            v["baseline"]["energy_pj"].as_f64().unwrap_or(0.0),
-        ),
-        (
-            "energy mgen".to_string(),
-            v["mgen"]["energy_pj"].as_f64().unwrap_or(0.0),
-        ),
-    ];
-    w(
-        "energy_total.svg",
-        &bar_chart("Energy over the run", "pJ", &totals),
-    )?;
-    let layers: Vec<(String, f64)> = v["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|t| {
-            (
-                t["name"].as_str().unwrap_or("").to_string(),
-                t["shared_layers"].as_f64().unwrap_or(0.0),
+}
+
+/// One task at one regeneration level.
+#[derive(Debug, Clone, Serialize)]
+pub struct LevelTask {
+    pub blocks: usize,
+    pub holds: bool,
+    /// The first budget's value.
+    pub metric: Option<f64>,
+    pub name: String,
+    /// The regeneration the generator used.
+    pub regenerate: &'static str,
+    pub regeneration_seconds: f64,
+    pub shared_layers: usize,
+}
+
+/// One regeneration level in brief.
+#[derive(Debug, Clone, Serialize)]
+pub struct LevelSummary {
+    /// Every budget of every task holds.
+    pub all_hold: bool,
+    pub baseline_crossbars: u64,
+    pub crossbars: u64,
+    pub energy_ratio: f64,
+    pub energy_ratio_per_request_no_programming: f64,
+    pub regenerate: &'static str,
+    pub seconds: f64,
+    pub share_seconds: f64,
+    pub tasks: Vec<LevelTask>,
+}
+
+impl LevelSummary {
+    fn of(c: &Comparison) -> LevelSummary {
+        LevelSummary {
+            all_hold: c.tasks.iter().all(|t| t.holds),
+            baseline_crossbars: c.baseline.crossbars,
+            crossbars: c.mgen.crossbars,
+            energy_ratio: c.energy_ratio,
+            energy_ratio_per_request_no_programming: c.energy_ratio_per_request_no_programming,
+            regenerate: c.regenerate,
+            seconds: c.seconds,
+            share_seconds: c.share_seconds,
+            tasks: c
+                .tasks
+                .iter()
+                .zip(&c.sharing.tasks)
+                .map(|(t, st)| LevelTask {
+                    blocks: t.blocks,
+                    holds: t.holds,
+                    metric: t.metric,
+                    name: t.name.clone(),
+                    regenerate: st.regenerate,
+                    regeneration_seconds: st.regeneration_seconds,
+                    shared_layers: t.shared_layers,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `mgen compare --regenerate`: one comparison per level, against one
+/// baseline, with a summary per level.
+#[derive(Debug, Clone, Serialize)]
+pub struct Levels {
+    pub file: String,
+    pub levels: Vec<Comparison>,
+    pub mode: Option<sim::Mode>,
+    pub summary: Vec<LevelSummary>,
+}
+
+impl Levels {
+    pub fn new(file: &Path, levels: Vec<Comparison>) -> Levels {
+        Levels {
+            file: file.display().to_string(),
+            mode: levels.first().map(|c| c.mode),
+            summary: levels.iter().map(LevelSummary::of).collect(),
+            levels,
+        }
+    }
+
+    /// The per-level comparison as text: a summary table, then the tasks.
+    pub fn text(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let first = self.levels.first();
+        let _ = writeln!(
+            o,
+            "compare by regeneration level: {} ({} requests x seq {}, {})\n",
+            self.file,
+            first.map_or("null".into(), |c| c.requests.to_string()),
+            first.map_or("null".into(), |c| c.seq.to_string()),
+            mode_text(self.mode)
+        );
+        let _ = writeln!(
+            o,
+            "{:<12} {:>13} {:>13} {:>17} {:>11} {:>11}",
+            "regenerate", "energy ratio", "per request", "crossbars", "budgets", "share time"
+        );
+        for s in &self.summary {
+            let _ = writeln!(
+                o,
+                "{:<12} {:>12.3}x {:>12.3}x {:>17} {:>11} {:>10.1}s",
+                s.regenerate,
+                s.energy_ratio,
+                s.energy_ratio_per_request_no_programming,
+                format!("{} -> {}", s.baseline_crossbars, s.crossbars),
+                if s.all_hold { "all hold" } else { "SOME FAIL" },
+                s.share_seconds
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\nper task: encoder layers computed with other tasks / regeneration used / budget holds (first budget's value)"
+        );
+        o.push_str(&self.task_table());
+        if self.mode == Some(sim::Mode::Counts) {
+            let _ = writeln!(
+                o,
+                "(counts only: metrics are the generator's, float outputs vs each task's own float model on its calibration inputs)"
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "(holds: mgen's simulated outputs vs the task's own model simulated on the same chip, on the workload's requests)"
+            );
+        }
+        o
+    }
+
+    /// The per-task table of [`Levels::text`]: one column per level.
+    fn task_table(&self) -> String {
+        use crate::table::{Align, Table};
+        let mut cols = vec![("task", Align::Left)];
+        cols.extend(self.summary.iter().map(|s| (s.regenerate, Align::Right)));
+        let mut tb = Table::new(&cols).gap(3);
+        let n = self.summary.first().map_or(0, |s| s.tasks.len());
+        for i in 0..n {
+            let mut row = vec![self.summary[0].tasks[i].name.clone()];
+            for s in &self.summary {
+                let t = &s.tasks[i];
+                row.push(format!(
+                    "{}/{} {:<6} {} {:.4}",
+                    t.shared_layers,
+                    t.blocks.saturating_sub(1),
+                    t.regenerate,
+                    if t.holds { "yes" } else { "NO" },
+                    t.metric.unwrap_or(f64::NAN)
+                ));
+            }
+            tb.row(row);
+        }
+        tb.render()
+    }
+
+    /// Writes `compare.json`, `regeneration.svg` and one
+    /// [`Comparison::write_report`] directory per level into `dir`.
+    pub fn write_report(&self, dir: &Path) -> Result<(), Diags> {
+        use crate::report::bar_chart;
+        report_dir(dir)?;
+        mgen_util::fs::write_atomic(
+            &dir.join("compare.json"),
+            serde_json::to_string_pretty(self)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
+        let bars: Vec<(String, f64)> = self
+            .summary
+            .iter()
+            .map(|s| (format!("regenerate = {}", s.regenerate), s.energy_ratio))
+            .collect();
+        mgen_util::fs::write_atomic(
+            &dir.join("regeneration.svg"),
+            bar_chart(
+                "Energy efficiency (baseline / mgen) by regeneration level",
+                "x",
+                &bars,
             )
-        })
-        .collect();
-    w(
-        "shared_layers.svg",
-        &bar_chart(
-            "Encoder layers computed with other tasks",
-            "layers",
-            &layers,
-        ),
-    )?;
-    if let Some(s) = sharing {
-        w("sharing_tree.svg", &share::tree_svg(s))?;
+            .as_bytes(),
+        )?;
+        for c in &self.levels {
+            c.write_report(&dir.join(c.regenerate.replace(' ', "-")))?;
+        }
+        Ok(())
     }
-    Ok(())
 }

@@ -4,8 +4,8 @@
 //! browser or paper figure pipeline.
 
 use crate::diag::Diags;
-use crate::sim::Package;
-use serde_json::Value;
+use crate::sim::{Package, Report};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -58,7 +58,7 @@ pub fn bar_chart(title: &str, unit: &str, bars: &[(String, f64)]) -> String {
 }
 
 /// Writes `report.json` and the charts into `dir`.
-pub fn write(dir: &Path, report: &Value, pkg: &Package) -> Result<(), Diags> {
+pub fn write(dir: &Path, report: &Report, pkg: &Package) -> Result<(), Diags> {
     std::fs::create_dir_all(dir).map_err(|e| {
         Diags::from(crate::diag::Diagnostic::error(
             crate::diag::Code::E105,
@@ -70,22 +70,16 @@ pub fn write(dir: &Path, report: &Value, pkg: &Package) -> Result<(), Diags> {
         "report.json",
         &serde_json::to_string_pretty(report).unwrap_or_default(),
     )?;
-    let pairs = |v: &Value| -> Vec<(String, f64)> {
-        v.as_object()
-            .map(|o| {
-                o.iter()
-                    .map(|(k, x)| (k.clone(), x.as_f64().unwrap_or(0.0)))
-                    .collect()
-            })
-            .unwrap_or_default()
+    let pairs = |m: &BTreeMap<String, f64>| -> Vec<(String, f64)> {
+        m.iter().map(|(k, x)| (k.clone(), *x)).collect()
     };
-    let mut comp = pairs(&report["breakdown"]);
+    let mut comp = pairs(&report.breakdown);
     comp.retain(|b| b.1 > 0.0);
     w(
         "energy_by_component.svg",
         &bar_chart("Energy by component", "pJ", &comp),
     )?;
-    let mut layers = pairs(&report["by_layer"]);
+    let mut layers = pairs(&report.by_layer);
     layers.sort_by_key(|(k, _)| match k.as_str() {
         "(setup)" => (0, 0),
         "input" => (1, 0),

@@ -18,7 +18,6 @@ use cost::{COMPONENTS, cost};
 use ndarray::{Array2, ArrayD};
 use rayon::prelude::*;
 use serde::Serialize;
-use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use mgen_isa::package::{Package, TaskInfo};
@@ -481,17 +480,45 @@ fn max_overlap(ranges: impl Iterator<Item = (u64, u64)>) -> u64 {
     most as u64
 }
 
+/// One task's accuracy in a [`Report`]: its simulated outputs against the
+/// float reference.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskMetric {
+    /// The mean cosine over requests (embeddings only; `value` is the worst).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean: Option<f64>,
+    /// `agreement` (classify), `cosine` (embed) or `relative_error` (regress).
+    pub metric: &'static str,
+    pub name: String,
+    pub value: f64,
+}
+
 /// Per-task accuracy of simulated outputs against the float reference.
-pub fn metrics(tasks: &[TaskInfo], sim: &[Array2<f32>], reference: &[Array2<f32>]) -> Vec<Value> {
+pub fn metrics(
+    tasks: &[TaskInfo],
+    sim: &[Array2<f32>],
+    reference: &[Array2<f32>],
+) -> Vec<TaskMetric> {
     tasks
         .iter()
         .zip(sim.iter().zip(reference))
         .map(|(t, (s, r))| {
             let n = s.nrows().max(1) as f64;
+            let name = t.name.clone();
             match t.kind.as_str() {
                 "classify" => {
-                    let agree = s.rows().into_iter().zip(r.rows()).filter(|(a, b)| crate::passes::share::agree(*a, *b)).count() as f64;
-                    json!({ "name": t.name, "metric": "agreement", "value": agree / n })
+                    let agree = s
+                        .rows()
+                        .into_iter()
+                        .zip(r.rows())
+                        .filter(|(a, b)| crate::passes::share::agree(*a, *b))
+                        .count() as f64;
+                    TaskMetric {
+                        mean: None,
+                        metric: "agreement",
+                        name,
+                        value: agree / n,
+                    }
                 }
                 "embed" => {
                     let cos: Vec<f64> = s
@@ -499,19 +526,38 @@ pub fn metrics(tasks: &[TaskInfo], sim: &[Array2<f32>], reference: &[Array2<f32>
                         .into_iter()
                         .zip(r.rows())
                         .map(|(a, b)| {
-                            let d: f64 = a.iter().zip(b.iter()).map(|(x, y)| *x as f64 * *y as f64).sum();
+                            let d: f64 = a
+                                .iter()
+                                .zip(b.iter())
+                                .map(|(x, y)| *x as f64 * *y as f64)
+                                .sum();
                             let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
                             let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
                             d / (na * nb).max(1e-30)
                         })
                         .collect();
                     let min = crate::passes::share::worst(cos.iter().cloned());
-                    json!({ "name": t.name, "metric": "cosine", "value": min, "mean": cos.iter().sum::<f64>() / n })
+                    TaskMetric {
+                        mean: Some(cos.iter().sum::<f64>() / n),
+                        metric: "cosine",
+                        name,
+                        value: min,
+                    }
                 }
                 _ => {
-                    let num: f64 = s.iter().zip(r.iter()).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum::<f64>().sqrt();
+                    let num: f64 = s
+                        .iter()
+                        .zip(r.iter())
+                        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
                     let den: f64 = r.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
-                    json!({ "name": t.name, "metric": "relative_error", "value": num / den.max(1e-30) })
+                    TaskMetric {
+                        mean: None,
+                        metric: "relative_error",
+                        name,
+                        value: num / den.max(1e-30),
+                    }
                 }
             }
         })
@@ -648,36 +694,169 @@ pub fn simulate_prepared(
     Ok(outputs)
 }
 
-/// The report as one JSON object.
-pub fn report_json(t: &Totals, tasks: &[Value], mode: &str, extra: Value) -> Value {
-    let mut v = json!({
-        "mode": mode,
-        "requests": t.requests,
-        "energy_pj": t.energy_pj,
-        "energy_per_request_pj": t.energy_pj / t.requests.max(1) as f64,
-        "latency_ns": t.latency_ns,
-        "area_mm2": t.area_mm2,
-        "crossbars": t.crossbars,
-        "crossbars_available": t.crossbars_available,
-        "tiles_in_use": t.tiles_in_use,
-        "phases": t.phases,
-        "cell_writes": t.cell_writes,
-        "writes_per_cell_per_run": t.writes_per_cell_per_run,
-        "lifetime_inferences": t.lifetime_inferences,
-        "adc_conversions": t.adc_conversions,
-        "breakdown": t.breakdown,
-        "by_tasks": t.by_tasks,
-        "by_layer": t.by_layer,
-        "tasks": tasks,
-    });
-    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-        for (k, x) in e {
-            o.insert(k.clone(), x.clone());
-        }
+impl Totals {
+    /// The run's energy per request.
+    pub fn energy_per_request_pj(&self) -> f64 {
+        self.energy_pj / self.requests.max(1) as f64
     }
-    v
 }
 
+/// How a [`Report`]'s figures were obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Mode {
+    /// Counted from the program: no numerics, no accuracy.
+    #[serde(rename = "counts")]
+    Counts,
+    /// Simulated.
+    #[serde(rename = "functional")]
+    Functional,
+    /// Simulated with an ADC that never saturates.
+    #[serde(rename = "functional, ideal ADC")]
+    IdealAdc,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Counts => "counts",
+            Mode::Functional => "functional",
+            Mode::IdealAdc => "functional, ideal ADC",
+        }
+    }
+}
+
+/// The report of one run (`mgen sim`, `mgen run`), written as `--json`,
+/// text and `--report` from this one value. The fields are in sorted order,
+/// the order the JSON has always had.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub adc_conversions: f64,
+    pub area_mm2: f64,
+    pub breakdown: BTreeMap<String, f64>,
+    pub by_layer: BTreeMap<String, f64>,
+    pub by_tasks: BTreeMap<String, f64>,
+    pub cell_writes: f64,
+    pub crossbars: u64,
+    pub crossbars_available: u64,
+    pub energy_per_request_pj: f64,
+    pub energy_pj: f64,
+    pub latency_ns: f64,
+    pub lifetime_inferences: Option<f64>,
+    pub mode: Mode,
+    pub notes: Vec<String>,
+    pub phases: u32,
+    pub requests: usize,
+    pub tasks: Vec<TaskMetric>,
+    pub tiles_in_use: u64,
+    pub writes_per_cell_per_run: u64,
+}
+
+impl Report {
+    pub fn new(t: &Totals, tasks: Vec<TaskMetric>, mode: Mode, notes: &[String]) -> Report {
+        Report {
+            adc_conversions: t.adc_conversions,
+            area_mm2: t.area_mm2,
+            breakdown: t.breakdown.clone(),
+            by_layer: t.by_layer.clone(),
+            by_tasks: t.by_tasks.clone(),
+            cell_writes: t.cell_writes,
+            crossbars: t.crossbars,
+            crossbars_available: t.crossbars_available,
+            energy_per_request_pj: t.energy_per_request_pj(),
+            energy_pj: t.energy_pj,
+            latency_ns: t.latency_ns,
+            lifetime_inferences: t.lifetime_inferences,
+            mode,
+            notes: notes.to_vec(),
+            phases: t.phases,
+            requests: t.requests,
+            tasks,
+            tiles_in_use: t.tiles_in_use,
+            writes_per_cell_per_run: t.writes_per_cell_per_run,
+        }
+    }
+
+    /// The report as a readable table, then its notes.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!(
+            "simulation ({}) over {} requests\n",
+            self.mode.name(),
+            self.requests
+        ));
+        if !self.tasks.is_empty() {
+            use crate::table::{Align, Table};
+            let mut tb = Table::new(&[
+                ("task", Align::Left),
+                ("metric", Align::Left),
+                ("value", Align::Right),
+            ])
+            .gap(2);
+            for m in &self.tasks {
+                tb.row(vec![
+                    m.name.clone(),
+                    m.metric.to_string(),
+                    format!("{:.4}", m.value),
+                ]);
+            }
+            s.push_str(&tb.render());
+            s.push('\n');
+        }
+        let share = |v: f64| 100.0 * v / self.energy_pj.max(1e-30);
+        s.push_str(&format!(
+            "energy     {} total, {} per request\n",
+            si(self.energy_pj),
+            si(self.energy_per_request_pj)
+        ));
+        for (k, v) in &self.breakdown {
+            if *v > 0.0 {
+                s.push_str(&format!(
+                    "  {:<14} {:>14}  {:>5.1}%\n",
+                    k,
+                    si(*v),
+                    share(*v)
+                ));
+            }
+        }
+        s.push_str("  by task set:\n");
+        let mut tb = crate::table::Table::new(&[
+            ("task set", crate::table::Align::Left),
+            ("energy", crate::table::Align::Right),
+            ("share", crate::table::Align::Right),
+        ])
+        .indent(2)
+        .gap(2);
+        for (k, v) in &self.by_tasks {
+            tb.row(vec![k.clone(), si(*v), format!("{:.1}%", share(*v))]);
+        }
+        s.push_str(&tb.render());
+        s.push_str(&format!(
+            "latency    {} ({} per request, instructions in program order)\n",
+            time(self.latency_ns),
+            time(self.latency_ns / self.requests.max(1) as f64)
+        ));
+        s.push_str(&format!(
+            "area       {:.2} mm2 ({} tiles in use; {} of {} crossbars, {} phase(s))\n",
+            self.area_mm2, self.tiles_in_use, self.crossbars, self.crossbars_available, self.phases
+        ));
+        s.push_str(&format!(
+            "wear       {:.0} cell writes, at most {} per cell per run; ",
+            self.cell_writes, self.writes_per_cell_per_run
+        ));
+        match self.lifetime_inferences {
+            None => s.push_str("weights programmed once: inference does not wear cells\n"),
+            Some(l) => s.push_str(&format!(
+                "lifetime {l:.3e} inferences at the declared endurance\n"
+            )),
+        }
+        for n in &self.notes {
+            s.push_str(&format!("note: {n}\n"));
+        }
+        s
+    }
+}
+
+/// Picojoules with an SI prefix (`913.124 uJ`).
 pub fn si(pj: f64) -> String {
     if pj >= 1e9 {
         format!("{:.3} mJ", pj / 1e9)
@@ -690,6 +869,7 @@ pub fn si(pj: f64) -> String {
     }
 }
 
+/// Nanoseconds with a unit (`26.049 ms`).
 pub fn time(ns: f64) -> String {
     if ns >= 1e9 {
         format!("{:.3} s", ns / 1e9)
@@ -700,82 +880,4 @@ pub fn time(ns: f64) -> String {
     } else {
         format!("{ns:.1} ns")
     }
-}
-
-/// The report as a readable table.
-pub fn report_text(t: &Totals, tasks: &[Value], mode: &str) -> String {
-    let mut s = String::new();
-    s.push_str(&format!(
-        "simulation ({mode}) over {} requests\n",
-        t.requests
-    ));
-    if !tasks.is_empty() {
-        use crate::table::{Align, Table};
-        let mut tb = Table::new(&[
-            ("task", Align::Left),
-            ("metric", Align::Left),
-            ("value", Align::Right),
-        ])
-        .gap(2);
-        for v in tasks {
-            tb.row(vec![
-                v["name"].as_str().unwrap_or("").to_string(),
-                v["metric"].as_str().unwrap_or("").to_string(),
-                format!("{:.4}", v["value"].as_f64().unwrap_or(f64::NAN)),
-            ]);
-        }
-        s.push_str(&tb.render());
-        s.push('\n');
-    }
-    s.push_str(&format!(
-        "energy     {} total, {} per request\n",
-        si(t.energy_pj),
-        si(t.energy_pj / t.requests.max(1) as f64)
-    ));
-    for (k, v) in &t.breakdown {
-        if *v > 0.0 {
-            s.push_str(&format!(
-                "  {:<14} {:>14}  {:>5.1}%\n",
-                k,
-                si(*v),
-                100.0 * v / t.energy_pj.max(1e-30)
-            ));
-        }
-    }
-    s.push_str("  by task set:\n");
-    let mut tb = crate::table::Table::new(&[
-        ("task set", crate::table::Align::Left),
-        ("energy", crate::table::Align::Right),
-        ("share", crate::table::Align::Right),
-    ])
-    .indent(2)
-    .gap(2);
-    for (k, v) in &t.by_tasks {
-        tb.row(vec![
-            k.clone(),
-            si(*v),
-            format!("{:.1}%", 100.0 * v / t.energy_pj.max(1e-30)),
-        ]);
-    }
-    s.push_str(&tb.render());
-    s.push_str(&format!(
-        "latency    {} ({} per request, instructions in program order)\n",
-        time(t.latency_ns),
-        time(t.latency_ns / t.requests.max(1) as f64)
-    ));
-    s.push_str(&format!(
-        "area       {:.2} mm2 ({} tiles in use; {} of {} crossbars, {} phase(s))\n",
-        t.area_mm2, t.tiles_in_use, t.crossbars, t.crossbars_available, t.phases
-    ));
-    s.push_str(&format!(
-        "wear       {:.0} cell writes, at most {} per cell per run; ",
-        t.cell_writes, t.writes_per_cell_per_run
-    ));
-    match t.lifetime_inferences {
-        None => s.push_str("weights programmed once: inference does not wear cells\n"),
-        Some(l) => s.push_str(&format!(
-            "lifetime {l:.3e} inferences at the declared endurance\n"
-        )),
-    }
-    s
 }

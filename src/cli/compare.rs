@@ -1,0 +1,59 @@
+//! `mgen compare`: the baseline against mgen, side by side (once, or once
+//! per `--regenerate` level).
+
+use super::{Io, in_dir, to_json};
+use crate::compare::{Level, Levels};
+use crate::diag::{Diags, Sources};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub(super) struct Args {
+    /// The .mgen file.
+    file: PathBuf,
+    /// Energy, latency, area and wear only; budgets as the generator
+    /// measured them in float (no chip verification).
+    #[arg(long = "counts-only")]
+    counts_only: bool,
+    /// One JSON object on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Write compare.json and SVG charts into DIR.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// Compare once per regeneration level, every task set to it
+    /// (e.g. `none,head,branch`), against one baseline.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    regenerate: Vec<Level>,
+}
+
+pub(super) fn run(a: Args, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> {
+    let (json, text, written) = if a.regenerate.is_empty() {
+        let c = crate::compare::compare(&a.file, sources, a.counts_only, io.progress)?;
+        if let Some(dir) = &a.report {
+            c.write_report(dir)?;
+        }
+        (to_json(&c), c.text(), "compare.json and SVG charts")
+    } else {
+        let levels: Vec<Option<Level>> = a.regenerate.iter().copied().map(Some).collect();
+        let all =
+            crate::compare::compare_levels(&a.file, sources, a.counts_only, io.progress, &levels)?;
+        let l = Levels::new(&a.file, all);
+        if let Some(dir) = &a.report {
+            l.write_report(dir)?;
+        }
+        (
+            to_json(&l),
+            l.text(),
+            "compare.json, regeneration.svg and one directory per level",
+        )
+    };
+    if a.json {
+        let _ = writeln!(io.out, "{json}");
+    } else {
+        let _ = write!(io.out, "{text}");
+        if let Some(d) = &a.report {
+            let _ = writeln!(io.out, "report: {}", in_dir(d, written));
+        }
+    }
+    Ok(0)
+}
