@@ -6,15 +6,22 @@
 //! crossbars are programmed earlier in the same phase, buffers are written
 //! before they are read, `FOR_REQUESTS`/`END` nest. A bad program is an
 //! error naming the instruction (E304), never a panic.
+//!
+//! Depends on `mgen-util`, `mgen-hw`, `mgen-front` (limits), `mgen-isa` and
+//! `mgen-model` (the float kernels the digital units share with the
+//! reference executor) only: it runs a package, whoever built it.
+
+pub(crate) use mgen_hw as hw;
+pub(crate) use mgen_util::{diag, progress, table};
 
 pub use mgen_isa::cost;
 pub mod exec;
 pub mod shapes;
 
-use crate::backend::isa::{Inst, Program};
 use crate::diag::{Code, Diagnostic, Diags};
 use crate::hw::Hardware;
 use cost::{COMPONENTS, cost};
+use mgen_isa::isa::{Inst, Program};
 use ndarray::{Array2, ArrayD};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -248,7 +255,7 @@ pub fn validate_package(pkg: &Package) -> Result<(), Diags> {
     let fail = |m: String| -> Diags { Diagnostic::error(Code::E304, m).into() };
     let per_tile = (hw.crossbars_per_core * hw.cores_per_tile).max(1);
     for (k, im) in p.images.iter().enumerate() {
-        let (rb, cb, sl, sg) = crate::backend::place::blocks(hw, im.out_dim, im.in_dim, im.wbits);
+        let (rb, cb, sl, sg) = hw.blocks(im.out_dim, im.in_dim, im.wbits);
         let need = rb.checked_mul(cb).and_then(|x| x.checked_mul(sl * sg));
         let span = (im.first + im.crossbars.max(1) - 1) / per_tile - im.first / per_tile + 1;
         if need != Some(im.crossbars) || span != im.tiles as u64 {
@@ -407,7 +414,7 @@ pub fn count(p: &Program, hw: &Hardware, requests: usize) -> Totals {
     // Crossbars, tiles, writes per cell: over crossbar ranges, never
     // crossbar by crossbar (a range may be as large as the machine).
     let per_tile = (hw.crossbars_per_core * hw.cores_per_tile).max(1);
-    let owned: Vec<&crate::backend::isa::Image> =
+    let owned: Vec<&mgen_isa::isa::Image> =
         p.images.iter().filter(|i| i.reuses.is_none()).collect();
     let used = owned
         .iter()
@@ -511,7 +518,7 @@ pub fn metrics(
                         .rows()
                         .into_iter()
                         .zip(r.rows())
-                        .filter(|(a, b)| crate::passes::share::agree(*a, *b))
+                        .filter(|(a, b)| mgen_util::stats::agree(*a, *b))
                         .count() as f64;
                     TaskMetric {
                         mean: None,
@@ -536,7 +543,7 @@ pub fn metrics(
                             d / (na * nb).max(1e-30)
                         })
                         .collect();
-                    let min = crate::passes::share::worst(cos.iter().cloned());
+                    let min = mgen_util::stats::worst(cos.iter().cloned());
                     TaskMetric {
                         mean: Some(cos.iter().sum::<f64>() / n),
                         metric: "cosine",
@@ -582,7 +589,7 @@ pub fn prepare_images(pkg: &Package, ideal_adc: bool) -> Vec<exec::PImage> {
         .par_iter()
         .zip(pkg.prog.images.par_iter())
         .map(|(q, img)| {
-            let xq = crate::backend::quant::InputQuant {
+            let xq = mgen_isa::quant::InputQuant {
                 scale: img.xscale,
                 zero: img.xzero,
             };

@@ -22,10 +22,10 @@
 //! Digital units (LayerNorm, softmax, GELU, QKᵀ, AV, pooling) compute in
 //! f32 with the reference executor's functions.
 
-use crate::backend::isa::{DmmKind, Inst, Program, VecOp};
-use crate::backend::quant::{InputQuant, QMatrix};
 use crate::hw::{Hardware, Signs};
-use crate::reference::{av, embed, gelu, layernorm, mask_scores, mean_pool, qk, softmax};
+use mgen_isa::isa::{DmmKind, Inst, Program, VecOp};
+use mgen_isa::quant::{InputQuant, QMatrix};
+use mgen_model::reference::{av, embed, gelu, layernorm, mask_scores, mean_pool, qk, softmax};
 use ndarray::{Array1, Array2, ArrayD, ArrayView2, Axis, Ix1, Ix2, Ix3, Zip, s};
 use std::sync::Arc;
 
@@ -284,10 +284,10 @@ impl Machine<'_> {
             Inst::Load { dst, input } => Some((
                 *dst,
                 match input {
-                    crate::backend::isa::Input::Ids => {
+                    mgen_isa::isa::Input::Ids => {
                         Array1::from_iter(ids.iter().map(|&i| i as f32)).into_dyn()
                     }
-                    crate::backend::isa::Input::Mask => Array1::from(mask.to_vec()).into_dyn(),
+                    mgen_isa::isa::Input::Mask => Array1::from(mask.to_vec()).into_dyn(),
                 },
             )),
             Inst::Embed {

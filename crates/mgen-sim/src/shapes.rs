@@ -3,9 +3,9 @@
 //! (`docs/isa.md` §2), so that execution never meets a shape it cannot
 //! handle. Part of [`super::validate`].
 
-use crate::backend::isa::{DmmKind, Image, Inst, Program, VecOp};
-use crate::sim::TaskInfo;
-use crate::spec::limits::MAX_VOCAB;
+use crate::TaskInfo;
+use mgen_front::spec::limits::MAX_VOCAB;
+use mgen_isa::isa::{DmmKind, Image, Inst, Program, VecOp};
 
 /// Elements of one buffer (one request's activation) at most.
 pub const MAX_BUFFER_ELEMENTS: u64 = 1 << 31;
