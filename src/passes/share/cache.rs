@@ -1,16 +1,23 @@
-//! Retrained branches of this process, by a digest of everything that
-//! determines them (the task's and the source's weights, the depth, the
-//! settings, the training inputs, the seed).
+//! [`ShareCache`]: retrained branches kept across runs of the generator.
 //!
-//! Training is deterministic, so this is a memo: `mgen compare`'s chip
-//! rounds rerun the search and would otherwise retrain every branch.
+//! Retraining a branch is the generator's one expensive step, and it is
+//! deterministic: its result depends only on what its key digests (the
+//! task's and the source's weights, the depth, the settings, the training
+//! inputs, the seed). `mgen compare` reruns the search once per chip round
+//! and per regeneration level, so it gives every run the same cache (the
+//! driver creates one; [`super::share`] uses a fresh one) and later runs
+//! retrain nothing they have retrained before.
+//!
 //! Invariants: an entry under a key equals what retraining with that key's
-//! inputs returns, so a hit changes no output; at most [`MEMO_VALUES`] f32
-//! values are kept.
+//! inputs returns, so a hit changes no output; at most [`CACHE_VALUES`]
+//! f32 values are held (a retraining that would exceed it is not kept).
 
 use super::Tensors;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// The cache's capacity in f32 values (1 GB).
+pub(super) const CACHE_VALUES: usize = 1 << 28;
 
 /// A retrained branch.
 #[derive(Clone)]
@@ -20,21 +27,34 @@ pub(super) struct Trained {
     pub parameters: usize,
 }
 
-static MEMO: std::sync::Mutex<Option<HashMap<String, Trained>>> = std::sync::Mutex::new(None);
-/// The memo's capacity in f32 values (1 GB).
-const MEMO_VALUES: usize = 1 << 28;
-
-pub(super) fn memo_get(key: &str) -> Option<Trained> {
-    let g = MEMO.lock().ok()?;
-    g.as_ref()?.get(key).cloned()
+/// Retrained branches by a digest of everything that determines them.
+/// Cloning shares the cache (the clones see each other's entries).
+#[derive(Clone, Default)]
+pub struct ShareCache {
+    branches: Arc<Mutex<HashMap<String, Trained>>>,
 }
 
-pub(super) fn memo_put(key: String, t: &Trained) {
-    if let Ok(mut g) = MEMO.lock() {
-        let map = g.get_or_insert_with(HashMap::new);
-        let held: usize = map.values().map(|x| x.parameters).sum();
-        if held + t.parameters <= MEMO_VALUES {
-            map.insert(key, t.clone());
+impl ShareCache {
+    pub(super) fn get(&self, key: &str) -> Option<Trained> {
+        let g = self.branches.lock().ok()?;
+        g.get(key).cloned()
+    }
+
+    pub(super) fn put(&self, key: String, t: &Trained) {
+        if let Ok(mut map) = self.branches.lock() {
+            let held: usize = map.values().map(|x| x.parameters).sum();
+            if held + t.parameters <= CACHE_VALUES {
+                map.insert(key, t.clone());
+            }
         }
+    }
+}
+
+impl std::fmt::Debug for ShareCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self.branches.lock().map(|m| m.len()).unwrap_or(0);
+        f.debug_struct("ShareCache")
+            .field("branches", &held)
+            .finish()
     }
 }

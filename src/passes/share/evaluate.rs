@@ -21,7 +21,7 @@
 //!   computed counts one step (the report's `evaluations`), hits count
 //!   nothing.
 
-use super::cache::Trained;
+use super::cache::{ShareCache, Trained};
 use super::inputs::Inputs;
 use super::measure::{self, Measured, hopeless, measure};
 use super::{Getter, HeadPair, Level, Source, Tensors, bug};
@@ -96,6 +96,7 @@ pub(super) struct Evaluator<'a> {
     /// Whether regeneration may replace task t's own tensors: its encoder
     /// layers and head are its alone.
     alone: Vec<bool>,
+    pub(super) cache: &'a ShareCache,
     pub(super) steps: Steps,
     trunks: HashMap<(Source, usize, usize), Arc<Trunk>>,
     verdicts: HashMap<(usize, Source, usize, Level, bool), Verdict>,
@@ -111,6 +112,7 @@ impl<'a> Evaluator<'a> {
         w: &'a Inputs<'a>,
         own: &'a [Array2<f32>],
         alone: Vec<bool>,
+        cache: &'a ShareCache,
         steps: Steps,
     ) -> Evaluator<'a> {
         let n = w.n();
@@ -124,6 +126,7 @@ impl<'a> Evaluator<'a> {
             w,
             own,
             alone,
+            cache,
             steps,
             trunks: HashMap::new(),
             verdicts: HashMap::new(),

@@ -6,13 +6,13 @@
 //!
 //! Invariants: a refit or retraining is a pure function of the task, the
 //! source, the depth and the run's inputs, so the evaluator may cache it;
-//! a retraining is looked up in the caller's memo (`cache`) under a digest
+//! a retraining is looked up in the caller's [`super::ShareCache`] under a digest
 //! of everything it depends on (the task's and the source's weights, the
 //! depth, the seed, the settings, the training inputs) before it runs, and
 //! added to it after; regeneration only touches a task whose encoder
 //! layers and head are its alone ([`alone`]).
 
-use super::cache::{Trained, memo_get, memo_put};
+use super::cache::Trained;
 use super::evaluate::Evaluator;
 use super::inputs::Inputs;
 use super::{HeadPair, Source, Tensors, bug};
@@ -104,7 +104,7 @@ impl Evaluator<'_> {
 
     /// Task `t`'s branch above `depth` retrained over source `s`'s trunk:
     /// once per (task, source, depth) in a run (each counts against the
-    /// task's trials), from the memo (`cache`) when a run retrained it
+    /// task's trials), from the [`super::ShareCache`] when a run retrained it
     /// before.
     pub(super) fn branch(
         &mut self,
@@ -122,11 +122,11 @@ impl Evaluator<'_> {
             let seed =
                 crate::weights::seed_of_name(&format!("branch:{}:{:?}:{depth}", w.names[t], s));
             let memo_key = branch_key(w, t, s, depth, seed, &opts, tb);
-            let trained = match memo_get(&memo_key) {
+            let trained = match self.cache.get(&memo_key) {
                 Some(hit) => hit,
                 None => {
                     let fresh = self.retrain(t, s, depth, seed, &opts, tb)?;
-                    memo_put(memo_key, &fresh);
+                    self.cache.put(memo_key, &fresh);
                     fresh
                 }
             };
@@ -183,7 +183,7 @@ impl Evaluator<'_> {
 }
 
 /// The digest of everything a retraining depends on: the
-/// memo (`cache`) key.
+/// [`super::ShareCache`] key.
 fn branch_key(
     w: &Inputs,
     t: usize,
