@@ -27,7 +27,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Compiles `lowered` with `pipeline` (and sharing depth caps).
+/// Compiles `lowered` with `pipeline` (and sharing depth caps), `share`
+/// reusing the branches retrained in `cache`.
 fn compiled(
     lowered: &Module,
     pipeline: &str,
@@ -35,12 +36,14 @@ fn compiled(
     sources: &mut Sources,
     progress: crate::progress::Mode,
     caps: &[Option<usize>],
+    cache: &share::ShareCache,
 ) -> Result<(Module, passes::Artifacts), Diags> {
     let mut m = lowered.clone();
     let mut arts = passes::Artifacts::default();
     let pl = passes::resolve(pipeline)?;
     let mut cx = passes::context_for(&pl, &m, store, sources, progress)?;
     cx.depth_caps = caps.to_vec();
+    cx.share_cache = cache.clone();
     passes::run_pipeline(&mut m, &mut arts, &pl, &cx, |_, _| {})?;
     Ok((m, arts))
 }
@@ -271,7 +274,10 @@ pub fn compare_levels(
     let f = crate::driver::front(sources, file)?;
     let (lowered, store) = crate::driver::module_and_store(f, sources)?;
     let batch = crate::data::load(&lowered.spec, sources)?;
-    let (base, base_arts) = compiled(&lowered, "baseline", &store, sources, progress, &[])?;
+    // One cache for every level and chip round: a branch retrained once is
+    // not retrained again.
+    let cache = share::ShareCache::default();
+    let (base, base_arts) = compiled(&lowered, "baseline", &store, sources, progress, &[], &cache)?;
     let pb = crate::backend::program::package(&base, &base_arts, &store, &batch, counts_only)?;
     let ob = if counts_only {
         None
@@ -294,6 +300,7 @@ pub fn compare_levels(
             sources,
             counts_only,
             progress,
+            &cache,
         )?;
         c.regenerate = level.map(|l| l.name()).unwrap_or("as written");
         out.push(c);
@@ -311,6 +318,7 @@ fn compare_one(
     sources: &mut Sources,
     counts_only: bool,
     progress: crate::progress::Mode,
+    cache: &share::ShareCache,
 ) -> Result<Comparison, Diags> {
     let t0 = std::time::Instant::now();
     let (pb, ob) = (&baseline.pb, &baseline.ob);
@@ -322,7 +330,7 @@ fn compare_one(
     let mut caps: Vec<Option<usize>> = vec![None; n];
     let mut rounds = Vec::new();
     let (ours, arts, pm, om) = loop {
-        let (ours, arts) = compiled(lowered, "default", store, sources, progress, &caps)?;
+        let (ours, arts) = compiled(lowered, "default", store, sources, progress, &caps, cache)?;
         let pm = crate::backend::program::package(&ours, &arts, store, batch, counts_only)?;
         let Some(ob) = &ob else {
             break (ours, arts, pm, None);

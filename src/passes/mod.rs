@@ -167,6 +167,9 @@ pub struct Context<'a> {
     /// Per workload task: its training inputs when it asks for
     /// regeneration (`regenerate = head`), else `None`.
     pub training: Vec<Option<crate::data::Batch>>,
+    /// Branches `share` retrained, kept across pipeline runs by a driver
+    /// that reruns it (`mgen compare`'s chip rounds); fresh by default.
+    pub share_cache: share::ShareCache,
 }
 
 /// Synthetic training inputs of a task with `regenerate = head` and no
@@ -198,6 +201,7 @@ pub fn context_for<'a>(
             progress,
             depth_caps: Vec::new(),
             training: Vec::new(),
+            share_cache: Default::default(),
         })
     }
 }
@@ -265,6 +269,7 @@ impl<'a> Context<'a> {
             progress,
             depth_caps: Vec::new(),
             training,
+            share_cache: Default::default(),
         })
     }
 }
