@@ -41,7 +41,14 @@ fn compiled(
     let mut m = lowered.clone();
     let mut arts = passes::Artifacts::default();
     let pl = passes::resolve(pipeline)?;
-    let mut cx = passes::context_for(&pl, &m, store, sources, progress)?;
+    let mut cx = passes::context_for(
+        &pl,
+        &m,
+        store,
+        sources,
+        progress,
+        &crate::backend::energy::Counting,
+    )?;
     cx.depth_caps = caps.to_vec();
     cx.share_cache = cache.clone();
     passes::run_pipeline(&mut m, &mut arts, &pl, &cx, |_, _| {})?;

@@ -3,9 +3,10 @@
 //! directories ([`program`]; reading them: [`progdir`], [`manifest`]).
 
 pub mod codegen;
+pub mod energy;
 pub use mgen_isa::isa;
 pub mod manifest;
-pub mod place;
+pub use mgen_opt::place;
 pub mod progdir;
 pub mod program;
 pub use mgen_isa::quant;

@@ -124,7 +124,14 @@ pub(super) fn run(a: Args, io: &mut Io, sources: &mut Sources) -> Result<i32, Di
     let (mut m, store) = driver::module_and_store(f, sources)?;
     let lowered = m.clone();
     let t_lower = t1.elapsed().as_secs_f64();
-    let cx = passes::context_for(&pipeline, &m, &store, sources, io.progress)?;
+    let cx = passes::context_for(
+        &pipeline,
+        &m,
+        &store,
+        sources,
+        io.progress,
+        &crate::backend::energy::Counting,
+    )?;
     let err = &mut *io.err;
     let mut arts = passes::Artifacts::default();
     let timings = passes::run_pipeline(&mut m, &mut arts, &pipeline, &cx, |name, m| {

@@ -41,7 +41,14 @@ pub(super) fn run(a: Args, io: &mut Io, sources: &mut Sources) -> Result<i32, Di
     let (mut m, store) = driver::module_and_store(f, sources)?;
     let lowered = m.clone();
     let pipeline = passes::resolve(if a.baseline { "baseline" } else { "default" })?;
-    let cx = passes::context_for(&pipeline, &m, &store, sources, io.progress)?;
+    let cx = passes::context_for(
+        &pipeline,
+        &m,
+        &store,
+        sources,
+        io.progress,
+        &crate::backend::energy::Counting,
+    )?;
     let mut arts = passes::Artifacts::default();
     passes::run_pipeline(&mut m, &mut arts, &pipeline, &cx, |_, _| {})?;
     let batch = crate::data::load(&m.spec, sources)?;

@@ -77,8 +77,14 @@ pub fn compiled(
     let (mut m, store) = mgen::driver::module_and_store(f, &sources).unwrap();
     let store: &'static mgen::weights::Store = Box::leak(Box::new(store));
     let pl = mgen::passes::resolve(pipeline).unwrap();
-    let cx =
-        mgen::passes::Context::load(&m, store, &mut sources, mgen::progress::Mode::Off).unwrap();
+    let cx = mgen::passes::Context::load(
+        &m,
+        store,
+        &mut sources,
+        mgen::progress::Mode::Off,
+        &mgen::backend::energy::Counting,
+    )
+    .unwrap();
     let mut arts = mgen::passes::Artifacts::default();
     mgen::passes::run_pipeline(&mut m, &mut arts, &pl, &cx, |_, _| {})
         .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));

@@ -6,12 +6,21 @@
 //! sees (and codegen never receives) a module that breaks the IR's
 //! invariants; it times each pass and can dump the IR after any of them.
 
+pub(crate) use mgen_front::spec;
+pub(crate) use mgen_hw as hw;
+pub(crate) use mgen_ir as ir;
+pub(crate) use mgen_model::{data, forward, reference, train, weights};
+pub(crate) use mgen_util::{diag, progress, table};
+
 pub mod area;
 pub mod merge;
+pub mod place;
 pub mod schedule;
 pub mod share;
 
-/// `place`: see [`crate::backend::place`].
+pub use share::EnergyOracle;
+
+/// `place`: see [`place`](mod@crate::place).
 pub struct Place;
 
 impl Pass for Place {
@@ -31,7 +40,7 @@ impl Pass for Place {
         &[Artifact::Schedule]
     }
     fn run(&self, m: &mut Module, arts: &mut Artifacts, _: &Context) -> Result<(), Diags> {
-        arts.placement = Some(crate::backend::place::place(m)?);
+        arts.placement = Some(crate::place::place(m)?);
         Ok(())
     }
 }
@@ -52,7 +61,7 @@ pub struct Artifacts {
     /// Set by `share`: what the model generator chose and measured.
     pub sharing: Option<share::Sharing>,
     /// Set by `place` (or by `area`'s own placement check).
-    pub placement: Option<crate::backend::place::Placement>,
+    pub placement: Option<crate::place::Placement>,
     /// Set by `schedule`: request groups and buffer levels codegen follows.
     pub schedule: Option<schedule::Schedule>,
 }
@@ -170,6 +179,8 @@ pub struct Context<'a> {
     /// Branches `share` retrained, kept across pipeline runs by a driver
     /// that reruns it (`mgen compare`'s chip rounds); fresh by default.
     pub share_cache: share::ShareCache,
+    /// What a candidate costs, for `share` (the back end's counting model).
+    pub energy: Option<&'a dyn EnergyOracle>,
 }
 
 /// Synthetic training inputs of a task with `regenerate = head` and no
@@ -184,16 +195,17 @@ pub const BRANCH_TRAIN_REQUESTS: usize = 512;
 pub const TRAIN_FILE_REQUESTS: usize = crate::data::TRAIN_FILE_REQUESTS;
 
 /// The context a pipeline needs: calibration inputs are loaded only when
-/// it runs `share`.
+/// it runs `share`; `energy` answers what a candidate costs.
 pub fn context_for<'a>(
     passes: &[Box<dyn Pass>],
     m: &Module,
     store: &'a crate::weights::Store,
     sources: &mut crate::diag::Sources,
     progress: crate::progress::Mode,
+    energy: &'a dyn EnergyOracle,
 ) -> Result<Context<'a>, Diags> {
     if passes.iter().any(|p| p.name() == "share") {
-        Context::load(m, store, sources, progress)
+        Context::load(m, store, sources, progress, energy)
     } else {
         Ok(Context {
             store: Some(store),
@@ -202,6 +214,7 @@ pub fn context_for<'a>(
             depth_caps: Vec::new(),
             training: Vec::new(),
             share_cache: Default::default(),
+            energy: Some(energy),
         })
     }
 }
@@ -224,6 +237,7 @@ impl<'a> Context<'a> {
         store: &'a crate::weights::Store,
         sources: &mut crate::diag::Sources,
         progress: crate::progress::Mode,
+        energy: &'a dyn EnergyOracle,
     ) -> Result<Context<'a>, Diags> {
         let spec = &m.spec;
         // Every inputs file, read once and checked as `mgen check` does.
@@ -270,6 +284,7 @@ impl<'a> Context<'a> {
             depth_caps: Vec::new(),
             training,
             share_cache: Default::default(),
+            energy: Some(energy),
         })
     }
 }

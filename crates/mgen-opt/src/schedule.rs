@@ -146,7 +146,7 @@ fn bug(msg: &str) -> Diags {
 /// latest operand's (`order` is topological). Codegen uses it too.
 pub fn phases_of(
     m: &Module,
-    p: &crate::backend::place::Placement,
+    p: &crate::place::Placement,
     order: &[NodeId],
 ) -> HashMap<NodeId, u32> {
     let mut phase: HashMap<NodeId, u32> = HashMap::new();
@@ -164,7 +164,7 @@ pub fn phases_of(
 }
 
 /// Computes the schedule of a module placed as `p`.
-pub fn schedule(m: &Module, p: &crate::backend::place::Placement) -> Result<Schedule, Diags> {
+pub fn schedule(m: &Module, p: &crate::place::Placement) -> Result<Schedule, Diags> {
     let hw = &m.spec.hardware;
     let order = m
         .canonical_order()

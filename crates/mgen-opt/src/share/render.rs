@@ -159,7 +159,7 @@ pub fn text(s: &Sharing) -> String {
 
 /// The area-mode part of [`text`]: crossbars and energy with and without
 /// it, and per task its deltas and budgets.
-fn area_table(a: &crate::passes::area::AreaReport) -> String {
+fn area_table(a: &crate::area::AreaReport) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     let _ = writeln!(

@@ -1,5 +1,5 @@
-//! Energy per request of a module's program, from the counting simulator
-//! ([`per_request_energy`]), and the figures of the generated tree: shared,
+//! Energy per request of a module's program, asked of an
+//! [`EnergyOracle`] (the back end's counting model), and the figures of the generated tree: shared,
 //! and unshared (every task running its own model), with area mode applied
 //! when the workload asks for it ([`of_tree`]).
 //!
@@ -22,46 +22,24 @@ use std::collections::HashMap;
 /// once either way); and each task's own energy per (task, layer).
 pub type Energies = (f64, f64, HashMap<(String, String), f64>);
 
-/// See [`Energies`]. `m` must not be scheduled yet (`share` runs before
-/// `schedule`): request groups would repeat each phase's lines.
-pub fn per_request_energy(m: &Module, store: &Store, batch: &Batch) -> Result<Energies, Diags> {
-    let pkg = crate::backend::program::package(
-        m,
-        &crate::passes::Artifacts::default(),
-        store,
-        batch,
-        true,
-    )?;
-    let mut by = HashMap::new();
-    let (mut shared, mut unshared) = (0.0, 0.0);
-    let mut in_loop = false;
-    for line in &pkg.prog.code {
-        match line.inst {
-            crate::backend::isa::Inst::ForRequests => in_loop = true,
-            crate::backend::isa::Inst::End => in_loop = false,
-            _ => {}
-        }
-        if !in_loop {
-            continue;
-        }
-        let c = crate::sim::cost::cost(&line.inst, &pkg.prog, &pkg.hw).total();
-        shared += c;
-        if line.layer == "input" || line.tasks.is_empty() {
-            unshared += c;
-            continue;
-        }
-        unshared += c * line.tasks.len() as f64;
-        for t in &line.tasks {
-            *by.entry((t.clone(), line.layer.clone())).or_insert(0.0) += c;
-        }
-    }
-    Ok((shared, unshared, by))
+/// The energy figures the optimiser weighs, from the back end's counting
+/// model: the optimiser sees neither programs nor what an instruction
+/// costs, so it asks (`mgen_backend::Counting` answers).
+pub trait EnergyOracle: Sync {
+    /// See [`Energies`]. `m` must not be scheduled yet (`share` runs before
+    /// `schedule`): request groups would repeat each phase's lines.
+    fn per_request_energy(
+        &self,
+        m: &Module,
+        store: &Store,
+        batch: &Batch,
+    ) -> Result<Energies, Diags>;
 }
 
 /// The generated tree's energy figures (pJ per request).
 pub(super) struct Figures {
     /// Area mode's report, when the workload asks for it.
-    pub area: Option<crate::passes::area::AreaReport>,
+    pub area: Option<crate::area::AreaReport>,
     pub unshared_pj: f64,
     pub shared_pj: f64,
     /// Each task's own energy per (task, layer).
@@ -70,16 +48,20 @@ pub(super) struct Figures {
 
 /// Applies the workload's area mode to the rewritten module `m`, if it asks
 /// for it, and measures the figures on the workload's first batch.
-pub(super) fn of_tree(m: &mut Module, w: &Inputs, own: &[Array2<f32>]) -> Result<Figures, Diags> {
+pub(super) fn of_tree(
+    m: &mut Module,
+    w: &Inputs,
+    own: &[Array2<f32>],
+    oracle: &dyn EnergyOracle,
+) -> Result<Figures, Diags> {
     let (store, batch) = (w.store, w.batches[0]);
+    let per_request_energy = |m: &Module, store, batch| oracle.per_request_energy(m, store, batch);
     let before_area = m.clone();
     let area = match w.spec.workload.area {
         Some(mode) => {
             let cal: Vec<&Batch> = (0..w.n()).map(|t| w.calibration(t)).collect();
             let energy = |m: &Module| per_request_energy(m, store, batch).map(|e| e.0);
-            Some(crate::passes::area::apply(
-                m, store, mode, &cal, own, &energy,
-            )?)
+            Some(crate::area::apply(m, store, mode, &cal, own, &energy)?)
         }
         None => None,
     };

@@ -1,4 +1,4 @@
-//! The report the pass leaves in [`crate::passes::Artifacts::sharing`]:
+//! The report the pass leaves in [`crate::Artifacts::sharing`]:
 //! its types ([`Sharing`] and its parts), the tree read off a module
 //! ([`tree_of`]), and the report of one run (`Run::sharing`).
 //!
@@ -99,7 +99,7 @@ pub struct Sharing {
     pub calibration_requests: Vec<usize>,
     pub seconds: f64,
     /// Area mode (`area = delta(bits = N)`), when the workload asks for it.
-    pub area: Option<crate::passes::area::AreaReport>,
+    pub area: Option<crate::area::AreaReport>,
 }
 
 /// What branch retraining did for a task (the retraining its final choice

@@ -23,8 +23,8 @@
 use crate::data::Batch;
 use crate::diag::Diags;
 use crate::ir::{Module, Node, NodeId, Op, Param, ParamId};
-use crate::passes::share::{Measured, measure};
 use crate::reference::Plan;
+use crate::share::{Measured, measure};
 use crate::spec::AreaMode;
 use crate::weights::Store;
 use ndarray::Array2;
@@ -224,7 +224,7 @@ pub fn apply(
     let n = m.spec.workload.tasks.len();
     let before = m.clone();
     let placed = |m: &Module| -> Result<(u64, f64), Diags> {
-        let p = crate::backend::place::place(m)?;
+        let p = crate::place::place(m)?;
         let tiles = p.tile_use.iter().filter(|&&u| u > 0).count();
         Ok((
             p.crossbars_used,
