@@ -13,7 +13,7 @@ pub mod compare;
 pub use mgen_model::data;
 pub use mgen_util::diag;
 pub mod driver;
-pub mod export;
+pub use mgen_backend::export;
 pub mod finetune;
 pub use mgen_hw as hw;
 pub use mgen_ir as ir;

@@ -1,12 +1,8 @@
-//! Back end: crossbar placement ([`place`]), the ISA ([`isa`]), weight
-//! quantisation ([`quant`]), code generation ([`codegen`]) and program
-//! directories ([`program`]; reading them: [`progdir`], [`manifest`]).
+//! Back end, from `crates/mgen-backend` (code generation, program
+//! directories, weight export, the energy oracle), with the ISA and
+//! quantisation (`mgen-isa`) and placement (`mgen-opt`) under the paths
+//! they had before the workspace split.
 
-pub mod codegen;
-pub mod energy;
-pub use mgen_isa::isa;
-pub mod manifest;
+pub use mgen_backend::{codegen, energy, manifest, progdir, program};
+pub use mgen_isa::{isa, quant};
 pub use mgen_opt::place;
-pub mod progdir;
-pub mod program;
-pub use mgen_isa::quant;

@@ -24,13 +24,8 @@ impl EnergyOracle for Counting {
         store: &Store,
         batch: &Batch,
     ) -> Result<Energies, Diags> {
-        let pkg = crate::backend::program::package(
-            m,
-            &crate::passes::Artifacts::default(),
-            store,
-            batch,
-            true,
-        )?;
+        let pkg =
+            crate::program::package(m, &crate::passes::Artifacts::default(), store, batch, true)?;
         let mut by = HashMap::new();
         let (mut shared, mut unshared) = (0.0, 0.0);
         let mut in_loop = false;

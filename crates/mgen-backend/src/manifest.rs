@@ -11,8 +11,8 @@
 
 use crate::data::Request;
 use crate::hw::Hardware;
-use crate::sim::TaskInfo;
 use crate::spec::limits::{MAX_CLASSES, MAX_REQUESTS, MAX_SEQ, MAX_VOCAB};
+use mgen_isa::package::TaskInfo;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;

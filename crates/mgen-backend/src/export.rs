@@ -104,10 +104,8 @@ fn materialise(store: &Store, parts: &[String]) -> Result<Arc<ArrayD<f32>>, Diag
     Ok(t)
 }
 
-pub(crate) fn write_file(
-    path: &Path,
-    tensors: &BTreeMap<String, Arc<ArrayD<f32>>>,
-) -> Result<(), Diags> {
+/// Writes named f32 tensors as one safetensors file, atomically.
+pub fn write_file(path: &Path, tensors: &BTreeMap<String, Arc<ArrayD<f32>>>) -> Result<(), Diags> {
     let owned: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(n, t)| {

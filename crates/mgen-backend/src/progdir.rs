@@ -8,7 +8,7 @@ use super::isa::{self, Image, Program};
 use super::manifest::{self, Manifest, sha};
 use super::quant::QMatrix;
 use crate::diag::{Code, Diagnostic, Diags, Sources};
-use crate::sim::Package;
+use mgen_isa::package::Package;
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
 use safetensors::{Dtype, SafeTensors};
 use std::io::Read;
