@@ -44,7 +44,7 @@ fn area_mode_trades_energy_for_crossbars_within_budgets() {
     let placement = mgen::backend::place::place(&m).unwrap();
     assert!(placement.matrices.iter().any(|q| q.reuses.is_some()));
     for q in &placement.matrices {
-        let bits = m.params[q.param.0 as usize].bits.unwrap_or(8);
+        let bits = m.params[q.param].bits.unwrap_or(8);
         assert_eq!(q.slices, (bits as u64).div_ceil(2), "{}", q.tensor);
     }
     assert_eq!(placement.crossbars_used, a.crossbars_with);

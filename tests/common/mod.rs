@@ -121,7 +121,7 @@ pub fn with_own_tensors(
         let t = node.tasks.iter().next().unwrap();
         let st = plain.spec.workload.tasks[t];
         for (k, pid) in node.params.iter().enumerate() {
-            let param = plain.params[pid.0 as usize].clone();
+            let param = plain.params[pid].clone();
             if !which(&param) {
                 continue;
             }

@@ -73,7 +73,7 @@ pub fn codegen_with_consts(
     let mut const_of: HashMap<ParamId, u32> = HashMap::new();
     let mut konst = |prog: &mut Program, pid: ParamId| -> u32 {
         *const_of.entry(pid).or_insert_with(|| {
-            let pr = &m.params[pid.0 as usize];
+            let pr = &m.params[pid];
             prog.consts.push(Const {
                 tensor: pr.name.clone(),
                 shape: pr.shape.clone(),

@@ -45,14 +45,14 @@ fn task_tensors(m: &Module) -> Vec<BTreeMap<String, Vec<String>>> {
     let mut out: Vec<BTreeMap<String, Vec<String>>> = vec![BTreeMap::new(); n];
     for node in m.graph.node_weights() {
         for (k, p) in node.params.iter().enumerate() {
-            let param = &m.params[p.0 as usize];
+            let param = &m.params[p];
             // Area mode: the zero bias of a delta MVM is no tensor of the model.
             if matches!(node.op, Op::Linear)
                 && k == 1
                 && node
                     .params
                     .first()
-                    .is_some_and(|w| m.params[w.0 as usize].bits.is_some())
+                    .is_some_and(|w| m.params[w].bits.is_some())
             {
                 continue;
             }

@@ -174,7 +174,7 @@ pub fn calibrate(m: &Module, store: &Store, batch: &Batch) -> Result<Calibration
     let calib: Result<Vec<Vec<(NodeId, InputCalibration)>>, Diags> = jobs
         .into_par_iter()
         .map(|(pid, us)| {
-            let param = &m.params[pid.0 as usize];
+            let param = &m.params[pid];
             let w = store
                 .tensor(&param.digest)
                 .map_err(|e| Diags::from(Diagnostic::internal(e)))?;
@@ -296,7 +296,7 @@ pub fn package(
             .par_iter()
             .map(|mp| {
                 let w = store
-                    .tensor(&m.params[mp.param.0 as usize].digest)
+                    .tensor(&m.params[mp.param].digest)
                     .map_err(|e| Diags::from(Diagnostic::internal(e)))?;
                 let w2 = w
                     .view()
@@ -310,7 +310,7 @@ pub fn package(
             .collect();
         let mut consts = Vec::new();
         for pid in &const_params {
-            let digest = &m.params[pid.0 as usize].digest;
+            let digest = &m.params[pid].digest;
             consts.push(
                 store
                     .tensor(digest)

@@ -242,6 +242,29 @@ pub struct Param {
     pub bits: Option<u32>,
 }
 
+/// `params[id]`: a param by its typed id (ids are indices into the
+/// module's param table, which only grows or is compacted by a pass that
+/// renumbers every use).
+impl std::ops::Index<ParamId> for Vec<Param> {
+    type Output = Param;
+    fn index(&self, id: ParamId) -> &Param {
+        &self[id.0 as usize]
+    }
+}
+
+impl std::ops::Index<&ParamId> for Vec<Param> {
+    type Output = Param;
+    fn index(&self, id: &ParamId) -> &Param {
+        &self[*id]
+    }
+}
+
+impl std::ops::IndexMut<ParamId> for Vec<Param> {
+    fn index_mut(&mut self, id: ParamId) -> &mut Param {
+        &mut self[id.0 as usize]
+    }
+}
+
 /// The graph type.
 pub type Graph = StableDiGraph<Node, u8>;
 

@@ -90,7 +90,7 @@ pub fn print(m: &Module) -> String {
     let _ = writeln!(s, "graph {} {{", m.spec.workload.name);
     let _ = writeln!(s, "    root = {};", quote(&m.spec.root));
     for (i, p) in num.params.iter().enumerate() {
-        let p = &m.params[p.0 as usize];
+        let p = &m.params[p];
         let _ = writeln!(
             s,
             "    ${i} = param({}, {}, {}, {}{});",
@@ -127,7 +127,7 @@ pub fn to_json(m: &Module) -> serde_json::Value {
         .params
         .iter()
         .map(|p| {
-            let p = &m.params[p.0 as usize];
+            let p = &m.params[p];
             json!({ "source": p.source, "name": p.name, "shape": p.shape, "digest": p.digest })
         })
         .collect();

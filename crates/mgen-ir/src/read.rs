@@ -497,10 +497,7 @@ fn read_node(
         .iter()
         .map(|o| m.graph[o.0].shape.as_slice())
         .collect();
-    let pshapes: Vec<&[u64]> = ps
-        .iter()
-        .map(|p| m.params[p.0 as usize].shape.as_slice())
-        .collect();
+    let pshapes: Vec<&[u64]> = ps.iter().map(|p| m.params[p].shape.as_slice()).collect();
     match shape::infer(&op, &shapes, &pshapes, m.spec.workload.seq) {
         Ok(s) if s == shape => {}
         Ok(s) => {

@@ -72,7 +72,7 @@ pub fn verify(m: &Module, after: &str) -> Result<(), Diags> {
         let pshapes: Vec<&[u64]> = n
             .params
             .iter()
-            .map(|p| m.params[p.0 as usize].shape.as_slice())
+            .map(|p| m.params[p].shape.as_slice())
             .collect();
         match shape::infer(&n.op, &shapes, &pshapes, seq) {
             Ok(s) if s == n.shape => {}

@@ -160,9 +160,9 @@ pub fn place(m: &Module) -> Result<Placement, Diags> {
             continue;
         }
         let w = n.params[0];
-        let shape = &m.params[w.0 as usize].shape;
+        let shape = &m.params[w].shape;
         let (out_dim, in_dim) = (shape[0], shape[1]);
-        let bits = m.params[w.0 as usize].bits.unwrap_or(hw.weight_bits);
+        let bits = m.params[w].bits.unwrap_or(hw.weight_bits);
         let (rb, cb, sl, sg) = blocks(hw, out_dim, in_dim, bits);
         let tasks: Vec<String> = n
             .tasks
@@ -174,7 +174,7 @@ pub fn place(m: &Module) -> Result<Placement, Diags> {
                 node: *id,
                 param: w,
                 node_name: format!("%{k}"),
-                tensor: m.params[w.0 as usize].name.clone(),
+                tensor: m.params[w].name.clone(),
                 tasks: tasks.clone(),
                 in_dim,
                 out_dim,
@@ -204,7 +204,7 @@ pub fn place(m: &Module) -> Result<Placement, Diags> {
                 Code::E301,
                 format!(
                     "the {out_dim} x {in_dim} matrix `{}` needs {count} crossbars; the whole machine has {available}",
-                    m.params[w.0 as usize].name
+                    m.params[w].name
                 ),
             )
             .help("add chips or tiles to the hardware block, or use larger crossbars");

@@ -26,7 +26,7 @@ use std::sync::Arc;
 pub fn already_shared(m: &Module, store: &Store) -> bool {
     m.graph.node_weights().any(|n| {
         n.params.iter().any(|p| {
-            let param = &m.params[p.0 as usize];
+            let param = &m.params[p];
             n.tasks.iter().any(|t| {
                 let st = m.spec.workload.tasks[t];
                 store
@@ -64,7 +64,7 @@ pub(super) fn rewrite(
         let model = spec.tasks[st].base;
         let mut new_params = Vec::with_capacity(node.params.len());
         for &p in &node.params {
-            let old = m.params[p.0 as usize].clone();
+            let old = m.params[p].clone();
             let (digest, source) = match src[t] {
                 Source::Base => (
                     store.base_digest(model, &old.name).cloned(),
@@ -170,13 +170,13 @@ fn replace_params(
         if !node
             .params
             .iter()
-            .any(|p| tensors.contains_key(&m.params[p.0 as usize].name))
+            .any(|p| tensors.contains_key(&m.params[p].name))
         {
             continue;
         }
         let mut new = Vec::with_capacity(node.params.len());
         for &p in &node.params {
-            let old = m.params[p.0 as usize].clone();
+            let old = m.params[p].clone();
             let Some(tensor) = tensors.get(&old.name) else {
                 new.push(p);
                 continue;
