@@ -12,6 +12,7 @@ pub fn verify(m: &Module, after: &str) -> Result<(), Diags> {
         .canonical_order()
         .map(|o| o.into_iter().enumerate().map(|(i, n)| (n, i)).collect())
         .unwrap_or_default();
+    // Every message names a node this one way (`%k` as printed).
     let name = |id: &NodeId| match canon.get(id) {
         Some(k) => format!("%{k}"),
         None => format!("{id}"),
@@ -27,7 +28,7 @@ pub fn verify(m: &Module, after: &str) -> Result<(), Diags> {
             d = d.at(
                 loc.file,
                 loc.span.clone(),
-                format!("node {} came from here", id),
+                format!("node {} came from here", name(&id)),
             );
         }
         diags.push(d.note("this is a bug in mgen or a hand-edited .mir file"));
