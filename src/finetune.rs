@@ -21,7 +21,6 @@ use crate::forward::{self, Req};
 use crate::spec::{BranchOpts, Head, InputSource};
 use crate::train::{Branch, Item};
 use ndarray::{Array1, ArrayD};
-use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -82,7 +81,7 @@ pub fn finetune(
     s: Settings,
     sources: &mut Sources,
     progress: crate::progress::Mode,
-) -> Result<Value, Diags> {
+) -> Result<Finetuned, Diags> {
     let t0 = std::time::Instant::now();
     let f = crate::driver::front(sources, file)?;
     let (m, store) = crate::driver::module_and_store(f, sources)?;
@@ -226,50 +225,76 @@ pub fn finetune(
         Head::Regress { .. } => "pearson",
         _ => "accuracy",
     };
-    Ok(json!({
-        "task": task,
-        "output": out.display().to_string(),
-        "train_requests": labelled.len(),
-        "held_out_requests": held.len(),
-        "epochs": s.epochs,
-        "lr": s.lr,
-        "batch": s.batch,
-        "steps": log.steps,
-        "trained_values": branch.parameters(),
-        "first_epoch_loss": log.first_loss,
-        "last_epoch_loss": log.last_loss,
-        "metric": metric_name,
-        "train_before": before.0,
-        "train_after": after.0,
-        "held_out_before": before.1,
-        "held_out_after": after.1,
-        "seconds": t0.elapsed().as_secs_f64(),
-    }))
+    Ok(Finetuned {
+        batch: s.batch,
+        epochs: s.epochs,
+        first_epoch_loss: log.first_loss,
+        held_out_after: after.1,
+        held_out_before: before.1,
+        held_out_requests: held.len(),
+        last_epoch_loss: log.last_loss,
+        lr: s.lr,
+        metric: metric_name,
+        output: out.display().to_string(),
+        seconds: t0.elapsed().as_secs_f64(),
+        steps: log.steps,
+        task: task.to_string(),
+        train_after: after.0,
+        train_before: before.0,
+        train_requests: labelled.len(),
+        trained_values: branch.parameters(),
+    })
 }
 
-/// The report as text.
-pub fn text(v: &Value) -> String {
-    let f = |k: &str| {
-        v[k].as_f64()
-            .map(|x| format!("{x:.4}"))
-            .unwrap_or_else(|| "-".into())
-    };
-    format!(
-        "finetune: task `{}` -> {}\n  {} labelled training requests, {} epochs, {} steps, {} values trained; loss {} -> {}\n  {} on the training inputs {} -> {}; on the held-out `calibrate` inputs ({}) {} -> {}\n  {:.1} s\n",
-        v["task"].as_str().unwrap_or(""),
-        v["output"].as_str().unwrap_or(""),
-        v["train_requests"],
-        v["epochs"],
-        v["steps"],
-        v["trained_values"],
-        f("first_epoch_loss"),
-        f("last_epoch_loss"),
-        v["metric"].as_str().unwrap_or(""),
-        f("train_before"),
-        f("train_after"),
-        v["held_out_requests"],
-        f("held_out_before"),
-        f("held_out_after"),
-        v["seconds"].as_f64().unwrap_or(0.0)
-    )
+/// What `mgen finetune` did, as text and JSON (fields in the order the
+/// JSON has always had them; a non-finite metric is `null` in JSON and `-`
+/// in text).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Finetuned {
+    pub batch: u32,
+    pub epochs: u32,
+    pub first_epoch_loss: f64,
+    pub held_out_after: Option<f64>,
+    pub held_out_before: Option<f64>,
+    pub held_out_requests: usize,
+    pub last_epoch_loss: f64,
+    pub lr: f64,
+    /// `accuracy`, or `pearson` for a regression task.
+    pub metric: &'static str,
+    pub output: String,
+    pub seconds: f64,
+    pub steps: usize,
+    pub task: String,
+    pub train_after: Option<f64>,
+    pub train_before: Option<f64>,
+    pub train_requests: usize,
+    pub trained_values: usize,
+}
+
+impl Finetuned {
+    /// The report as text.
+    pub fn text(&self) -> String {
+        let f = |x: Option<f64>| match x {
+            Some(x) if x.is_finite() => format!("{x:.4}"),
+            _ => "-".into(),
+        };
+        format!(
+            "finetune: task `{}` -> {}\n  {} labelled training requests, {} epochs, {} steps, {} values trained; loss {} -> {}\n  {} on the training inputs {} -> {}; on the held-out `calibrate` inputs ({}) {} -> {}\n  {:.1} s\n",
+            self.task,
+            self.output,
+            self.train_requests,
+            self.epochs,
+            self.steps,
+            self.trained_values,
+            f(Some(self.first_epoch_loss)),
+            f(Some(self.last_epoch_loss)),
+            self.metric,
+            f(self.train_before),
+            f(self.train_after),
+            self.held_out_requests,
+            f(self.held_out_before),
+            f(self.held_out_after),
+            self.seconds
+        )
+    }
 }

@@ -229,20 +229,14 @@ pub(super) fn run(a: Args, io: &mut Io, sources: &mut Sources) -> Result<i32, Di
             let dir = output.clone().unwrap_or_default();
             let summary = crate::export::write_weights(&m, &store, &dir)?;
             if json {
-                let _ = writeln!(io.out, "{summary}");
+                let text = serde_json::to_string(&summary).unwrap_or_default();
+                let _ = writeln!(io.out, "{text}");
             } else {
-                let files: Vec<String> = summary["models"]
-                    .as_object()
-                    .into_iter()
-                    .chain(summary["tasks"].as_object())
-                    .flat_map(|o| o.values())
-                    .filter_map(|v| v["file"].as_str().map(str::to_string))
-                    .collect();
                 let _ = writeln!(
                     io.out,
                     "wrote {} and weights.json; to read them back:\n{}",
-                    in_dir(&dir, &format!("{{{}}}", files.join(", "))),
-                    summary["mgen"].as_str().unwrap_or_default()
+                    in_dir(&dir, &format!("{{{}}}", summary.files().join(", "))),
+                    summary.mgen
                 );
             }
             return Ok(0);

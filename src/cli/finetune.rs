@@ -49,9 +49,9 @@ pub(super) fn run(a: Args, io: &mut Io, sources: &mut Sources) -> Result<i32, Di
     };
     let v = crate::finetune::finetune(&a.file, &a.task, &a.output, s, sources, io.progress)?;
     if a.json {
-        let _ = writeln!(io.out, "{v}");
+        let _ = writeln!(io.out, "{}", serde_json::to_string(&v).unwrap_or_default());
     } else {
-        let _ = write!(io.out, "{}", crate::finetune::text(&v));
+        let _ = write!(io.out, "{}", v.text());
     }
     Ok(0)
 }

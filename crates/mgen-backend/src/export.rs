@@ -126,9 +126,52 @@ pub fn write_file(path: &Path, tensors: &BTreeMap<String, Arc<ArrayD<f32>>>) -> 
     mgen_util::fs::write_atomic(path, &bytes)
 }
 
+/// `weights.json`: what `--emit weights` wrote. Fields are declared in the
+/// order they are written (sorted, as the file has always had them).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WeightsSummary {
+    /// Always `mgen-weights`.
+    pub format: &'static str,
+    /// `.mgen` lines that read the files back.
+    pub mgen: String,
+    /// Per base model: its file.
+    pub models: BTreeMap<String, ModelFile>,
+    /// Per task: its file of own tensors.
+    pub tasks: BTreeMap<String, TaskFile>,
+    pub version: u32,
+}
+
+/// A base model's file and the tensors in it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelFile {
+    pub file: String,
+    pub tensors: Vec<String>,
+}
+
+/// A task's file: the tensors that are not its base's, how many it reads
+/// from the base, and which tensors other tasks compute with too.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskFile {
+    pub base: String,
+    pub file: String,
+    pub from_base: usize,
+    pub shared_with: BTreeMap<String, Vec<String>>,
+    pub tensors: Vec<String>,
+}
+
+impl WeightsSummary {
+    /// Every file written, models first.
+    pub fn files(&self) -> Vec<&str> {
+        let models = self.models.values().map(|f| f.file.as_str());
+        models
+            .chain(self.tasks.values().map(|f| f.file.as_str()))
+            .collect()
+    }
+}
+
 /// Writes the generated models into `dir` (see the module docs); returns
 /// the `weights.json` summary.
-pub fn write_weights(m: &Module, store: &Store, dir: &Path) -> Result<serde_json::Value, Diags> {
+pub fn write_weights(m: &Module, store: &Store, dir: &Path) -> Result<WeightsSummary, Diags> {
     std::fs::create_dir_all(dir)
         .map_err(|e| io_err(format!("cannot create `{}`: {e}", dir.display())))?;
     let spec = &m.spec;
@@ -145,7 +188,7 @@ pub fn write_weights(m: &Module, store: &Store, dir: &Path) -> Result<serde_json
             }
         }
     }
-    let mut files = serde_json::Map::new();
+    let mut files = BTreeMap::new();
     for (&mi, tensor_names) in &models {
         let mut ts = BTreeMap::new();
         for n in tensor_names {
@@ -155,12 +198,10 @@ pub fn write_weights(m: &Module, store: &Store, dir: &Path) -> Result<serde_json
         }
         let file = format!("{}.safetensors", spec.models[mi].name);
         write_file(&dir.join(&file), &ts)?;
-        files.insert(
-            spec.models[mi].name.clone(),
-            serde_json::json!({ "file": file, "tensors": ts.keys().collect::<Vec<_>>() }),
-        );
+        let tensors = ts.keys().cloned().collect();
+        files.insert(spec.models[mi].name.clone(), ModelFile { file, tensors });
     }
-    let mut tasks = serde_json::Map::new();
+    let mut tasks = BTreeMap::new();
     let mut snippet = String::new();
     for (t, tensors) in per_task.iter().enumerate() {
         let st = spec.workload.tasks[t];
@@ -188,16 +229,14 @@ pub fn write_weights(m: &Module, store: &Store, dir: &Path) -> Result<serde_json
             dir.join(&file).display(),
             spec.models[mi].name
         );
-        tasks.insert(
-            names[t].to_string(),
-            serde_json::json!({
-                "file": file,
-                "base": spec.models[mi].name,
-                "tensors": own.keys().collect::<Vec<_>>(),
-                "from_base": tensors.len() - own.len(),
-                "shared_with": shared_with,
-            }),
-        );
+        let entry = TaskFile {
+            base: spec.models[mi].name.clone(),
+            file,
+            from_base: tensors.len() - own.len(),
+            shared_with,
+            tensors: own.keys().cloned().collect(),
+        };
+        tasks.insert(names[t].to_string(), entry);
     }
     for mi in models.keys() {
         snippet = format!(
@@ -207,13 +246,13 @@ pub fn write_weights(m: &Module, store: &Store, dir: &Path) -> Result<serde_json
                 .display()
         ) + &snippet;
     }
-    let summary = serde_json::json!({
-        "format": "mgen-weights",
-        "version": 1,
-        "models": files,
-        "tasks": tasks,
-        "mgen": snippet,
-    });
+    let summary = WeightsSummary {
+        format: "mgen-weights",
+        mgen: snippet,
+        models: files,
+        tasks,
+        version: 1,
+    };
     mgen_util::fs::write_atomic(
         &dir.join("weights.json"),
         (serde_json::to_string_pretty(&summary).unwrap_or_default() + "\n").as_bytes(),
