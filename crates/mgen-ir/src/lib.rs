@@ -18,6 +18,10 @@
 //! Static-weight matrix multiplies ([`Op::Linear`], → crossbars) and
 //! dynamic ones ([`Op::Qk`], [`Op::Av`], → digital units) are distinct ops.
 //!
+//! The topology of a BERT task model (which steps, in which order, reading
+//! which Hugging Face tensors) is written once, in [`bert`]; lowering emits
+//! it and the model crate's forward, training and weight layout walk it.
+//!
 //! The module holds no pass results: placement, sharing and schedule live
 //! beside it in the pass manager's artifact store. Lowering reaches the
 //! weights only through [`lower::TensorIndex`] (digests and sources by
@@ -27,6 +31,7 @@
 pub(crate) use mgen_front::{spec, syntax};
 pub(crate) use mgen_util::diag;
 
+pub mod bert;
 pub mod lower;
 pub mod print;
 pub mod read;

@@ -1,11 +1,13 @@
 //! Lowering: checked [`Spec`] → dataflow [`Module`].
 //!
-//! Each task of the workload becomes its own full BERT encoder (embeddings +
-//! LayerNorm; per layer Q/K/V, QKᵀ, scale, mask, softmax, ·V, output
-//! projection, residual, LayerNorm, FFN1, GELU, FFN2, residual, LayerNorm),
-//! its pooling and its head; only the two request inputs are shared. Sharing
-//! is left to the passes. Every node gets the source location of the
-//! declaration it came from, and every weight a content digest.
+//! Each task of the workload becomes its own full BERT encoder, its pooling
+//! and its head: one node per step of the block description
+//! ([`crate::bert::model`]), in its order, each step's params interned
+//! just before its node; only the two request inputs are shared, and each
+//! task ends in its `output` node. Sharing is left to the passes. Every
+//! node gets the source location of the declaration it came from (the
+//! task's `weights` for the embeddings and encoder layers, its `head` for
+//! the pooling and head), and every weight a content digest.
 //!
 //! Digests come from a [`TensorIndex`] (the weight store): for synthetic weights they are computed
 //! from how the weights are generated (seed, drift, tensor name, shape), so
@@ -13,9 +15,9 @@
 //! byte; for checkpoints they are hashes of the tensors' contents.
 
 use super::*;
+use crate::bert::{self, Block, Operand, Stage};
 use crate::diag::Diagnostic;
 use crate::diag::{Diags, Sources};
-use crate::spec::Head;
 use std::collections::HashMap;
 
 /// Where lowering finds a task's tensors: the weight store, seen from the IR.
@@ -151,111 +153,90 @@ pub fn lower(spec: Spec, sources: &Sources, store: &dyn TensorIndex) -> Result<M
 fn lower_task(lw: &mut Lowerer, ti: usize, t: usize, ids: NodeId, mask: NodeId) {
     let task = lw.m.spec.tasks[t].clone();
     let model = lw.m.spec.models[task.base].clone();
-    let ts = TaskSet::single(ti);
     let at_w = lw.origin(&format!("task {}.weights", task.name));
     let at_h = lw.origin(&format!("task {}.head", task.name));
-    let (h, f) = (model.hidden, model.ffn);
-    // A tensor of the task's model, as the weight store resolved it.
-    let w = |lw: &mut Lowerer, name: String, shape: Vec<u64>| -> ParamId {
-        let (digest, source) = match lw.store.lookup(t, &name) {
-            Some((d, s)) => (d.clone(), s.clone()),
-            None => {
-                lw.missing.push(name.clone());
-                (format!("{:016x}", lw.missing.len()), task.name.clone())
-            }
-        };
-        lw.param(&source, name, shape, digest)
+    let cx = TaskCx {
+        t,
+        source: task.name.clone(),
+        tasks: TaskSet::single(ti),
+        ids,
+        mask,
     };
-    let word = w(
-        lw,
-        "embeddings.word_embeddings.weight".into(),
-        vec![model.vocab, h],
-    );
-    let pos = w(
-        lw,
-        "embeddings.position_embeddings.weight".into(),
-        vec![model.max_seq, h],
-    );
-    let typ = w(
-        lw,
-        "embeddings.token_type_embeddings.weight".into(),
-        vec![model.type_vocab, h],
-    );
-    let e = lw.node(
-        Op::Embed,
-        &[ids],
-        vec![word, pos, typ],
-        ts,
-        Layer::Embed,
-        &at_w,
-    );
-    let g = w(lw, "embeddings.LayerNorm.weight".into(), vec![h]);
-    let b = w(lw, "embeddings.LayerNorm.bias".into(), vec![h]);
-    let eps = model.layer_norm_eps;
-    let mut x = lw.node(
-        Op::LayerNorm { eps },
-        &[e],
-        vec![g, b],
-        ts,
-        Layer::Embed,
-        &at_w,
-    );
-    let heads = model.heads;
-    let scale = 1.0 / ((h / heads) as f64).sqrt();
-    for l in 0..model.layers {
-        let ly = Layer::Encoder(l as u32);
-        let p = format!("encoder.layer.{l}.");
-        let lin = |lw: &mut Lowerer, x: NodeId, name: &str, out: u64, inp: u64| {
-            let wt = w(lw, format!("{p}{name}.weight"), vec![out, inp]);
-            let bs = w(lw, format!("{p}{name}.bias"), vec![out]);
-            lw.node(Op::Linear, &[x], vec![wt, bs], ts, ly, &at_w)
+    // The embeddings read the ids; every later stage reads the one before.
+    let mut x = ids;
+    for block in bert::model(&model, &task.head) {
+        let at = match block.stage {
+            Stage::Embeddings | Stage::Encoder(_) => &at_w,
+            Stage::Pool | Stage::Head => &at_h,
         };
-        let q = lin(lw, x, "attention.self.query", h, h);
-        let k = lin(lw, x, "attention.self.key", h, h);
-        let v = lin(lw, x, "attention.self.value", h, h);
-        let s = lw.node(Op::Qk { heads }, &[q, k], vec![], ts, ly, &at_w);
-        let s = lw.node(Op::Scale { factor: scale }, &[s], vec![], ts, ly, &at_w);
-        let s = lw.node(Op::Mask, &[s, mask], vec![], ts, ly, &at_w);
-        let pr = lw.node(Op::Softmax, &[s], vec![], ts, ly, &at_w);
-        let c = lw.node(Op::Av { heads }, &[pr, v], vec![], ts, ly, &at_w);
-        let o = lin(lw, c, "attention.output.dense", h, h);
-        let r = lw.node(Op::Add, &[o, x], vec![], ts, ly, &at_w);
-        let g = w(lw, format!("{p}attention.output.LayerNorm.weight"), vec![h]);
-        let b = w(lw, format!("{p}attention.output.LayerNorm.bias"), vec![h]);
-        let x1 = lw.node(Op::LayerNorm { eps }, &[r], vec![g, b], ts, ly, &at_w);
-        let f1 = lin(lw, x1, "intermediate.dense", f, h);
-        let ge = lw.node(Op::Gelu, &[f1], vec![], ts, ly, &at_w);
-        let f2 = lin(lw, ge, "output.dense", h, f);
-        let r2 = lw.node(Op::Add, &[f2, x1], vec![], ts, ly, &at_w);
-        let g = w(lw, format!("{p}output.LayerNorm.weight"), vec![h]);
-        let b = w(lw, format!("{p}output.LayerNorm.bias"), vec![h]);
-        x = lw.node(Op::LayerNorm { eps }, &[r2], vec![g, b], ts, ly, &at_w);
+        x = lower_block(lw, &cx, &block, x, at);
     }
-    let pool = task.head.pool();
-    let pooled = lw.node(Op::Pool(pool), &[x, mask], vec![], ts, Layer::Head, &at_h);
-    let result = match task.head {
-        Head::Embed { .. } => pooled,
-        Head::Classify { .. } | Head::Regress { .. } => {
-            let n = task.head.width(h);
-            let feat = if pool == crate::spec::Pool::Cls {
-                let pw = w(lw, "pooler.dense.weight".into(), vec![h, h]);
-                let pb = w(lw, "pooler.dense.bias".into(), vec![h]);
-                let d = lw.node(Op::Linear, &[pooled], vec![pw, pb], ts, Layer::Head, &at_h);
-                lw.node(Op::Tanh, &[d], vec![], ts, Layer::Head, &at_h)
-            } else {
-                pooled
-            };
-            let cw = w(lw, "classifier.weight".into(), vec![n, h]);
-            let cb = w(lw, "classifier.bias".into(), vec![n]);
-            lw.node(Op::Linear, &[feat], vec![cw, cb], ts, Layer::Head, &at_h)
-        }
-    };
     lw.node(
         Op::Output { task: ti },
-        &[result],
+        &[x],
         vec![],
-        ts,
+        cx.tasks,
         Layer::Head,
         &at_h,
     );
+}
+
+/// What the nodes of one task's blocks share.
+struct TaskCx {
+    /// Spec task index (whose tensors the weight store resolves).
+    t: usize,
+    /// The task's name: the source of a tensor the store does not know.
+    source: String,
+    tasks: TaskSet,
+    ids: NodeId,
+    mask: NodeId,
+}
+
+/// Emits one node per step of `block` (each after its params, in the
+/// description's order) on the stage input `x`; returns the block's result.
+fn lower_block(
+    lw: &mut Lowerer,
+    cx: &TaskCx,
+    block: &Block,
+    x: NodeId,
+    at: &(String, Option<Loc>),
+) -> NodeId {
+    let mut nodes: Vec<NodeId> = Vec::with_capacity(block.steps.len());
+    let resolve = |nodes: &[NodeId], o: Operand| match o {
+        Operand::Ids => cx.ids,
+        Operand::Mask => cx.mask,
+        Operand::Input => x,
+        Operand::Step(i) => nodes[i],
+    };
+    for step in &block.steps {
+        let operands: Vec<NodeId> = step.operands.iter().map(|&o| resolve(&nodes, o)).collect();
+        let params: Vec<ParamId> = step
+            .params
+            .iter()
+            .map(|p| tensor(lw, cx, &p.name, &p.shape))
+            .collect();
+        let n = lw.node(
+            step.op.clone(),
+            &operands,
+            params,
+            cx.tasks,
+            block.stage.layer(),
+            at,
+        );
+        nodes.push(n);
+    }
+    resolve(&nodes, block.output())
+}
+
+/// A tensor of the task's model, as the weight store resolved it (a
+/// tensor it does not know is recorded, and lowering fails with E900).
+fn tensor(lw: &mut Lowerer, cx: &TaskCx, name: &str, shape: &[u64]) -> ParamId {
+    let (digest, source) = match lw.store.lookup(cx.t, name) {
+        Some((d, s)) => (d.clone(), s.clone()),
+        None => {
+            lw.missing.push(name.to_string());
+            (format!("{:016x}", lw.missing.len()), cx.source.clone())
+        }
+    };
+    lw.param(&source, name.to_string(), shape.to_vec(), digest)
 }

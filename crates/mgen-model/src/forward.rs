@@ -6,19 +6,23 @@
 //! BERT forward pass that can start from a cached activation at any block
 //! boundary. This module provides it.
 //!
-//! Invariant: every block calls the reference executor's own op evaluator
-//! ([`crate::reference`]) on the same ops, operands and params in the same
-//! order as the lowering builds them, so a model evaluated here gives
+//! Every stage is evaluated by walking its steps in the block description
+//! ([`crate::ir::bert`]), the one the lowering emits nodes from, with the
+//! reference executor's own op evaluator ([`crate::reference`]) on each
+//! step's op, operands and tensors. So a model evaluated here gives
 //! **bit-identical** results to the same model lowered and run by
-//! [`crate::reference::Plan`] (tested in `tests/share.rs`).
+//! [`crate::reference::Plan`] by construction: both evaluate the same ops
+//! on the same values in the same order (tested block by block in
+//! `crates/mgen-model/tests/bert.rs`).
 //!
 //! Blocks are numbered as the generator counts depth: block 0 is the
 //! embeddings (with their LayerNorm), block `l + 1` is encoder layer `l`;
 //! the head (pooling, pooler, classifier) is not a block.
 
+use crate::ir::bert::{self, Block, Operand};
 use crate::ir::{InputKind, Op};
 use crate::reference::eval;
-use crate::spec::{Head, Model, Pool};
+use crate::spec::{Head, Model};
 use ndarray::ArrayD;
 use std::sync::Arc;
 
@@ -42,7 +46,76 @@ impl Req<'_> {
 
 /// The number of blocks of a model (embeddings + layers).
 pub fn blocks(m: &Model) -> usize {
-    m.layers as usize + 1
+    bert::blocks(m)
+}
+
+/// Evaluates `block`'s steps in order with the reference executor's op
+/// evaluator: `params[i]` are step `i`'s tensors in the step's order, `x`
+/// the stage's input (`None` for the embeddings, which read the ids).
+/// Returns every step's value, in step order.
+pub fn steps(
+    block: &Block,
+    params: &[Vec<&ArrayD<f32>>],
+    x: Option<&ArrayD<f32>>,
+    r: &Req,
+) -> Result<Vec<ArrayD<f32>>, String> {
+    if params.len() != block.steps.len() {
+        return Err(format!(
+            "{} steps, tensors for {}",
+            block.steps.len(),
+            params.len()
+        ));
+    }
+    let uses = |k: Operand| block.steps.iter().any(|s| s.operands.contains(&k));
+    let ids = uses(Operand::Ids).then(|| r.input(InputKind::Ids));
+    let mask = uses(Operand::Mask).then(|| r.input(InputKind::Mask));
+    let mut vals: Vec<ArrayD<f32>> = Vec::with_capacity(block.steps.len());
+    for (step, p) in block.steps.iter().zip(params) {
+        if p.len() != step.params.len() {
+            return Err(format!(
+                "step `{}` takes {} tensors",
+                step.name,
+                step.params.len()
+            ));
+        }
+        let args: Option<Vec<&ArrayD<f32>>> = step
+            .operands
+            .iter()
+            .map(|o| match *o {
+                Operand::Ids => ids.as_ref(),
+                Operand::Mask => mask.as_ref(),
+                Operand::Input => x,
+                Operand::Step(i) => vals.get(i),
+            })
+            .collect();
+        let v = r.op(&step.op, &args.ok_or("block input missing")?, p);
+        vals.push(v);
+    }
+    Ok(vals)
+}
+
+/// Runs `block` on `x` with the tensors `get` finds by name; returns its
+/// result.
+pub fn run(
+    block: &Block,
+    get: &Get,
+    x: Option<&ArrayD<f32>>,
+    r: &Req,
+) -> Result<ArrayD<f32>, String> {
+    let held: Vec<Vec<Arc<ArrayD<f32>>>> = block
+        .steps
+        .iter()
+        .map(|s| s.params.iter().map(|t| get(&t.name)).collect())
+        .collect::<Result<_, _>>()?;
+    let params: Vec<Vec<&ArrayD<f32>>> = held
+        .iter()
+        .map(|p| p.iter().map(|t| t.as_ref()).collect())
+        .collect();
+    let mut vals = steps(block, &params, x, r)?;
+    match block.output() {
+        Operand::Step(i) => Ok(vals.swap_remove(i)),
+        _ => x.cloned().ok_or_else(|| "block input missing".to_string()),
+    }
 }
 
 /// Runs block `b` on `x` (ignored for block 0, which reads the ids).
@@ -53,81 +126,26 @@ pub fn block(
     x: Option<&ArrayD<f32>>,
     r: &Req,
 ) -> Result<ArrayD<f32>, String> {
-    let eps = m.layer_norm_eps;
-    if b == 0 {
-        let ids = r.input(InputKind::Ids);
-        let (w, p, t) = (
-            get("embeddings.word_embeddings.weight")?,
-            get("embeddings.position_embeddings.weight")?,
-            get("embeddings.token_type_embeddings.weight")?,
-        );
-        let e = r.op(&Op::Embed, &[&ids], &[&w, &p, &t]);
-        let (g, bb) = (
-            get("embeddings.LayerNorm.weight")?,
-            get("embeddings.LayerNorm.bias")?,
-        );
-        return Ok(r.op(&Op::LayerNorm { eps }, &[&e], &[&g, &bb]));
-    }
-    let x = x.ok_or("block input missing")?;
-    let l = b - 1;
-    let p = format!("encoder.layer.{l}.");
-    let g2 = |n: &str| get(&format!("{p}{n}"));
-    let lin = |x: &ArrayD<f32>, n: &str| -> Result<ArrayD<f32>, String> {
-        let (w, bs) = (g2(&format!("{n}.weight"))?, g2(&format!("{n}.bias"))?);
-        Ok(r.op(&Op::Linear, &[x], &[&w, &bs]))
-    };
-    let heads = m.heads;
-    let scale = 1.0 / ((m.hidden / heads) as f64).sqrt();
-    let mask = r.input(InputKind::Mask);
-    let q = lin(x, "attention.self.query")?;
-    let k = lin(x, "attention.self.key")?;
-    let v = lin(x, "attention.self.value")?;
-    let s = r.op(&Op::Qk { heads }, &[&q, &k], &[]);
-    let s = r.op(&Op::Scale { factor: scale }, &[&s], &[]);
-    let s = r.op(&Op::Mask, &[&s, &mask], &[]);
-    let pr = r.op(&Op::Softmax, &[&s], &[]);
-    let c = r.op(&Op::Av { heads }, &[&pr, &v], &[]);
-    let o = lin(&c, "attention.output.dense")?;
-    let res = r.op(&Op::Add, &[&o, x], &[]);
-    let (g, bb) = (
-        g2("attention.output.LayerNorm.weight")?,
-        g2("attention.output.LayerNorm.bias")?,
-    );
-    let x1 = r.op(&Op::LayerNorm { eps }, &[&res], &[&g, &bb]);
-    let f1 = lin(&x1, "intermediate.dense")?;
-    let ge = r.op(&Op::Gelu, &[&f1], &[]);
-    let f2 = lin(&ge, "output.dense")?;
-    let r2 = r.op(&Op::Add, &[&f2, &x1], &[]);
-    let (g, bb) = (g2("output.LayerNorm.weight")?, g2("output.LayerNorm.bias")?);
-    Ok(r.op(&Op::LayerNorm { eps }, &[&r2], &[&g, &bb]))
+    run(&bert::block(m, b), get, x, r)
+}
+
+/// The hidden width of last hidden states `x` (`[seq, hidden]`).
+fn width(x: &ArrayD<f32>) -> u64 {
+    x.shape().last().copied().unwrap_or(0) as u64
 }
 
 /// The features the classifier reads: the pooled last hidden states, through
 /// `tanh(pooler)` when the head pools the CLS token. For `embed` heads, the
 /// pooled states are the output.
 pub fn features(head: &Head, get: &Get, x: &ArrayD<f32>, r: &Req) -> Result<ArrayD<f32>, String> {
-    let pool = head.pool();
-    let mask = r.input(InputKind::Mask);
-    let pooled = r.op(&Op::Pool(pool), &[x, &mask], &[]);
-    if matches!(head, Head::Embed { .. }) || pool == Pool::Mean {
-        return Ok(pooled);
-    }
-    let (w, b) = (get("pooler.dense.weight")?, get("pooler.dense.bias")?);
-    let d = r.op(&Op::Linear, &[&pooled], &[&w, &b]);
-    Ok(r.op(&Op::Tanh, &[&d], &[]))
+    run(&bert::pool(head, width(x)), get, Some(x), r)
 }
 
 /// The task's output row from the last hidden states.
 pub fn head(head: &Head, get: &Get, x: &ArrayD<f32>, r: &Req) -> Result<Vec<f32>, String> {
     let f = features(head, get, x, r)?;
-    if matches!(head, Head::Embed { .. }) {
-        return Ok(f.iter().copied().collect());
-    }
-    let (w, b) = (get("classifier.weight")?, get("classifier.bias")?);
-    Ok(r.op(&Op::Linear, &[&f], &[&w, &b])
-        .iter()
-        .copied()
-        .collect())
+    let out = run(&bert::head(head, width(x)), get, Some(&f), r)?;
+    Ok(out.iter().copied().collect())
 }
 
 /// The head's classifier applied to features `f` with weights `w`, `b`

@@ -9,17 +9,19 @@
 //! request by the caller and passed in ([`Item::x`]); only the branch runs
 //! forward and backward.
 //!
-//! The forward pass here is the reference executor's arithmetic
-//! ([`crate::reference`]: `x·Wᵀ + b`, erf GELU, LayerNorm over the last
-//! axis, −10000 on padded keys, CLS or masked-mean pooling, `tanh` pooler),
-//! written once more with a cache of what the backward pass needs. It is
-//! not required to match the executor bit for bit: the trained weights are
-//! measured by [`crate::forward`] (which is), so every budget the generator
-//! reports is the executor's.
-//!
-//! Backward passes are hand-written per op and checked against central
-//! finite differences in this module's tests (every op and the whole
-//! branch).
+//! The branch is a list of stages of the block description
+//! ([`crate::ir::bert`]): encoder layers `d − 1..`, the pooling, the head;
+//! its tensors are theirs, in their order. The forward pass walks their
+//! steps with [`crate::forward::steps`], i.e. the reference executor's own
+//! kernels, keeping every step's value; so [`Branch::output`] is
+//! bit-identical to [`crate::forward`] (and to the lowered IR) on the same
+//! weights. The backward pass walks the same steps last first, with a
+//! hand-written backward per op (linear, LayerNorm, add, GELU, tanh,
+//! pooling, QKᵀ, scale, mask, softmax, ·V), checked against central finite
+//! differences in this module's tests (every op and the whole branch). A
+//! value read by several steps sums their gradients in a fixed order (see
+//! `total`). Ops with no backward here (the embeddings) cannot be trained:
+//! [`Branch::new`] refuses them.
 //!
 //! Objective (per request, averaged over a mini-batch): for classifiers,
 //! `(1 − α)·T²·KL(softmax(t/T) ‖ softmax(s/T)) + α·CE(s, label)`; for
@@ -38,14 +40,15 @@
 //! same inputs and seed give bit-identical weights on a machine.
 
 use crate::data::Label;
-use crate::forward::Get;
-use crate::reference::{gelu, mask_scores, mean_pool, softmax};
+use crate::forward::{self, Get, Req};
+use crate::ir::Op;
+use crate::ir::bert::{self, Block, Operand};
 use crate::spec::{BranchOpts, Head, Model, Pool};
 use crate::weights::rng::Rng;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{
-    Array1, Array2, Array3, ArrayD, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis,
-    Ix1, Ix2, Zip, s,
+    Array1, Array2, Array3, ArrayD, ArrayView1, ArrayView2, ArrayView3, ArrayViewMut1,
+    ArrayViewMut2, Axis, Ix1, Ix2, Ix3, Zip, s,
 };
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -62,18 +65,6 @@ pub const WARMUP: f64 = 0.1;
 
 /// (weight, bias) indices into [`Branch::tensors`].
 type Pair = (usize, usize);
-
-#[derive(Debug, Clone)]
-struct LayerIx {
-    q: Pair,
-    k: Pair,
-    v: Pair,
-    o: Pair,
-    ln1: Pair,
-    f1: Pair,
-    f2: Pair,
-    ln2: Pair,
-}
 
 /// One training request: the trunk's activation `[seq, hidden]` after the
 /// last shared block, its attention mask, the teacher's output row and an
@@ -116,40 +107,35 @@ pub struct TrainLog {
 pub struct Branch {
     names: Vec<String>,
     tensors: Vec<ArrayD<f32>>,
-    layers: Vec<LayerIx>,
-    pooler: Option<Pair>,
-    cls: Option<Pair>,
-    pool: Pool,
+    /// The trained stages, from the block description: encoder layers
+    /// `depth − 1..`, the pooling, the head.
+    blocks: Vec<Block>,
+    /// Per block, per step: the indices of its tensors in `tensors`.
+    params: Vec<Vec<Vec<usize>>>,
     embed: bool,
-    heads: usize,
-    eps: f32,
 }
 
-/// Per-layer values the backward pass reads.
-struct LayerCache {
-    x: Array2<f32>,
-    q: Array2<f32>,
-    k: Array2<f32>,
-    v: Array2<f32>,
-    p: Array3<f32>,
-    c: Array2<f32>,
-    xh1: Array2<f32>,
-    inv1: Array1<f32>,
-    x1: Array2<f32>,
-    f1: Array2<f32>,
-    ge: Array2<f32>,
-    xh2: Array2<f32>,
-    inv2: Array1<f32>,
-}
-
-/// A request's forward pass.
+/// A request's forward pass: every value the backward pass reads.
 struct Trace {
-    layers: Vec<LayerCache>,
-    rows: usize,
-    hidden: usize,
-    pooled: Array1<f32>,
-    feat: Array1<f32>,
-    out: Array1<f32>,
+    /// The first trained block's input (the frozen trunk's activation).
+    input: ArrayD<f32>,
+    /// The attention mask as a value.
+    mask: ArrayD<f32>,
+    /// Per trained block, every step's value.
+    tapes: Vec<Vec<ArrayD<f32>>>,
+}
+
+/// What the backward pass of one step reads.
+struct StepVals<'a> {
+    /// The operands' values.
+    args: Vec<&'a ArrayD<f32>>,
+    /// The step's own value.
+    out: &'a ArrayD<f32>,
+    /// Its tensors' indices.
+    params: &'a [usize],
+    /// Which operands need a gradient.
+    want: Vec<bool>,
+    mask: &'a [f32],
 }
 
 fn v2(a: &ArrayD<f32>) -> ArrayView2<'_, f32> {
@@ -165,15 +151,8 @@ fn m1(a: &mut ArrayD<f32>) -> ArrayViewMut1<'_, f32> {
     a.view_mut().into_dimensionality::<Ix1>().expect("a vector")
 }
 
-/// `x·Wᵀ + b`.
-fn linear(x: ArrayView2<f32>, w: ArrayView2<f32>, b: ArrayView1<f32>) -> Array2<f32> {
-    let mut y = x.dot(&w.t());
-    y += &b;
-    y
-}
-
-/// Backward of [`linear`]: accumulates `dW += dyᵀ·x`, `db += Σ dy`;
-/// returns `dx = dy·W` when asked.
+/// Backward of a linear on rows, `x·Wᵀ + b`: accumulates `dW += dyᵀ·x`,
+/// `db += Σ dy`; returns `dx = dy·W` when asked.
 fn linear_back(
     dy: &Array2<f32>,
     x: ArrayView2<f32>,
@@ -187,13 +166,26 @@ fn linear_back(
     need_dx.then(|| dy.dot(&w))
 }
 
-/// LayerNorm over rows: `(y, x̂, 1/σ)`.
-fn ln_fwd(
-    x: &Array2<f32>,
-    g: ArrayView1<f32>,
-    b: ArrayView1<f32>,
-    eps: f32,
-) -> (Array2<f32>, Array2<f32>, Array1<f32>) {
+/// Backward of a linear on one vector, `W·x + b`: accumulates
+/// `dW += dy ⊗ x`, `db += dy`; returns `dx = Wᵀ·dy` when asked.
+fn linear1_back(
+    dy: &Array1<f32>,
+    x: ArrayView1<f32>,
+    w: ArrayView2<f32>,
+    g: &mut [ArrayD<f32>],
+    p: Pair,
+    need_dx: bool,
+) -> Option<Array1<f32>> {
+    let outer = dy.view().insert_axis(Axis(1)).to_owned() * x.insert_axis(Axis(0));
+    m2(&mut g[p.0]).scaled_add(1.0, &outer);
+    m1(&mut g[p.1]).scaled_add(1.0, dy);
+    need_dx.then(|| w.t().dot(dy))
+}
+
+/// LayerNorm's normalised rows and inverse deviations `(x̂, 1/σ)`, by the
+/// reference executor's arithmetic (recomputed from the step's input for
+/// the backward pass).
+fn ln_stats(x: ArrayView2<f32>, eps: f32) -> (Array2<f32>, Array1<f32>) {
     let (r, h) = x.dim();
     let mut xh = Array2::<f32>::zeros((r, h));
     let mut inv = Array1::<f32>::zeros(r);
@@ -207,12 +199,10 @@ fn ln_fwd(
             .and(&row)
             .for_each(|o, &v| *o = (v - mean) * iv);
     }
-    let mut y = &xh * &g;
-    y += &b;
-    (y, xh, inv)
+    (xh, inv)
 }
 
-/// Backward of [`ln_fwd`].
+/// Backward of LayerNorm over rows, from [`ln_stats`].
 fn ln_back(
     dy: &Array2<f32>,
     xh: &Array2<f32>,
@@ -242,64 +232,121 @@ fn gelu_grad(x: f32) -> f32 {
     cdf + x * pdf
 }
 
-/// Multi-head attention core: `P = softmax(scale·QKᵀ + mask)`, `C = P·V`.
-fn attn_fwd(
-    q: &Array2<f32>,
-    k: &Array2<f32>,
-    v: &Array2<f32>,
-    mask: &[f32],
-    heads: usize,
-) -> (Array3<f32>, Array2<f32>) {
-    let (sq, h) = q.dim();
-    let sk = k.nrows();
-    let dh = h / heads;
-    let scale = (1.0 / (dh as f64).sqrt()) as f32;
-    let mut p = Array3::<f32>::zeros((heads, sq, sk));
-    let mut c = Array2::<f32>::zeros((sq, h));
-    for hd in 0..heads {
-        let cols = s![.., hd * dh..(hd + 1) * dh];
-        // The executor's own scale, mask and softmax.
-        let sc = q.slice(cols).dot(&k.slice(cols).t()).mapv(|x| x * scale);
-        let sc = softmax(&mask_scores(sc.into_dyn(), ArrayView1::from(mask)))
-            .into_dimensionality::<Ix2>()
-            .expect("a matrix");
-        c.slice_mut(cols).assign(&sc.dot(&v.slice(cols)));
-        p.index_axis_mut(Axis(0), hd).assign(&sc);
+/// Backward of softmax over the last axis from its output `p`:
+/// `p ⊙ (dy − Σ dy ⊙ p)` per row.
+fn softmax_back(mut dy: ArrayD<f32>, p: &ArrayD<f32>) -> ArrayD<f32> {
+    let last = Axis(dy.ndim() - 1);
+    for (mut drow, prow) in dy.lanes_mut(last).into_iter().zip(p.lanes(last)) {
+        let dot: f32 = drow.iter().zip(prow.iter()).map(|(d, p)| d * p).sum();
+        Zip::from(&mut drow)
+            .and(&prow)
+            .for_each(|d, &p| *d = p * (*d - dot));
     }
-    (p, c)
+    dy
 }
 
-/// Backward of [`attn_fwd`]: `(dQ, dK, dV)`.
-fn attn_back(
-    dc: &Array2<f32>,
-    q: &Array2<f32>,
-    k: &Array2<f32>,
-    v: &Array2<f32>,
-    p: &Array3<f32>,
+/// Backward of per-head `P·V`: `(dP, dV)`.
+fn av_back(
+    dc: ArrayView2<f32>,
+    p: ArrayView3<f32>,
+    v: ArrayView2<f32>,
     heads: usize,
-) -> (Array2<f32>, Array2<f32>, Array2<f32>) {
-    let h = q.ncols();
-    let dh = h / heads;
-    let scale = (1.0 / (dh as f64).sqrt()) as f32;
-    let mut dq = Array2::<f32>::zeros(q.dim());
-    let mut dk = Array2::<f32>::zeros(k.dim());
+) -> (Array3<f32>, Array2<f32>) {
+    let dh = v.ncols() / heads;
+    let mut dp = Array3::<f32>::zeros(p.dim());
     let mut dv = Array2::<f32>::zeros(v.dim());
     for hd in 0..heads {
         let cols = s![.., hd * dh..(hd + 1) * dh];
-        let ph = p.index_axis(Axis(0), hd);
         let dch = dc.slice(cols);
-        dv.slice_mut(cols).assign(&ph.t().dot(&dch));
-        let mut ds = dch.dot(&v.slice(cols).t());
-        for (mut drow, prow) in ds.rows_mut().into_iter().zip(ph.rows()) {
-            let dot: f32 = drow.iter().zip(prow.iter()).map(|(d, p)| d * p).sum();
-            Zip::from(&mut drow)
-                .and(&prow)
-                .for_each(|d, &p| *d = p * (*d - dot) * scale);
-        }
-        dq.slice_mut(cols).assign(&ds.dot(&k.slice(cols)));
-        dk.slice_mut(cols).assign(&ds.t().dot(&q.slice(cols)));
+        dv.slice_mut(cols)
+            .assign(&p.index_axis(Axis(0), hd).t().dot(&dch));
+        dp.index_axis_mut(Axis(0), hd)
+            .assign(&dch.dot(&v.slice(cols).t()));
     }
-    (dq, dk, dv)
+    (dp, dv)
+}
+
+/// Backward of per-head `Q·Kᵀ`: `(dQ, dK)`.
+fn qk_back(
+    ds: ArrayView3<f32>,
+    q: ArrayView2<f32>,
+    k: ArrayView2<f32>,
+    heads: usize,
+) -> (Array2<f32>, Array2<f32>) {
+    let dh = q.ncols() / heads;
+    let mut dq = Array2::<f32>::zeros(q.dim());
+    let mut dk = Array2::<f32>::zeros(k.dim());
+    for hd in 0..heads {
+        let cols = s![.., hd * dh..(hd + 1) * dh];
+        let dsh = ds.index_axis(Axis(0), hd);
+        dq.slice_mut(cols).assign(&dsh.dot(&k.slice(cols)));
+        dk.slice_mut(cols).assign(&dsh.t().dot(&q.slice(cols)));
+    }
+    (dq, dk)
+}
+
+/// Backward of pooling `[rows, hidden] → [hidden]` (CLS row or masked mean).
+fn pool_back(pool: Pool, d: ArrayView1<f32>, shape: &[usize], mask: &[f32]) -> Array2<f32> {
+    let mut dx = Array2::<f32>::zeros((shape[0], shape[1]));
+    match pool {
+        Pool::Cls => dx.row_mut(0).assign(&d),
+        Pool::Mean => {
+            let count = mask
+                .iter()
+                .filter(|m| **m != 0.0)
+                .fold(0.0f32, |a, &m| a + m)
+                .max(1e-9);
+            for (mut row, &mk) in dx.rows_mut().into_iter().zip(mask) {
+                if mk != 0.0 {
+                    row.scaled_add(mk / count, &d);
+                }
+            }
+        }
+    }
+    dx
+}
+
+/// A value's gradient from its consumers' contributions, which the
+/// backward walk delivers last consumer first: that one, then the others
+/// in step order. For an encoder layer's input that is the residual path,
+/// then Q, K and V (the order the hand-written layer backward summed in
+/// before the description; floating-point addition is not associative, so
+/// the order is part of the bit-identical result).
+fn total(mut parts: Vec<ArrayD<f32>>) -> Option<ArrayD<f32>> {
+    let mut rest = parts.split_off(parts.len().min(1));
+    let mut acc = parts.pop()?;
+    while let Some(p) = rest.pop() {
+        acc += &p;
+    }
+    Some(acc)
+}
+
+/// Ops the backward pass knows.
+fn trainable(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Linear
+            | Op::LayerNorm { .. }
+            | Op::Add
+            | Op::Gelu
+            | Op::Tanh
+            | Op::Pool(_)
+            | Op::Qk { .. }
+            | Op::Scale { .. }
+            | Op::Mask
+            | Op::Softmax
+            | Op::Av { .. }
+    )
+}
+
+fn v3(a: &ArrayD<f32>) -> ArrayView3<'_, f32> {
+    a.view().into_dimensionality::<Ix3>().expect("a 3-tensor")
+}
+fn own2(a: ArrayD<f32>) -> Array2<f32> {
+    a.into_dimensionality::<Ix2>().expect("a matrix")
+}
+fn own1(a: ArrayD<f32>) -> Array1<f32> {
+    a.into_dimensionality::<Ix1>().expect("a vector")
 }
 
 /// The loss of one output row and its gradient.
@@ -370,58 +417,44 @@ fn loss_grad(
 impl Branch {
     /// The trainable tensors of a task (with head `head`) of model `m` cut at block
     /// `depth` (≥ 1): encoder layers `depth − 1..`, the pooler when the
-    /// head reads it, the classifier; initialised from `get`.
+    /// head reads it, the classifier; initialised from `get`. The stages and
+    /// their tensors, in order, are the block description's.
     pub fn new(m: &Model, head: &Head, get: &Get, depth: usize) -> Result<Branch, String> {
-        if depth == 0 || depth > m.layers as usize + 1 {
+        if depth == 0 || depth > bert::blocks(m) {
             return Err(format!(
                 "a branch starts after 1 to {} blocks, not {depth}",
                 m.layers + 1
             ));
         }
-        let pool = head.pool();
-        let embed = matches!(head, Head::Embed { .. });
+        let mut blocks: Vec<Block> = (depth..bert::blocks(m))
+            .map(|b| bert::block(m, b))
+            .collect();
+        blocks.push(bert::pool(head, m.hidden));
+        blocks.push(bert::head(head, m.hidden));
         let mut b = Branch {
             names: Vec::new(),
             tensors: Vec::new(),
-            layers: Vec::new(),
-            pooler: None,
-            cls: None,
-            pool,
-            embed,
-            heads: m.heads as usize,
-            eps: m.layer_norm_eps as f32,
+            blocks: Vec::new(),
+            params: Vec::new(),
+            embed: matches!(head, Head::Embed { .. }),
         };
-        fn pair(b: &mut Branch, get: &Get, p: &str) -> Result<Pair, String> {
-            let mut ix = [0usize; 2];
-            for (k, part) in ["weight", "bias"].iter().enumerate() {
-                let name = format!("{p}.{part}");
-                let t = get(&name)?;
-                b.names.push(name);
-                b.tensors.push((*t).clone());
-                ix[k] = b.tensors.len() - 1;
+        for block in &blocks {
+            let mut per_step = Vec::with_capacity(block.steps.len());
+            for step in &block.steps {
+                if !trainable(&step.op) || step.operands.contains(&Operand::Ids) {
+                    return Err(format!("cannot train through `{}`", step.op.name()));
+                }
+                let mut ix = Vec::with_capacity(step.params.len());
+                for t in &step.params {
+                    b.tensors.push((*get(&t.name)?).clone());
+                    b.names.push(t.name.clone());
+                    ix.push(b.tensors.len() - 1);
+                }
+                per_step.push(ix);
             }
-            Ok((ix[0], ix[1]))
+            b.params.push(per_step);
         }
-        for l in depth - 1..m.layers as usize {
-            let p = format!("encoder.layer.{l}.");
-            let ix = LayerIx {
-                q: pair(&mut b, get, &format!("{p}attention.self.query"))?,
-                k: pair(&mut b, get, &format!("{p}attention.self.key"))?,
-                v: pair(&mut b, get, &format!("{p}attention.self.value"))?,
-                o: pair(&mut b, get, &format!("{p}attention.output.dense"))?,
-                ln1: pair(&mut b, get, &format!("{p}attention.output.LayerNorm"))?,
-                f1: pair(&mut b, get, &format!("{p}intermediate.dense"))?,
-                f2: pair(&mut b, get, &format!("{p}output.dense"))?,
-                ln2: pair(&mut b, get, &format!("{p}output.LayerNorm"))?,
-            };
-            b.layers.push(ix);
-        }
-        if !embed && pool == Pool::Cls {
-            b.pooler = Some(pair(&mut b, get, "pooler.dense")?);
-        }
-        if !embed {
-            b.cls = Some(pair(&mut b, get, "classifier")?);
-        }
+        b.blocks = blocks;
         Ok(b)
     }
 
@@ -450,158 +483,183 @@ impl Branch {
     fn w1(&self, i: usize) -> ArrayView1<'_, f32> {
         v1(&self.tensors[i])
     }
-    fn lin(&self, x: ArrayView2<f32>, p: Pair) -> Array2<f32> {
-        linear(x, self.w2(p.0), self.w1(p.1))
+
+    /// Block `bi`'s input.
+    fn input_of<'t>(&self, tr: &'t Trace, bi: usize) -> &'t ArrayD<f32> {
+        match bi {
+            0 => &tr.input,
+            _ => self.output_of(tr, bi - 1),
+        }
     }
 
+    /// Block `bi`'s result.
+    fn output_of<'t>(&self, tr: &'t Trace, bi: usize) -> &'t ArrayD<f32> {
+        match self.blocks[bi].output() {
+            Operand::Step(i) => &tr.tapes[bi][i],
+            _ => self.input_of(tr, bi),
+        }
+    }
+
+    /// The value operand `o` of a step of block `bi` reads.
+    fn value<'t>(&self, tr: &'t Trace, bi: usize, o: Operand) -> &'t ArrayD<f32> {
+        match o {
+            Operand::Step(i) => &tr.tapes[bi][i],
+            Operand::Input => self.input_of(tr, bi),
+            // `Branch::new` refuses steps that read the ids.
+            Operand::Mask | Operand::Ids => &tr.mask,
+        }
+    }
+
+    /// The forward pass: every trained block's steps, walked by
+    /// [`forward::steps`] (the reference executor's kernels).
     fn forward(&self, x: ArrayView2<f32>, mask: &[f32]) -> Trace {
-        let (rows, hidden) = x.dim();
-        let mut cur = x.to_owned();
-        let mut layers = Vec::with_capacity(self.layers.len());
-        for ix in &self.layers {
-            let q = self.lin(cur.view(), ix.q);
-            let k = self.lin(cur.view(), ix.k);
-            let v = self.lin(cur.view(), ix.v);
-            let (p, c) = attn_fwd(&q, &k, &v, mask, self.heads);
-            let mut r1 = self.lin(c.view(), ix.o);
-            r1 += &cur;
-            let (x1, xh1, inv1) = ln_fwd(&r1, self.w1(ix.ln1.0), self.w1(ix.ln1.1), self.eps);
-            let f1 = self.lin(x1.view(), ix.f1);
-            let ge = f1.mapv(gelu);
-            let mut r2 = self.lin(ge.view(), ix.f2);
-            r2 += &x1;
-            let (y, xh2, inv2) = ln_fwd(&r2, self.w1(ix.ln2.0), self.w1(ix.ln2.1), self.eps);
-            layers.push(LayerCache {
-                x: std::mem::replace(&mut cur, y),
-                q,
-                k,
-                v,
-                p,
-                c,
-                xh1,
-                inv1,
-                x1,
-                f1,
-                ge,
-                xh2,
-                inv2,
-            });
+        let r = Req { ids: &[], mask };
+        let mut tr = Trace {
+            input: x.to_owned().into_dyn(),
+            mask: ArrayView1::from(mask).to_owned().into_dyn(),
+            tapes: Vec::with_capacity(self.blocks.len()),
+        };
+        for (bi, block) in self.blocks.iter().enumerate() {
+            let params: Vec<Vec<&ArrayD<f32>>> = self.params[bi]
+                .iter()
+                .map(|ix| ix.iter().map(|&i| &self.tensors[i]).collect())
+                .collect();
+            let tape = forward::steps(block, &params, Some(self.input_of(&tr, bi)), &r)
+                .expect("a well-formed block description");
+            tr.tapes.push(tape);
         }
-        let pooled = match self.pool {
-            Pool::Cls => cur.row(0).to_owned(),
-            Pool::Mean => mean_pool(cur.view(), ArrayView1::from(mask)),
-        };
-        let feat = match self.pooler {
-            Some(p) => {
-                let mut d = self.w2(p.0).dot(&pooled);
-                d += &self.w1(p.1);
-                d.mapv(f32::tanh)
-            }
-            None => pooled.clone(),
-        };
-        let out = match self.cls {
-            Some(p) => {
-                let mut d = self.w2(p.0).dot(&feat);
-                d += &self.w1(p.1);
-                d
-            }
-            None => feat.clone(),
-        };
-        Trace {
-            layers,
-            rows,
-            hidden,
-            pooled,
-            feat,
-            out,
-        }
+        tr
     }
 
     /// The branch's output row for a trunk activation.
     pub fn output(&self, x: ArrayView2<f32>, mask: &[f32]) -> Array1<f32> {
-        self.forward(x, mask).out
+        let tr = self.forward(x, mask);
+        own1(self.output_of(&tr, self.blocks.len() - 1).clone())
     }
 
-    fn layer_back(
+    /// Backward of one step: accumulates its tensors' gradients into `g`
+    /// and returns each operand's gradient (`None` where none is wanted).
+    fn step_back(
         &self,
-        ix: &LayerIx,
-        c: &LayerCache,
-        dy: Array2<f32>,
+        op: &Op,
+        s: StepVals,
+        dy: ArrayD<f32>,
         g: &mut [ArrayD<f32>],
-        need_dx: bool,
-    ) -> Option<Array2<f32>> {
-        let dr2 = ln_back(&dy, &c.xh2, &c.inv2, self.w1(ix.ln2.0), g, ix.ln2);
-        let mut dge = linear_back(&dr2, c.ge.view(), self.w2(ix.f2.0), g, ix.f2, true)?;
-        Zip::from(&mut dge)
-            .and(&c.f1)
-            .for_each(|d, &x| *d *= gelu_grad(x));
-        let mut dx1 = linear_back(&dge, c.x1.view(), self.w2(ix.f1.0), g, ix.f1, true)?;
-        dx1 += &dr2;
-        let dr1 = ln_back(&dx1, &c.xh1, &c.inv1, self.w1(ix.ln1.0), g, ix.ln1);
-        let dc = linear_back(&dr1, c.c.view(), self.w2(ix.o.0), g, ix.o, true)?;
-        let (dq, dk, dv) = attn_back(&dc, &c.q, &c.k, &c.v, &c.p, self.heads);
-        let xq = linear_back(&dq, c.x.view(), self.w2(ix.q.0), g, ix.q, need_dx);
-        let xk = linear_back(&dk, c.x.view(), self.w2(ix.k.0), g, ix.k, need_dx);
-        let xv = linear_back(&dv, c.x.view(), self.w2(ix.v.0), g, ix.v, need_dx);
-        let (xq, xk, xv) = (xq?, xk?, xv?);
-        let mut dx = dr1;
-        dx += &xq;
-        dx += &xk;
-        dx += &xv;
-        Some(dx)
+    ) -> Vec<Option<ArrayD<f32>>> {
+        let pair = || (s.params[0], s.params[1]);
+        match op {
+            Op::Linear if s.args[0].ndim() == 1 => {
+                let (x, w) = (v1(s.args[0]), self.w2(s.params[0]));
+                vec![linear1_back(&own1(dy), x, w, g, pair(), s.want[0]).map(|d| d.into_dyn())]
+            }
+            Op::Linear => {
+                let (x, w) = (v2(s.args[0]), self.w2(s.params[0]));
+                vec![linear_back(&own2(dy), x, w, g, pair(), s.want[0]).map(|d| d.into_dyn())]
+            }
+            Op::LayerNorm { eps } => {
+                let (xh, inv) = ln_stats(v2(s.args[0]), *eps as f32);
+                let gamma = self.w1(s.params[0]);
+                vec![Some(
+                    ln_back(&own2(dy), &xh, &inv, gamma, g, pair()).into_dyn(),
+                )]
+            }
+            Op::Add => vec![s.want[0].then(|| dy.clone()), s.want[1].then_some(dy)],
+            Op::Gelu => {
+                let mut d = dy;
+                Zip::from(&mut d)
+                    .and(s.args[0])
+                    .for_each(|d, &x| *d *= gelu_grad(x));
+                vec![Some(d)]
+            }
+            Op::Tanh => vec![Some(
+                Zip::from(&dy)
+                    .and(s.out)
+                    .map_collect(|d, &f| d * (1.0 - f * f)),
+            )],
+            Op::Pool(pool) => {
+                let dx = s.want[0]
+                    .then(|| pool_back(*pool, v1(&dy), s.args[0].shape(), s.mask).into_dyn());
+                vec![dx, None]
+            }
+            Op::Scale { factor } => {
+                let f = *factor as f32;
+                vec![Some(dy.mapv_into(|x| x * f))]
+            }
+            Op::Mask => vec![Some(dy), None],
+            Op::Softmax => vec![Some(softmax_back(dy, s.out))],
+            Op::Qk { heads } => {
+                let (q, k) = (v2(s.args[0]), v2(s.args[1]));
+                let (dq, dk) = qk_back(v3(&dy), q, k, *heads as usize);
+                vec![Some(dq.into_dyn()), Some(dk.into_dyn())]
+            }
+            Op::Av { heads } => {
+                let (p, v) = (v3(s.args[0]), v2(s.args[1]));
+                let (dp, dv) = av_back(v2(&dy), p, v, *heads as usize);
+                vec![Some(dp.into_dyn()), Some(dv.into_dyn())]
+            }
+            // `Branch::new` refuses every other op.
+            _ => vec![None; s.args.len()],
+        }
     }
 
-    /// Backward of the head: accumulates its gradients, returns the
-    /// gradient of the last hidden states when layers are trained.
-    fn head_back(
+    /// Backward of block `bi` from its result's gradient `dy`, walking its
+    /// steps last first: accumulates its tensors' gradients into `g` and
+    /// returns its input's gradient (`None` for the first trained block,
+    /// whose input is the frozen trunk's).
+    fn block_back(
         &self,
         tr: &Trace,
-        dout: Array1<f32>,
+        bi: usize,
+        dy: ArrayD<f32>,
         mask: &[f32],
         g: &mut [ArrayD<f32>],
-    ) -> Option<Array2<f32>> {
-        let outer = |a: &Array1<f32>, b: &Array1<f32>| {
-            a.view().insert_axis(Axis(1)).to_owned() * b.view().insert_axis(Axis(0))
+    ) -> Option<ArrayD<f32>> {
+        let block = &self.blocks[bi];
+        let n = block.steps.len();
+        // Gradient contributions per step value; slot `n` is the input's.
+        let slot = |o: Operand| match o {
+            Operand::Step(i) => Some(i),
+            Operand::Input => Some(n),
+            Operand::Ids | Operand::Mask => None,
         };
-        let dfeat = match self.cls {
-            Some(p) => {
-                m2(&mut g[p.0]).scaled_add(1.0, &outer(&dout, &tr.feat));
-                m1(&mut g[p.1]).scaled_add(1.0, &dout);
-                self.w2(p.0).t().dot(&dout)
-            }
-            None => dout,
-        };
-        let dpooled = match self.pooler {
-            Some(p) => {
-                let dd = Zip::from(&dfeat)
-                    .and(&tr.feat)
-                    .map_collect(|d, &f| d * (1.0 - f * f));
-                m2(&mut g[p.0]).scaled_add(1.0, &outer(&dd, &tr.pooled));
-                m1(&mut g[p.1]).scaled_add(1.0, &dd);
-                self.w2(p.0).t().dot(&dd)
-            }
-            None => dfeat,
-        };
-        if self.layers.is_empty() {
-            return None;
-        }
-        let mut dx = Array2::<f32>::zeros((tr.rows, tr.hidden));
-        match self.pool {
-            Pool::Cls => dx.row_mut(0).assign(&dpooled),
-            Pool::Mean => {
-                let count = mask
+        let mut parts: Vec<Vec<ArrayD<f32>>> = (0..=n).map(|_| Vec::new()).collect();
+        parts[slot(block.output())?].push(dy);
+        let want_input = bi > 0;
+        for (i, step) in block.steps.iter().enumerate().rev() {
+            let Some(d) = total(std::mem::take(&mut parts[i])) else {
+                continue;
+            };
+            let vals = StepVals {
+                args: step
+                    .operands
                     .iter()
-                    .filter(|m| **m != 0.0)
-                    .fold(0.0f32, |a, &m| a + m)
-                    .max(1e-9);
-                for (mut row, &mk) in dx.rows_mut().into_iter().zip(mask) {
-                    if mk != 0.0 {
-                        row.scaled_add(mk / count, &dpooled);
-                    }
+                    .map(|&o| self.value(tr, bi, o))
+                    .collect(),
+                out: &tr.tapes[bi][i],
+                params: &self.params[bi][i],
+                want: step
+                    .operands
+                    .iter()
+                    .map(|&o| match o {
+                        Operand::Step(_) => true,
+                        Operand::Input => want_input,
+                        Operand::Ids | Operand::Mask => false,
+                    })
+                    .collect(),
+                mask,
+            };
+            let grads = self.step_back(&step.op, vals, d, g);
+            for (&o, gr) in step.operands.iter().zip(grads) {
+                if let (Some(k), Some(gr)) = (slot(o), gr) {
+                    parts[k].push(gr);
                 }
             }
         }
-        Some(dx)
+        if want_input {
+            total(parts.pop()?)
+        } else {
+            None
+        }
     }
 
     fn zeros(&self) -> Vec<ArrayD<f32>> {
@@ -614,11 +672,12 @@ impl Branch {
     /// One request's loss; accumulates its gradient into `g`.
     fn request(&self, it: &Item, o: Objective, g: &mut [ArrayD<f32>]) -> f64 {
         let tr = self.forward(it.x, it.mask);
-        let (loss, dout) = loss_grad(&tr.out, it.target, it.label, self.embed, o);
-        let mut d = self.head_back(&tr, dout, it.mask, g);
-        for (i, (ix, c)) in self.layers.iter().zip(&tr.layers).enumerate().rev() {
+        let out = own1(self.output_of(&tr, self.blocks.len() - 1).clone());
+        let (loss, dout) = loss_grad(&out, it.target, it.label, self.embed, o);
+        let mut d = Some(dout.into_dyn());
+        for bi in (0..self.blocks.len()).rev() {
             match d.take() {
-                Some(dy) => d = self.layer_back(ix, c, dy, g, i > 0),
+                Some(dy) => d = self.block_back(&tr, bi, dy, it.mask, g),
                 None => break,
             }
         }
@@ -761,6 +820,66 @@ impl Branch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::bert::Stage;
+    use crate::reference::{av, gelu, mask_scores, qk, softmax};
+
+    /// `x·Wᵀ + b` (the reference executor's `linear` on rows).
+    fn linear(x: ArrayView2<f32>, w: ArrayView2<f32>, b: ArrayView1<f32>) -> Array2<f32> {
+        let mut y = x.dot(&w.t());
+        y += &b;
+        y
+    }
+
+    /// LayerNorm over rows: `(y, x̂, 1/σ)`.
+    fn ln_fwd(
+        x: &Array2<f32>,
+        g: ArrayView1<f32>,
+        b: ArrayView1<f32>,
+        eps: f32,
+    ) -> (Array2<f32>, Array2<f32>, Array1<f32>) {
+        let (xh, inv) = ln_stats(x.view(), eps);
+        let mut y = &xh * &g;
+        y += &b;
+        (y, xh, inv)
+    }
+
+    fn scale_of(h: usize, heads: usize) -> f32 {
+        (1.0 / ((h / heads) as f64).sqrt()) as f32
+    }
+
+    /// The attention core by the reference kernels, as an encoder layer's
+    /// steps run it: `(P, C)` with `P = softmax(scale·QKᵀ + mask)`, `C = P·V`.
+    fn attn_fwd(
+        q: &Array2<f32>,
+        k: &Array2<f32>,
+        v: &Array2<f32>,
+        mask: &[f32],
+        heads: usize,
+    ) -> (Array3<f32>, Array2<f32>) {
+        let scale = scale_of(q.ncols(), heads);
+        let s = qk(q.view(), k.view(), heads).into_dyn().mapv(|x| x * scale);
+        let p = softmax(&mask_scores(s, ArrayView1::from(mask)));
+        let c = av(v3(&p), v.view(), heads);
+        (p.into_dimensionality::<Ix3>().unwrap(), c)
+    }
+
+    /// Backward of [`attn_fwd`] through the steps' own backward kernels
+    /// (·V, softmax, scale, QKᵀ; the mask passes the gradient through):
+    /// `(dQ, dK, dV)`.
+    fn attn_back(
+        dc: &Array2<f32>,
+        q: &Array2<f32>,
+        k: &Array2<f32>,
+        v: &Array2<f32>,
+        p: &Array3<f32>,
+        heads: usize,
+    ) -> (Array2<f32>, Array2<f32>, Array2<f32>) {
+        let scale = scale_of(q.ncols(), heads);
+        let (dp, dv) = av_back(dc.view(), p.view(), v.view(), heads);
+        let ds = softmax_back(dp.into_dyn(), &p.clone().into_dyn()).mapv_into(|x| x * scale);
+        let (dq, dk) = qk_back(v3(&ds), q.view(), k.view(), heads);
+        (dq, dk, dv)
+    }
 
     fn rand2(rng: &mut Rng, r: usize, c: usize, s: f32) -> Array2<f32> {
         Array2::from_shape_fn((r, c), |_| rng.normal() as f32 * s)
@@ -995,7 +1114,11 @@ mod tests {
             }
             let get = |n: &str| store.get(n).cloned().ok_or_else(|| n.to_string());
             let b = Branch::new(&model, &head, &get, 1).unwrap();
-            assert_eq!(b.layers.len(), 2);
+            let layers = b
+                .blocks
+                .iter()
+                .filter(|b| matches!(b.stage, Stage::Encoder(_)));
+            assert_eq!(layers.count(), 2);
             let x = rand2(&mut rng, 5, 8, 1.0);
             let mask = [1.0, 1.0, 1.0, 1.0, 0.0];
             let width = match head {

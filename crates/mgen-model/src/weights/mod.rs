@@ -1,6 +1,10 @@
 //! Weights: the tensor layout of a BERT task model, deterministic synthetic
 //! weights, safetensors checkpoints, and content digests.
 //!
+//! The layout ([`layout`]) is the block description's tensors
+//! ([`crate::ir::bert`]), in its stage, step and param order, so the store
+//! registers exactly the tensors lowering asks for.
+//!
 //! A [`Store`] is built from a checked spec before lowering. It knows, for
 //! every tensor of every task of the workload, its digest (equal digests ⇔
 //! equal contents) and a [`Recipe`] to materialise it; tensors are
@@ -26,6 +30,7 @@ pub mod checkpoint;
 pub use mgen_util::rng;
 
 use crate::diag::{Code, Diagnostic, Diags};
+use crate::ir::bert::{self, Stage};
 use crate::spec::{Head, Model, Pool, Spec, WeightSource};
 use checkpoint::Checkpoint;
 use ndarray::{ArrayD, IxDyn};
@@ -53,68 +58,33 @@ pub struct TensorSpec {
 }
 
 /// Every tensor a task model with this base and head needs, with Hugging
-/// Face names.
+/// Face names: the tensors of the block description
+/// ([`crate::ir::bert::model`]) in stage, step and param order.
 pub fn layout(m: &Model, head: &Head) -> Vec<TensorSpec> {
-    let (h, f) = (m.hidden, m.ffn);
     let mut v = Vec::new();
-    let mut t =
-        |name: String, shape: Vec<u64>, part: Part| v.push(TensorSpec { name, shape, part });
-    t(
-        "embeddings.word_embeddings.weight".into(),
-        vec![m.vocab, h],
-        Part::Embedding,
-    );
-    t(
-        "embeddings.position_embeddings.weight".into(),
-        vec![m.max_seq, h],
-        Part::Embedding,
-    );
-    t(
-        "embeddings.token_type_embeddings.weight".into(),
-        vec![m.type_vocab, h],
-        Part::Embedding,
-    );
-    t(
-        "embeddings.LayerNorm.weight".into(),
-        vec![h],
-        Part::Embedding,
-    );
-    t("embeddings.LayerNorm.bias".into(), vec![h], Part::Embedding);
-    for l in 0..m.layers {
-        let p = format!("encoder.layer.{l}.");
-        let part = Part::Layer(l);
-        for (n, o, i) in [
-            ("attention.self.query", h, h),
-            ("attention.self.key", h, h),
-            ("attention.self.value", h, h),
-            ("attention.output.dense", h, h),
-        ] {
-            t(format!("{p}{n}.weight"), vec![o, i], part);
-            t(format!("{p}{n}.bias"), vec![o], part);
+    for b in bert::model(m, head) {
+        let part = Part::of(b.stage);
+        for t in b.steps.into_iter().flat_map(|s| s.params) {
+            v.push(TensorSpec {
+                name: t.name,
+                shape: t.shape,
+                part,
+            });
         }
-        t(
-            format!("{p}attention.output.LayerNorm.weight"),
-            vec![h],
-            part,
-        );
-        t(format!("{p}attention.output.LayerNorm.bias"), vec![h], part);
-        t(format!("{p}intermediate.dense.weight"), vec![f, h], part);
-        t(format!("{p}intermediate.dense.bias"), vec![f], part);
-        t(format!("{p}output.dense.weight"), vec![h, f], part);
-        t(format!("{p}output.dense.bias"), vec![h], part);
-        t(format!("{p}output.LayerNorm.weight"), vec![h], part);
-        t(format!("{p}output.LayerNorm.bias"), vec![h], part);
-    }
-    if !matches!(head, Head::Embed { .. }) {
-        if head.pool() == Pool::Cls {
-            t("pooler.dense.weight".into(), vec![h, h], Part::Pooler);
-            t("pooler.dense.bias".into(), vec![h], Part::Pooler);
-        }
-        let n = head.width(h);
-        t("classifier.weight".into(), vec![n, h], Part::Classifier);
-        t("classifier.bias".into(), vec![n], Part::Classifier);
     }
     v
+}
+
+impl Part {
+    /// The part a stage's tensors belong to.
+    pub fn of(stage: Stage) -> Part {
+        match stage {
+            Stage::Embeddings => Part::Embedding,
+            Stage::Encoder(l) => Part::Layer(l),
+            Stage::Pool => Part::Pooler,
+            Stage::Head => Part::Classifier,
+        }
+    }
 }
 
 /// Depth profile of fine-tuning drift (see the module docs).
