@@ -81,7 +81,7 @@ impl Lowerer<'_> {
             .collect();
         let pshapes: Vec<&[u64]> = params
             .iter()
-            .map(|p| self.m.params[p.0 as usize].shape.as_slice())
+            .map(|p| self.m.params[p].shape.as_slice())
             .collect();
         // The checker guarantees consistent sizes; an inconsistency here is a bug
         // that the verifier reports rather than a panic.

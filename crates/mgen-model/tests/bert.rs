@@ -91,7 +91,7 @@ fn lowering_emits_the_description_and_the_layout_is_its_tensors() {
             assert_eq!(node.op, s.op, "{}: {:?} {}", task.name, b.stage, s.name);
             assert_eq!(node.layer, b.stage.layer(), "{}: {}", task.name, s.name);
             for p in &node.params {
-                let p = &m.params[p.0 as usize];
+                let p = &m.params[p];
                 params.push((p.name.clone(), p.shape.clone()));
             }
         }
