@@ -1,7 +1,6 @@
 //! Placement, ISA, code generation and the simulator.
 
 use mgen::backend::isa::{self, Image, Inst, Line, Program};
-use mgen::backend::place;
 use mgen::diag::Sources;
 use mgen::hw::{Hardware, Signs};
 use ndarray::{Array1, Array2};
@@ -67,7 +66,7 @@ fn placement_matches_the_closed_form() {
                 (1, 1),
                 (129, 257),
             ] {
-                let (rb, cbk, sl, sg) = place::blocks(&hw, out, inp, hw.weight_bits);
+                let (rb, cbk, sl, sg) = hw.blocks(out, inp, hw.weight_bits);
                 assert_eq!(
                     rb * cbk * sl * sg,
                     inp.div_ceil(rows) * out.div_ceil(cols) * (wb as u64).div_ceil(cb as u64) * s

@@ -5,11 +5,8 @@
 //! same function, so they report the same energy by construction. See
 //! `docs/isa.md` for the per-instruction formulas.
 
-use crate::isa::{DmmKind, Inst, Program, VecOp};
-fn blocks(hw: &Hardware, out_dim: u64, in_dim: u64, bits: u32) -> (u64, u64, u64, u64) {
-    hw.blocks(out_dim, in_dim, bits)
-}
 use crate::hw::Hardware;
+use crate::isa::{DmmKind, Inst, Program, VecOp};
 
 /// Element operations a tile's digital unit completes per digital cycle.
 pub const DIGITAL_LANES: f64 = 64.0;
@@ -92,7 +89,7 @@ pub fn cost(inst: &Inst, p: &Program, hw: &Hardware) -> Cost {
         | Inst::Halt => {}
         Inst::XbProgram(i) => {
             if let Some(img) = p.images.get(*i as usize) {
-                let (rb, cb, sl, sg) = blocks(hw, img.out_dim, img.in_dim, img.wbits);
+                let (rb, cb, sl, sg) = hw.blocks(img.out_dim, img.in_dim, img.wbits);
                 let cells = (img.in_dim * img.out_dim * sl * sg) as f64;
                 c.cell_writes = cells;
                 c.energy[4] = cells * f("cell_write");
@@ -130,7 +127,7 @@ pub fn cost(inst: &Inst, p: &Program, hw: &Hardware) -> Cost {
             } else {
                 1.0
             };
-            let (rb, cb, sl, sg) = blocks(hw, img.out_dim, img.in_dim, img.wbits);
+            let (rb, cb, sl, sg) = hw.blocks(img.out_dim, img.in_dim, img.wbits);
             let (rb, cb, sl, sg) = (rb as f64, cb as f64, sl as f64, sg as f64);
             let cycles = (hw.input_bits as f64 / hw.dac_bits as f64).ceil();
             let (ind, outd) = (img.in_dim as f64, img.out_dim as f64);

@@ -75,12 +75,6 @@ pub struct Placement {
     pub tile_use: Vec<u64>,
 }
 
-/// Crossbars one `[out, in]` matrix of `bits`-bit weights needs on `hw`:
-/// (row blocks, column blocks, slices, signs).
-pub fn blocks(hw: &Hardware, out_dim: u64, in_dim: u64, bits: u32) -> (u64, u64, u64, u64) {
-    hw.blocks(out_dim, in_dim, bits)
-}
-
 impl Placement {
     /// Where a global crossbar index is: (chip, tile, core, crossbar).
     pub fn locate(hw: &Hardware, xb: u64) -> (u64, u64, u64, u64) {
@@ -163,7 +157,7 @@ pub fn place(m: &Module) -> Result<Placement, Diags> {
         let shape = &m.params[w].shape;
         let (out_dim, in_dim) = (shape[0], shape[1]);
         let bits = m.params[w].bits.unwrap_or(hw.weight_bits);
-        let (rb, cb, sl, sg) = blocks(hw, out_dim, in_dim, bits);
+        let (rb, cb, sl, sg) = hw.blocks(out_dim, in_dim, bits);
         let tasks: Vec<String> = n
             .tasks
             .iter()
