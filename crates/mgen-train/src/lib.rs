@@ -1,0 +1,121 @@
+//! Joint multi-task training: one shared encoder trunk and a branch per
+//! task, trained together with candle (CPU) by distilling each task's own
+//! unshared model.
+//!
+//! A joint model at depth `d` (`1 ≤ d ≤ nb`, `nb` = layers + 1; blocks are
+//! numbered as the model generator counts depth: block 0 = embeddings,
+//! block `l + 1` = encoder layer `l`) shares blocks `0..d` among a group of
+//! tasks:
+//! - block 0 (the embeddings) is frozen; its output per request is the
+//!   input ([`Batch::x`]);
+//! - the **trunk**, encoder layers `0..d − 1` (blocks `1..d`), is trained,
+//!   one copy for all tasks (empty when `d = 1`);
+//! - each task's **branch**, encoder layers `d − 1..` (blocks `d..nb`), its
+//!   pooling (with the pooler when the head pools CLS) and its head, is
+//!   trained, one copy per task (pooler and head
+//!   only when `d = nb`).
+//!
+//! The candle graph is built by walking the steps of the one BERT block
+//! description ([`mgen_ir::bert`]; see `graph.rs`), so its topology is the
+//! lowering's; [`forward`] is checked against `mgen_model::forward` to
+//! 1e-4 in the tests. The objective (`loss.rs`), optimiser and schedule
+//! (`optim.rs`) are the hand-written branch trainer's (`mgen_model::train`);
+//! the loop is in `joint.rs`.
+//!
+//! Invariants:
+//! - tensor names and shapes are the description's (Hugging Face names);
+//!   every initial tensor is checked against its described shape, and the
+//!   returned tensors have those shapes;
+//! - `trunk` holds exactly the tensors of blocks `1..d`, `branches[i]`
+//!   exactly those of task `i`'s blocks `d..`, pooling and head;
+//! - bad inputs (depth, shapes, row counts, missing tensors) are an `Err`
+//!   with a sentence, never a panic;
+//! - the same inputs, settings and seed give bit-identical tensors and logs
+//!   (but `seconds`) at a fixed thread count, unless `max_seconds` stops
+//!   the run (which makes it depend on the machine's speed).
+//!
+//! Threads: training runs in the calling process, one mini-batch at a time
+//! as batch tensors. candle's CPU backend multiplies matrices with gemm
+//! over `RAYON_NUM_THREADS` threads (default: the physical cores) and runs
+//! large elementwise ops on its own spinning pool of `CANDLE_NUM_THREADS`
+//! threads; neither splits a reduction by thread, and the optimiser's
+//! update is elementwise. The tests check reproducibility at one thread
+//! count; `benches/joint.rs` prints a checksum of the trained trunk to
+//! compare counts (equal at 1 and 2 threads when measured). On a machine
+//! shared with other work, setting both variables to 1 was the fastest
+//! (the pool's threads spin while they wait).
+
+mod graph;
+mod inputs;
+
+use graph::{Part, R, array, branch_blocks, cerr, trunk_blocks};
+use inputs::{EVAL_CHUNK, Inputs, check_depth, index};
+use mgen_front::spec::{Head, Model};
+use mgen_ir::bert::Block;
+use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix2};
+
+/// Looks a tensor up by its Hugging Face name.
+pub type Get<'a> = mgen_model::forward::Get<'a>;
+
+/// One distinct set of training requests (several tasks may train on the
+/// same one: the trunk then runs once per mini-batch for all of them).
+pub struct Batch<'a> {
+    /// Block 0's output per request, `[seq, hidden]` (one `seq` per batch).
+    pub x: Vec<ArrayView2<'a, f32>>,
+    /// Per request, `[seq]`, 1 for tokens and 0 for padding.
+    pub masks: Vec<&'a [f32]>,
+}
+
+/// candle's forward of the whole joint model for one task with head
+/// `head`, from block 0's output: the trunk (blocks `1..depth`) with
+/// `trunk`'s tensors, then the branch with `branch`'s. Returns the task's
+/// output row per request, `[requests, width]`.
+pub fn forward(
+    model: &Model,
+    depth: usize,
+    head: &Head,
+    trunk: &Get,
+    branch: &Get,
+    batch: &Batch,
+) -> R<Array2<f32>> {
+    check_depth(model, depth)?;
+    let inp = Inputs::new(batch, model.hidden as usize, "the batch")?;
+    let trunk = Part::new(trunk_blocks(model, depth), trunk, "trunk")?;
+    let branch = Part::new(branch_blocks(model, head, depth), branch, "branch")?;
+    let width = head.width(model.hidden) as usize;
+    let mut out = Array2::<f32>::zeros((0, width));
+    let all: Vec<usize> = (0..inp.n).collect();
+    for ix in all.chunks(EVAL_CHUNK) {
+        let idx = index(ix)?;
+        let x = inp.x.index_select(&idx, 0).map_err(cerr)?;
+        let mask = inp.mask.index_select(&idx, 0).map_err(cerr)?;
+        let h = trunk.run(&x, &mask, false)?;
+        let y = array(&branch.run(&h, &mask, false)?)?;
+        let y = y.into_dimensionality::<Ix2>().map_err(|e| e.to_string())?;
+        out.append(Axis(0), y.view()).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// candle's evaluation of one stage of the description on a batch: `x`
+/// has a leading request axis (`[B, seq, hidden]` for an encoder layer or
+/// the pooling, `[B, hidden]` for the head), `masks` one `[seq]` mask per
+/// request. Returns the stage's result with the same leading axis.
+pub fn forward_block(
+    block: &Block,
+    get: &Get,
+    x: &ArrayD<f32>,
+    masks: &[&[f32]],
+) -> R<ArrayD<f32>> {
+    if x.shape().first() != Some(&masks.len()) {
+        return Err(format!("{:?} inputs, {} masks", x.shape(), masks.len()));
+    }
+    let seq = masks.first().map_or(0, |m| m.len());
+    if masks.iter().any(|m| m.len() != seq) {
+        return Err("the masks differ in length".into());
+    }
+    let m: Vec<f32> = masks.concat();
+    let mask = candle_core::Tensor::from_vec(m, (masks.len(), seq), &graph::CPU).map_err(cerr)?;
+    let part = Part::new(vec![block.clone()], get, "block")?;
+    array(&part.run(&graph::tensor(x)?, &mask, false)?)
+}
