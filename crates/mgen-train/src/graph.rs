@@ -113,6 +113,14 @@ pub(crate) fn softmax(x: &Tensor) -> candle_core::Result<Tensor> {
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
+/// `log softmax` over the last axis.
+pub(crate) fn log_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let z = x.broadcast_sub(&max)?;
+    let lse = z.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    z.broadcast_sub(&lse)
+}
+
 /// Pooling `[B, seq, hidden]` with mask `[B, seq]` → `[B, hidden]`.
 fn pool(p: Pool, x: &Tensor, m: &Tensor) -> candle_core::Result<Tensor> {
     match p {
@@ -268,5 +276,14 @@ impl Part {
             cur = run_block(b, &get, &cur, m)?;
         }
         Ok(cur)
+    }
+
+    /// The current tensors by Hugging Face name.
+    pub fn export(&self) -> R<HashMap<String, ArrayD<f32>>> {
+        self.names
+            .iter()
+            .zip(&self.vars)
+            .map(|(n, v)| Ok((n.clone(), array(v.as_tensor())?)))
+            .collect()
     }
 }

@@ -51,6 +51,12 @@ impl Inputs {
             n,
         })
     }
+
+    /// The rows `idx` (a `u32` index tensor): `(x, mask)`.
+    pub fn rows(&self, idx: &Tensor) -> R<(Tensor, Tensor)> {
+        let x = self.x.index_select(idx, 0).map_err(cerr)?;
+        Ok((x, self.mask.index_select(idx, 0).map_err(cerr)?))
+    }
 }
 
 /// A `u32` index tensor.

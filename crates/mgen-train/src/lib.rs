@@ -9,10 +9,10 @@
 //! - block 0 (the embeddings) is frozen; its output per request is the
 //!   input ([`Batch::x`]);
 //! - the **trunk**, encoder layers `0..d − 1` (blocks `1..d`), is trained,
-//!   one copy for all tasks (empty when `d = 1`);
+//!   one copy for all tasks ([`Trained::trunk`]; empty when `d = 1`);
 //! - each task's **branch**, encoder layers `d − 1..` (blocks `d..nb`), its
 //!   pooling (with the pooler when the head pools CLS) and its head, is
-//!   trained, one copy per task (pooler and head
+//!   trained, one copy per task ([`Trained::branches`]; pooler and head
 //!   only when `d = nb`).
 //!
 //! The candle graph is built by walking the steps of the one BERT block
@@ -47,15 +47,38 @@
 
 mod graph;
 mod inputs;
+mod joint;
+mod loss;
+mod optim;
 
 use graph::{Part, R, array, branch_blocks, cerr, trunk_blocks};
 use inputs::{EVAL_CHUNK, Inputs, check_depth, index};
+use joint::Joint;
 use mgen_front::spec::{Head, Model};
 use mgen_ir::bert::Block;
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix2};
+use std::collections::HashMap;
+use std::time::Instant;
 
 /// Looks a tensor up by its Hugging Face name.
 pub type Get<'a> = mgen_model::forward::Get<'a>;
+
+/// Training settings (the branch trainer's, plus a time budget).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub epochs: u32,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Requests per mini-batch (of the largest batch; 0 counts as 1).
+    pub batch: u32,
+    /// Weight `α` of the label loss on requests with a label.
+    pub labels: f64,
+    /// Distillation temperature (classifiers).
+    pub temperature: f64,
+    /// Stop after the step during which this many seconds (since the
+    /// call) have passed. Off by default: it makes results machine-dependent.
+    pub max_seconds: Option<f64>,
+}
 
 /// One distinct set of training requests (several tasks may train on the
 /// same one: the trunk then runs once per mini-batch for all of them).
@@ -64,6 +87,110 @@ pub struct Batch<'a> {
     pub x: Vec<ArrayView2<'a, f32>>,
     /// Per request, `[seq]`, 1 for tokens and 0 for padding.
     pub masks: Vec<&'a [f32]>,
+}
+
+/// One task of the group.
+pub struct Task<'a> {
+    pub head: &'a Head,
+    /// Index into the batches.
+    pub batch: usize,
+    /// The teacher's (the task's own unshared model's) output row per
+    /// request of its batch, `[requests, width]`.
+    pub targets: ArrayView2<'a, f32>,
+    /// Per request of its batch.
+    pub labels: Vec<Option<mgen_model::data::Label>>,
+    /// The task's own tensors: its branch starts from them.
+    pub init: &'a Get<'a>,
+}
+
+/// The trained tensors and the run's log.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    /// Every tensor of encoder layers `0..d − 1`.
+    pub trunk: HashMap<String, ArrayD<f32>>,
+    /// Per task, every tensor of its branch.
+    pub branches: Vec<HashMap<String, ArrayD<f32>>>,
+    pub log: Log,
+}
+
+/// What a training run did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Log {
+    /// Optimiser steps taken.
+    pub steps: usize,
+    /// Epochs completed.
+    pub epochs: u32,
+    /// Σ over tasks of the mean loss over all of the task's requests, at
+    /// the initial and at the final weights (forward only).
+    pub loss_before: f64,
+    pub loss_after: f64,
+    /// The same per task.
+    pub task_loss_before: Vec<f64>,
+    pub task_loss_after: Vec<f64>,
+    /// Per completed epoch, the mean of its steps' losses (each Σ over
+    /// tasks of the mini-batch mean, at the weights before the step).
+    pub epoch_losses: Vec<f64>,
+    /// Wall-clock time of the call.
+    pub seconds: f64,
+    /// Whether `max_seconds` ended the run early.
+    pub stopped_by_time: bool,
+}
+
+impl Log {
+    fn empty() -> Log {
+        Log {
+            steps: 0,
+            epochs: 0,
+            loss_before: 0.0,
+            loss_after: 0.0,
+            task_loss_before: Vec::new(),
+            task_loss_after: Vec::new(),
+            epoch_losses: Vec::new(),
+            seconds: 0.0,
+            stopped_by_time: false,
+        }
+    }
+}
+
+/// Progress after each optimiser step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// The epoch, from 0.
+    pub epoch: u32,
+    /// Steps taken so far, from 1.
+    pub step: usize,
+    pub total_steps: usize,
+    /// The step's loss (before its update).
+    pub loss: f64,
+}
+
+/// Trains the joint model of `model` at `depth` for `tasks` (see the crate
+/// docs): the trunk starts from `trunk_init`, each branch from its task's
+/// `init`. `on_step` is called after every optimiser step.
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    model: &Model,
+    depth: usize,
+    trunk_init: &Get,
+    batches: &[Batch],
+    tasks: &[Task],
+    s: &Settings,
+    seed: u64,
+    on_step: &(dyn Fn(&Step) + Sync),
+) -> R<Trained> {
+    let start = Instant::now();
+    let joint = Joint::new(model, depth, trunk_init, batches, tasks, s)?;
+    let before = joint.evaluate()?;
+    let mut log = joint.fit(s, seed, on_step, start)?;
+    let after = joint.evaluate()?;
+    log.loss_before = before.iter().sum();
+    log.loss_after = after.iter().sum();
+    log.task_loss_before = before;
+    log.task_loss_after = after;
+    let mut out = joint.tensors()?;
+    log.seconds = start.elapsed().as_secs_f64();
+    out.log = log;
+    Ok(out)
 }
 
 /// candle's forward of the whole joint model for one task with head
@@ -87,8 +214,7 @@ pub fn forward(
     let all: Vec<usize> = (0..inp.n).collect();
     for ix in all.chunks(EVAL_CHUNK) {
         let idx = index(ix)?;
-        let x = inp.x.index_select(&idx, 0).map_err(cerr)?;
-        let mask = inp.mask.index_select(&idx, 0).map_err(cerr)?;
+        let (x, mask) = inp.rows(&idx)?;
         let h = trunk.run(&x, &mask, false)?;
         let y = array(&branch.run(&h, &mask, false)?)?;
         let y = y.into_dimensionality::<Ix2>().map_err(|e| e.to_string())?;
