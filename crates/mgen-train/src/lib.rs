@@ -54,7 +54,7 @@ mod optim;
 use graph::{Part, R, array, branch_blocks, cerr, trunk_blocks};
 use inputs::{EVAL_CHUNK, Inputs, check_depth, index};
 use joint::Joint;
-use mgen_front::spec::{Head, Model};
+use mgen_front::spec::{BranchOpts, Head, Model};
 use mgen_ir::bert::Block;
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix2};
 use std::collections::HashMap;
@@ -78,6 +78,27 @@ pub struct Settings {
     /// Stop after the step during which this many seconds (since the
     /// call) have passed. Off by default: it makes results machine-dependent.
     pub max_seconds: Option<f64>,
+}
+
+/// The branch trainer's defaults (`BranchOpts::default()`), no time budget.
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::from(&BranchOpts::default())
+    }
+}
+
+/// The settings of `regenerate = branch(...)`, no time budget.
+impl From<&BranchOpts> for Settings {
+    fn from(o: &BranchOpts) -> Self {
+        Settings {
+            epochs: o.epochs,
+            lr: o.lr,
+            batch: o.batch,
+            labels: o.labels,
+            temperature: o.temperature,
+            max_seconds: None,
+        }
+    }
 }
 
 /// One distinct set of training requests (several tasks may train on the

@@ -267,6 +267,7 @@ fn against_the_branch_trainer(f: &Fixture, i: usize) -> f32 {
         temperature: s.temperature,
         trials: 1,
     };
+    assert_eq!(Settings::from(&opts), s);
     let log = br.train(&items, &opts, 1, &|| {});
     assert_eq!(log.steps, t.log.steps);
     let want = br.tensors();
