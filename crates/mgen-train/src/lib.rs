@@ -51,7 +51,7 @@ mod joint;
 mod loss;
 mod optim;
 
-use graph::{Part, R, array, branch_blocks, cerr, trunk_blocks};
+use graph::{Part, array, branch_blocks, cerr, trunk_blocks};
 use inputs::{EVAL_CHUNK, Inputs, check_depth, index};
 use joint::Joint;
 use mgen_front::spec::{BranchOpts, Head, Model};
@@ -198,7 +198,7 @@ pub fn train(
     s: &Settings,
     seed: u64,
     on_step: &(dyn Fn(&Step) + Sync),
-) -> R<Trained> {
+) -> Result<Trained, String> {
     let start = Instant::now();
     let joint = Joint::new(model, depth, trunk_init, batches, tasks, s)?;
     let before = joint.evaluate()?;
@@ -225,7 +225,7 @@ pub fn forward(
     trunk: &Get,
     branch: &Get,
     batch: &Batch,
-) -> R<Array2<f32>> {
+) -> Result<Array2<f32>, String> {
     check_depth(model, depth)?;
     let inp = Inputs::new(batch, model.hidden as usize, "the batch")?;
     let trunk = Part::new(trunk_blocks(model, depth), trunk, "trunk")?;
@@ -253,7 +253,7 @@ pub fn forward_block(
     get: &Get,
     x: &ArrayD<f32>,
     masks: &[&[f32]],
-) -> R<ArrayD<f32>> {
+) -> Result<ArrayD<f32>, String> {
     if x.shape().first() != Some(&masks.len()) {
         return Err(format!("{:?} inputs, {} masks", x.shape(), masks.len()));
     }
