@@ -68,6 +68,9 @@ pub enum Level {
     /// Each task's unshared layers and head retrained over the frozen
     /// shared trunk (a task's own `branch(...)` settings, else the defaults).
     Branch,
+    /// The shared trunk and every branch trained together for all tasks of
+    /// a group (a task's own `joint(...)` settings, else the defaults).
+    Joint,
 }
 
 impl Level {
@@ -76,6 +79,7 @@ impl Level {
             Level::None => "none",
             Level::Head => "head",
             Level::Branch => "branch",
+            Level::Joint => "joint",
         }
     }
 
@@ -83,7 +87,7 @@ impl Level {
     /// tasks (no classifier) at `none`; `branch` keeps a task's own
     /// `branch(...)` settings and gives the others the defaults.
     pub fn apply(self, spec: &mut crate::spec::Spec) {
-        use crate::spec::{BranchOpts, Regenerate};
+        use crate::spec::{BranchOpts, JointOpts, Regenerate};
         for t in &mut spec.tasks {
             t.regenerate = match self {
                 Level::None => Regenerate::None,
@@ -91,6 +95,9 @@ impl Level {
                 Level::Head => Regenerate::Head,
                 Level::Branch => {
                     Regenerate::Branch(t.regenerate.branch().unwrap_or(BranchOpts::default()))
+                }
+                Level::Joint => {
+                    Regenerate::Joint(t.regenerate.joint().unwrap_or(JointOpts::default()))
                 }
             };
         }
@@ -264,8 +271,9 @@ pub fn compare(
     sources: &mut Sources,
     counts_only: bool,
     progress: crate::progress::Mode,
+    cache: &share::ShareCache,
 ) -> Result<Comparison, Diags> {
-    let mut all = compare_levels(file, sources, counts_only, progress, &[None])?;
+    let mut all = compare_levels(file, sources, counts_only, progress, &[None], cache)?;
     Ok(all.remove(0))
 }
 
@@ -277,14 +285,14 @@ pub fn compare_levels(
     counts_only: bool,
     progress: crate::progress::Mode,
     levels: &[Option<Level>],
+    cache: &share::ShareCache,
 ) -> Result<Vec<Comparison>, Diags> {
     let f = crate::driver::front(sources, file)?;
     let (lowered, store) = crate::driver::module_and_store(f, sources)?;
     let batch = crate::data::load(&lowered.spec, sources)?;
     // One cache for every level and chip round: a branch retrained once is
-    // not retrained again.
-    let cache = share::ShareCache::default();
-    let (base, base_arts) = compiled(&lowered, "baseline", &store, sources, progress, &[], &cache)?;
+    // not retrained again (joint trainings are kept in its folder too).
+    let (base, base_arts) = compiled(&lowered, "baseline", &store, sources, progress, &[], cache)?;
     let pb = crate::backend::program::package(&base, &base_arts, &store, &batch, counts_only)?;
     let ob = if counts_only {
         None
@@ -307,7 +315,7 @@ pub fn compare_levels(
             sources,
             counts_only,
             progress,
-            &cache,
+            cache,
         )?;
         c.regenerate = level.map(|l| l.name()).unwrap_or("as written");
         out.push(c);

@@ -26,17 +26,34 @@ pub(super) struct Args {
     regenerate: Vec<Level>,
 }
 
-pub(super) fn run(a: Args, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> {
+pub(super) fn run(
+    a: Args,
+    io: &mut Io,
+    sources: &mut Sources,
+    g: &super::Global,
+) -> Result<i32, Diags> {
     let (json, text, written) = if a.regenerate.is_empty() {
-        let c = crate::compare::compare(&a.file, sources, a.counts_only, io.progress)?;
+        let c = crate::compare::compare(
+            &a.file,
+            sources,
+            a.counts_only,
+            io.progress,
+            &g.share_cache(),
+        )?;
         if let Some(dir) = &a.report {
             c.write_report(dir)?;
         }
         (to_json(&c), c.text(), "compare.json and SVG charts")
     } else {
         let levels: Vec<Option<Level>> = a.regenerate.iter().copied().map(Some).collect();
-        let all =
-            crate::compare::compare_levels(&a.file, sources, a.counts_only, io.progress, &levels)?;
+        let all = crate::compare::compare_levels(
+            &a.file,
+            sources,
+            a.counts_only,
+            io.progress,
+            &levels,
+            &g.share_cache(),
+        )?;
         let l = Levels::new(&a.file, all);
         if let Some(dir) = &a.report {
             l.write_report(dir)?;

@@ -59,7 +59,12 @@ pub(super) struct Args {
     verbose: bool,
 }
 
-pub(super) fn run(a: Args, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> {
+pub(super) fn run(
+    a: Args,
+    io: &mut Io,
+    sources: &mut Sources,
+    g: &super::Global,
+) -> Result<i32, Diags> {
     let Args {
         file,
         emit,
@@ -124,7 +129,7 @@ pub(super) fn run(a: Args, io: &mut Io, sources: &mut Sources) -> Result<i32, Di
     let (mut m, store) = driver::module_and_store(f, sources)?;
     let lowered = m.clone();
     let t_lower = t1.elapsed().as_secs_f64();
-    let cx = passes::context_for(
+    let mut cx = passes::context_for(
         &pipeline,
         &m,
         &store,
@@ -132,6 +137,7 @@ pub(super) fn run(a: Args, io: &mut Io, sources: &mut Sources) -> Result<i32, Di
         io.progress,
         &crate::backend::energy::Counting,
     )?;
+    cx.share_cache = g.share_cache();
     let err = &mut *io.err;
     let mut arts = passes::Artifacts::default();
     let timings = passes::run_pipeline(&mut m, &mut arts, &pipeline, &cx, |name, m| {

@@ -36,6 +36,40 @@ struct Cli {
     /// `bar`, `log` and `none` force one.
     #[arg(long, global = true, value_enum, default_value = "auto")]
     progress: ProgressArg,
+    /// Folder where jointly trained models (`regenerate = joint`) are kept,
+    /// keyed by a digest of everything they depend on, so a rerun or a
+    /// later command on the same inputs trains nothing again; `none` keeps
+    /// them in memory only. Default: $MGEN_CACHE when set, else
+    /// `.mgen-cache` in the current directory.
+    #[arg(long, global = true, value_name = "DIR")]
+    cache: Option<std::path::PathBuf>,
+}
+
+/// What every command may use besides its own arguments.
+pub struct Global {
+    /// The cache folder (`--cache`), `None` for `--cache none`.
+    pub cache: Option<std::path::PathBuf>,
+}
+
+impl Global {
+    fn of(cli: &Cli) -> Global {
+        let dir = cli
+            .cache
+            .clone()
+            .or_else(|| std::env::var_os("MGEN_CACHE").map(Into::into))
+            .unwrap_or_else(|| ".mgen-cache".into());
+        Global {
+            cache: (dir.as_os_str() != "none").then_some(dir),
+        }
+    }
+
+    /// The generator's cache for one command.
+    pub fn share_cache(&self) -> crate::passes::share::ShareCache {
+        match &self.cache {
+            Some(d) => crate::passes::share::ShareCache::on_disk(d.clone()),
+            None => Default::default(),
+        }
+    }
 }
 
 /// `--progress`.
@@ -87,13 +121,13 @@ impl Cmd {
     }
 }
 
-fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> {
+fn dispatch(cmd: Cmd, io: &mut Io, sources: &mut Sources, g: &Global) -> Result<i32, Diags> {
     match cmd {
         Cmd::Check(a) => check::run(a, io, sources),
-        Cmd::Compile(a) => compile::run(a, io, sources),
+        Cmd::Compile(a) => compile::run(a, io, sources, g),
         Cmd::Sim(a) => sim::run(a, io, sources),
-        Cmd::Run(a) => run::run(a, io, sources),
-        Cmd::Compare(a) => compare::run(a, io, sources),
+        Cmd::Run(a) => run::run(a, io, sources, g),
+        Cmd::Compare(a) => compare::run(a, io, sources, g),
         Cmd::Finetune(a) => finetune::run(a, io, sources),
         Cmd::Passes(a) => passes::run(a, io),
     }
@@ -143,7 +177,8 @@ pub fn main_with(args: impl IntoIterator<Item = OsString>, io: &mut Io) -> i32 {
     };
     let mut sources = Sources::new();
     let json = cli.cmd.json_diagnostics();
-    match dispatch(cli.cmd, io, &mut sources) {
+    let global = Global::of(&cli);
+    match dispatch(cli.cmd, io, &mut sources, &global) {
         Ok(code) => code,
         Err(diags) => {
             if json {

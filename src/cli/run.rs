@@ -36,12 +36,17 @@ pub(super) struct Args {
     report: Option<PathBuf>,
 }
 
-pub(super) fn run(a: Args, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> {
+pub(super) fn run(
+    a: Args,
+    io: &mut Io,
+    sources: &mut Sources,
+    g: &super::Global,
+) -> Result<i32, Diags> {
     let f = driver::front(sources, &a.file)?;
     let (mut m, store) = driver::module_and_store(f, sources)?;
     let lowered = m.clone();
     let pipeline = passes::resolve(if a.baseline { "baseline" } else { "default" })?;
-    let cx = passes::context_for(
+    let mut cx = passes::context_for(
         &pipeline,
         &m,
         &store,
@@ -49,6 +54,7 @@ pub(super) fn run(a: Args, io: &mut Io, sources: &mut Sources) -> Result<i32, Di
         io.progress,
         &crate::backend::energy::Counting,
     )?;
+    cx.share_cache = g.share_cache();
     let mut arts = passes::Artifacts::default();
     passes::run_pipeline(&mut m, &mut arts, &pipeline, &cx, |_, _| {})?;
     let batch = crate::data::load(&m.spec, sources)?;

@@ -34,8 +34,28 @@ pub const MAX_LINE_BYTES: u64 = 1 << 20;
 /// is chosen for the purpose, and more requests make a budget less noisy
 /// (at a proportional search cost).
 pub const CALIBRATE_FILE_REQUESTS: usize = 512;
-/// At most this many requests of a `train` file are read.
+/// At most this many requests of a `train` file are read (for `head` and
+/// `branch` regeneration and for `mgen finetune`).
 pub const TRAIN_FILE_REQUESTS: usize = 2048;
+/// At most this many requests of a `train` file are read for `regenerate =
+/// joint`, the task's own fine-tuning data ...
+pub const JOINT_TRAIN_FILE_REQUESTS: usize = 16384;
+/// ... and at most as many as keep its embeddings activations (`requests ×
+/// seq × hidden`, cached for the training) within this many f32 values
+/// (1 GiB).
+pub const JOINT_TRAIN_VALUES: u64 = 1 << 28;
+
+/// The most requests of task `t`'s `train` file its regeneration reads.
+pub fn train_file_requests(spec: &Spec, t: usize, seq: usize) -> usize {
+    let task = &spec.tasks[t];
+    match task.regenerate {
+        crate::spec::Regenerate::Joint(_) => {
+            let per = (seq as u64).max(1) * spec.models[task.base].hidden.max(1);
+            JOINT_TRAIN_FILE_REQUESTS.min((JOINT_TRAIN_VALUES / per).max(1) as usize)
+        }
+        _ => TRAIN_FILE_REQUESTS,
+    }
+}
 /// At most this many requests of the workload's inputs are the calibration
 /// inputs the `share` pass measures budgets on (for tasks without a
 /// `calibrate` file).
@@ -524,7 +544,7 @@ pub fn load_files(spec: &Spec, sources: &mut Sources) -> Result<Files, Diags> {
             Some(InputSource::File { path }) => Some(Use {
                 path: root.join(path),
                 key: format!("task {}.train", task.name),
-                max: TRAIN_FILE_REQUESTS,
+                max: train_file_requests(spec, t, seq),
             }),
             _ => None,
         });

@@ -269,7 +269,9 @@ impl<'a> Context<'a> {
                     };
                     let vocab = spec.models[task.base].vocab;
                     let count = match task.regenerate {
-                        crate::spec::Regenerate::Branch(_) => BRANCH_TRAIN_REQUESTS,
+                        crate::spec::Regenerate::Branch(_) | crate::spec::Regenerate::Joint(_) => {
+                            BRANCH_TRAIN_REQUESTS
+                        }
                         _ => TRAIN_REQUESTS,
                     };
                     crate::data::synthetic(seed, count, seq, vocab)

@@ -51,6 +51,8 @@ struct LogState {
     start: Instant,
     last: Mutex<Instant>,
     every: Duration,
+    /// What [`Progress::message`] last said (appended to each line).
+    message: Mutex<String>,
 }
 
 impl Progress {
@@ -74,6 +76,7 @@ impl Progress {
                     start: now,
                     last: Mutex::new(now),
                     every,
+                    message: Mutex::new(String::new()),
                 }))
             }
         };
@@ -96,6 +99,37 @@ impl Progress {
                     eprintln!("{line}");
                 }
             }
+        }
+    }
+
+    /// Shows `msg` beside the count (e.g. an epoch and a loss); a log
+    /// prints it on its next line.
+    pub fn message(&self, msg: &str) {
+        match &self.inner {
+            Inner::Off => {}
+            Inner::Bar(b) => b.set_message(msg.to_string()),
+            Inner::Log(s) => {
+                if let Ok(mut m) = s.message.lock() {
+                    *m = msg.to_string();
+                }
+            }
+        }
+    }
+
+    /// Stops a spinner's redrawing while another progress of the same run
+    /// draws on the terminal ([`Progress::resume`] restarts it).
+    pub fn pause(&self) {
+        if let Inner::Bar(b) = &self.inner {
+            b.disable_steady_tick();
+        }
+    }
+
+    /// Restarts what [`Progress::pause`] stopped.
+    pub fn resume(&self) {
+        if let Inner::Bar(b) = &self.inner
+            && b.length().is_none()
+        {
+            b.enable_steady_tick(Duration::from_millis(200));
         }
     }
 
@@ -130,12 +164,17 @@ impl LogState {
 
     fn line(&self, done: u64, state: &str) -> String {
         let secs = self.start.elapsed().as_secs();
-        match self.total {
+        let msg = self.message.lock().map(|m| m.clone()).unwrap_or_default();
+        let line = match self.total {
             Some(t) => format!(
                 "{}: {done}/{t} {} ({state}, {secs} s)",
                 self.label, self.unit
             ),
             None => format!("{}: {done} {} ({state}, {secs} s)", self.label, self.unit),
+        };
+        match msg.is_empty() {
+            true => line,
+            false => format!("{line} {msg}"),
         }
     }
 }
@@ -144,11 +183,11 @@ fn bar(total: Option<u64>, label: &str, unit: &str) -> indicatif::ProgressBar {
     let (b, template) = match total {
         Some(t) => (
             indicatif::ProgressBar::new(t),
-            format!("{label} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{eta}} left)"),
+            format!("{label} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{eta}} left) {{msg}}"),
         ),
         None => (
             indicatif::ProgressBar::new_spinner(),
-            format!("{{spinner}} {label}: {{pos}} {unit} ({{elapsed}})"),
+            format!("{{spinner}} {label}: {{pos}} {unit} ({{elapsed}}) {{msg}}"),
         ),
     };
     b.set_style(
@@ -181,6 +220,14 @@ mod tests {
         let p = Progress::every(Mode::Log, None, "share", "steps", Duration::ZERO);
         let line = log_state(&p).due(7).expect("due");
         assert!(line.starts_with("share: 7 steps (running, "), "{line}");
+    }
+
+    #[test]
+    fn a_log_line_carries_the_message() {
+        let p = Progress::every(Mode::Log, Some(10), "joint", "steps", Duration::ZERO);
+        p.message("epoch 1/2, loss 0.5000");
+        let line = log_state(&p).due(4).expect("due");
+        assert!(line.ends_with(" epoch 1/2, loss 0.5000"), "{line}");
     }
 
     #[test]

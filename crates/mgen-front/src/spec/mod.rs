@@ -228,6 +228,10 @@ pub enum Regenerate {
     /// The task's unshared layers and head are retrained over the frozen
     /// shared trunk (`mgen::train`); a head refit is tried first.
     Branch(BranchOpts),
+    /// The shared trunk and every task's branch above it are trained
+    /// together for all the tasks of a group (`mgen_train`); a head refit
+    /// is tried first, as for `head`.
+    Joint(JointOpts),
 }
 
 impl Regenerate {
@@ -236,6 +240,7 @@ impl Regenerate {
             Regenerate::None => "none",
             Regenerate::Head => "head",
             Regenerate::Branch(_) => "branch",
+            Regenerate::Joint(_) => "joint",
         }
     }
 
@@ -253,9 +258,21 @@ impl Regenerate {
         }
     }
 
+    /// The joint-training settings, for `joint`.
+    pub fn joint(self) -> Option<JointOpts> {
+        match self {
+            Regenerate::Joint(o) => Some(o),
+            _ => None,
+        }
+    }
+
     /// The `.mgen` form of the value.
     pub fn to_mgen(self) -> String {
         match self {
+            Regenerate::Joint(o) if o != JointOpts::default() => format!(
+                "joint(epochs = {}, lr = {}, batch = {}, labels = {}, temperature = {}, trials = {}, max_minutes = {})",
+                o.epochs, o.lr, o.batch, o.labels, o.temperature, o.trials, o.max_minutes
+            ),
             Regenerate::Branch(o) if o != BranchOpts::default() => format!(
                 "branch(epochs = {}, lr = {}, batch = {}, labels = {}, temperature = {}, trials = {})",
                 o.epochs, o.lr, o.batch, o.labels, o.temperature, o.trials
@@ -284,6 +301,46 @@ pub struct BranchOpts {
     /// deterministic budget: a wall-clock one would make results depend on
     /// the machine).
     pub trials: u32,
+}
+
+/// Settings of joint regeneration: `regenerate = joint(epochs = E, lr = X,
+/// batch = B, labels = A, temperature = T, trials = N, max_minutes = M);`
+/// (every argument optional; see docs/sharing.md, "Joint regeneration").
+/// The tasks of one base model that ask for `joint` train together, so
+/// they must agree on these settings (E017 otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct JointOpts {
+    /// Passes over the largest training set per joint training.
+    pub epochs: u32,
+    /// Peak AdamW learning rate.
+    pub lr: f64,
+    /// Requests per mini-batch, per task.
+    pub batch: u32,
+    /// Weight of the label loss on requests that carry a label (the rest
+    /// is distillation from the task's own model).
+    pub labels: f64,
+    /// Distillation temperature (classifiers).
+    pub temperature: f64,
+    /// At most this many joint trainings per group while searching the
+    /// trunk depth (deterministic).
+    pub trials: u32,
+    /// A wall-clock budget per training in minutes (0 = none). When it
+    /// binds the report says so, and the result depends on the machine.
+    pub max_minutes: f64,
+}
+
+impl Default for JointOpts {
+    fn default() -> Self {
+        JointOpts {
+            epochs: 2,
+            lr: 1e-4,
+            batch: 16,
+            labels: 0.5,
+            temperature: 2.0,
+            trials: 4,
+            max_minutes: 0.0,
+        }
+    }
 }
 
 impl Default for BranchOpts {

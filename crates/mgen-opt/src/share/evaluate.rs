@@ -48,6 +48,7 @@ pub(super) type Candidate = (usize, Source, usize);
 /// training steps, both shown on one progress counter.
 pub(super) struct Steps {
     bar: crate::progress::Progress,
+    mode: crate::progress::Mode,
     evaluations: AtomicUsize,
 }
 
@@ -55,8 +56,24 @@ impl Steps {
     pub fn new(progress: crate::progress::Mode) -> Steps {
         Steps {
             bar: crate::progress::Progress::new(progress, None, "share", "steps"),
+            mode: progress,
             evaluations: AtomicUsize::new(0),
         }
+    }
+
+    /// How the run shows progress (for a bar of its own, e.g. a training's).
+    pub fn mode(&self) -> crate::progress::Mode {
+        self.mode
+    }
+
+    /// Pauses the counter's redrawing while another bar draws.
+    pub fn pause(&self) {
+        self.bar.pause();
+    }
+
+    /// Resumes what [`Steps::pause`] paused.
+    pub fn resume(&self) {
+        self.bar.resume();
     }
 
     /// `k` evaluations done.
@@ -139,6 +156,11 @@ impl<'a> Evaluator<'a> {
                 seconds: vec![0.0; n],
             },
         }
+    }
+
+    /// Whether regeneration may replace task `t`'s own tensors.
+    pub fn alone(&self, t: usize) -> bool {
+        self.alone[t]
     }
 
     /// Whether task `t` may still retrain a branch it has not retrained.

@@ -75,6 +75,7 @@ mod cache;
 mod energy;
 mod evaluate;
 mod inputs;
+mod joint;
 mod measure;
 mod redundancy;
 mod regenerate;
@@ -83,12 +84,16 @@ mod report;
 mod rewrite;
 mod search;
 
+pub use cache::Hit;
 pub use cache::ShareCache;
 pub use energy::{Energies, EnergyOracle};
 pub use measure::{Measured, agree, argmax, measure, pearson, worst};
 pub use regenerate::ridge_head;
 pub use render::{text, tree_svg};
-pub use report::{BranchReport, PairAnalysis, Sharing, TaskAnalysis, TaskShare, tree_of};
+pub use report::{
+    BranchReport, JointBudgets, JointChosen, JointReport, JointTrial, PairAnalysis, Sharing,
+    TaskAnalysis, TaskShare, tree_of,
+};
 pub use rewrite::{already_shared, gc_params};
 
 use super::{Context, Pass};
@@ -144,6 +149,8 @@ enum Level {
     None,
     Head,
     Branch,
+    /// Trained jointly with its group's trunk (`joint`).
+    Joint,
 }
 
 /// A task model's tensors by name.
@@ -214,10 +221,11 @@ pub fn share(m: &mut Module, cx: &Context) -> Result<Option<Sharing>, Diags> {
     let analysis = redundancy::analyse(&w, &steps)?;
     let alone = regenerate::alone(m, n);
     let mut ev = evaluate::Evaluator::new(&w, &analysis.own, alone, &cx.share_cache, steps);
-    let choice = search::search(&mut ev, &w, &analysis.candidates, &cx.depth_caps)?;
+    let mut choice = search::search(&mut ev, &w, &analysis.candidates, &cx.depth_caps)?;
+    let joint = joint::improve(&mut ev, &w, &mut choice, &cx.depth_caps)?;
     let (found, evaluations) = ev.finish();
     rewrite::rewrite(m, store, &choice.source, &choice.depth)?;
-    rewrite::install_regenerated(m, &w, &choice, &found)?;
+    rewrite::install_regenerated(m, &w, &choice, &found, &joint)?;
     super::merge::merge(m);
     gc_params(m);
     let figures = energy::of_tree(m, &w, &analysis.own, energy)?;
@@ -225,6 +233,7 @@ pub fn share(m: &mut Module, cx: &Context) -> Result<Option<Sharing>, Diags> {
         analysis,
         choice,
         found,
+        joint,
         figures,
         evaluations,
         started,

@@ -59,6 +59,7 @@ fn task_table(s: &Sharing) -> String {
             if let Some(b) = t.before_regeneration.get(i) {
                 let what = match t.regenerate {
                     "branch" => "(branch retrained; without:",
+                    "joint" => "(trained jointly; untrained:",
                     _ => "(head refitted; without it:",
                 };
                 let mut row = vec![String::new(); 5];
@@ -68,6 +69,7 @@ fn task_table(s: &Sharing) -> String {
         }
     }
     let mut o = tb.render();
+    o.push_str(&joint_lines(s));
     for t in &s.tasks {
         if let Some(b) = &t.branch {
             let _ = writeln!(
@@ -82,6 +84,93 @@ fn task_table(s: &Sharing) -> String {
                 t.regeneration_seconds
             );
         }
+    }
+    o
+}
+
+/// One paragraph per joint group: what was trained, how the loss and each
+/// budget moved, and the depths the search tried.
+fn joint_lines(s: &Sharing) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    for j in &s.joint {
+        let tried: Vec<String> = j
+            .trials
+            .iter()
+            .map(|t| {
+                let worst = t
+                    .after
+                    .iter()
+                    .flat_map(|(_, ms)| ms.iter().map(|m| m.value - m.bound))
+                    .fold(f64::INFINITY, f64::min);
+                let verdict = match t.failed.is_empty() {
+                    true => "held".to_string(),
+                    false => format!("failed: {}", t.failed.join(", ")),
+                };
+                format!(
+                    "d={} {{{}}} {verdict} (worst margin {worst:+.4})",
+                    t.depth,
+                    t.tasks.join(", ")
+                )
+            })
+            .collect();
+        let Some(c) = &j.chosen else {
+            let _ = writeln!(
+                o,
+                "joint {{{}}} on {}: no depth kept every budget; tried {}",
+                j.tasks.join(", "),
+                j.model,
+                if tried.is_empty() {
+                    "none (no depth could be cheaper)".to_string()
+                } else {
+                    tried.join("; ")
+                }
+            );
+            continue;
+        };
+        let verdict = match j.adopted {
+            true => "adopted",
+            false => "not cheaper than the frozen tree; not used",
+        };
+        let _ = writeln!(
+            o,
+            "joint {{{}}} on {}: trunk = embeddings + {} trained layer(s) ({verdict})",
+            c.tasks.join(", "),
+            j.model,
+            c.depth.saturating_sub(1),
+        );
+        let stop = if c.stopped_by_time {
+            ", stopped by max_minutes"
+        } else {
+            ""
+        };
+        let how = match c.cache {
+            super::cache::Hit::Trained => format!("{:.1} s", c.train_seconds),
+            super::cache::Hit::Memory => "reused from this run".to_string(),
+            super::cache::Hit::Disk => {
+                format!("from the cache, first trained in {:.1} s", c.train_seconds)
+            }
+        };
+        let _ = writeln!(
+            o,
+            "  {} values, {} epoch(s), {} steps{stop}; loss {:.4} -> {:.4}; {how}",
+            c.parameters, c.epochs, c.steps, c.loss_before, c.loss_after
+        );
+        for b in &c.budgets {
+            for (x, y) in b.before.iter().zip(&b.after) {
+                let _ = writeln!(
+                    o,
+                    "  {:<14} {:<36} {:.4} -> {:.4} (bound {:.4}){}",
+                    b.task,
+                    y.budget,
+                    x.value,
+                    y.value,
+                    y.bound,
+                    if y.holds { "" } else { "  FAILS" }
+                );
+            }
+        }
+        let _ = writeln!(o, "  depths tried: {}", tried.join("; "));
     }
     o
 }

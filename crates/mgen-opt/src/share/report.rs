@@ -34,7 +34,8 @@ pub struct TaskShare {
     /// Blocks (from the bottom) that use `source`'s weights.
     pub depth: usize,
     /// Whose weights its shared blocks use when they are not its own: the
-    /// base model's name, a task's name, or `own`.
+    /// base model's name, a task's name, `joint` (a trunk trained for its
+    /// group, over the base's embeddings), or `own`.
     pub source: String,
     /// Other tasks that compute its first block together with it.
     pub shared_with: Vec<String>,
@@ -100,6 +101,148 @@ pub struct Sharing {
     pub seconds: f64,
     /// Area mode (`area = delta(bits = N)`), when the workload asks for it.
     pub area: Option<crate::area::AreaReport>,
+    /// Joint regeneration: one entry per group searched (adopted or not).
+    pub joint: Vec<JointReport>,
+}
+
+/// What joint regeneration did for one group of tasks (`regenerate =
+/// joint`): every training the depth search ran, and the one it chose.
+#[derive(Debug, Clone, Serialize)]
+pub struct JointReport {
+    /// The base model of the group.
+    pub model: String,
+    /// The workload's tasks of that model that asked for `joint`.
+    pub tasks: Vec<String>,
+    /// Whether the tree uses the chosen training (its energy model's
+    /// weight is below the frozen tree's).
+    pub adopted: bool,
+    /// The cheapest training whose budgets all held, if one did.
+    pub chosen: Option<JointChosen>,
+    /// Every training the search ran, in order.
+    pub trials: Vec<JointTrial>,
+    /// The search's block energy model: the frozen tree's weight and the
+    /// chosen joint tree's (crossbar reads per request, relative).
+    pub frozen_weight: f64,
+    pub joint_weight: f64,
+}
+
+/// The training a [`JointReport`]'s search chose.
+#[derive(Debug, Clone, Serialize)]
+pub struct JointChosen {
+    /// The tasks trained together (those that kept their budgets).
+    pub tasks: Vec<String>,
+    /// Blocks shared: the base's embeddings and `depth - 1` trained
+    /// encoder layers.
+    pub depth: usize,
+    /// `trained` in this run, or found in the cache (`memory`, `disk`).
+    pub cache: super::cache::Hit,
+    /// The cache key (the digest of everything the training depends on).
+    pub key: String,
+    /// Values trained: the trunk once, plus every branch.
+    pub parameters: usize,
+    /// Epochs completed, optimiser steps, and the training loss (summed
+    /// over the tasks) at the initial and at the final weights.
+    pub epochs: u32,
+    pub steps: usize,
+    pub loss_before: f64,
+    pub loss_after: f64,
+    /// Mean training loss of each epoch.
+    pub epoch_losses: Vec<f64>,
+    /// Seconds the training took (from the cache: when it first ran), and
+    /// whether `max_minutes` stopped it.
+    pub train_seconds: f64,
+    pub stopped_by_time: bool,
+    /// Per task: its budgets at `depth` before training (the base's trunk
+    /// under its own branch) and after.
+    pub budgets: Vec<JointBudgets>,
+}
+
+/// A task's budgets in a [`JointChosen`] or a [`JointTrial`].
+#[derive(Debug, Clone, Serialize)]
+pub struct JointBudgets {
+    pub task: String,
+    pub before: Vec<Measured>,
+    pub after: Vec<Measured>,
+}
+
+/// One training of the depth search.
+#[derive(Debug, Clone, Serialize)]
+pub struct JointTrial {
+    pub depth: usize,
+    pub tasks: Vec<String>,
+    /// Tasks whose budgets failed with the trained weights.
+    pub failed: Vec<String>,
+    /// Per task: the budgets with the trained weights.
+    pub after: Vec<(String, Vec<Measured>)>,
+    pub cache: super::cache::Hit,
+    pub seconds: f64,
+}
+
+impl JointReport {
+    fn of(g: &super::joint::Group, w: &Inputs) -> JointReport {
+        let names =
+            |ts: &[usize]| -> Vec<String> { ts.iter().map(|&t| w.names[t].clone()).collect() };
+        let mut tasks: Vec<usize> = g.trials.iter().flat_map(|t| t.tasks.clone()).collect();
+        tasks.sort_unstable();
+        tasks.dedup();
+        JointReport {
+            model: w.spec.models[g.model].name.clone(),
+            tasks: names(&tasks),
+            adopted: g.adopted,
+            chosen: g.chosen.as_ref().map(|c| JointChosen::of(c, w)),
+            trials: g
+                .trials
+                .iter()
+                .map(|tr| JointTrial {
+                    depth: tr.depth,
+                    tasks: names(&tr.tasks),
+                    failed: names(&tr.failed),
+                    after: tr
+                        .tasks
+                        .iter()
+                        .zip(&tr.after)
+                        .map(|(&t, ms)| (w.names[t].clone(), ms.clone()))
+                        .collect(),
+                    cache: tr.hit,
+                    seconds: tr.seconds,
+                })
+                .collect(),
+            frozen_weight: g.weights.0,
+            joint_weight: g.weights.1,
+        }
+    }
+}
+
+impl JointChosen {
+    fn of(c: &super::joint::Chosen, w: &Inputs) -> JointChosen {
+        let values = |t: &super::Tensors| t.values().map(|a| a.len()).sum::<usize>();
+        let log = &c.trained.log;
+        JointChosen {
+            tasks: c.tasks.iter().map(|&t| w.names[t].clone()).collect(),
+            depth: c.depth,
+            cache: c.hit,
+            key: c.key.clone(),
+            parameters: values(&c.trained.trunk)
+                + c.trained.branches.iter().map(|b| values(b)).sum::<usize>(),
+            epochs: log.epochs,
+            steps: log.steps,
+            loss_before: log.loss_before,
+            loss_after: log.loss_after,
+            epoch_losses: log.epoch_losses.clone(),
+            train_seconds: log.seconds,
+            stopped_by_time: log.stopped_by_time,
+            budgets: c
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| JointBudgets {
+                    task: w.names[t].clone(),
+                    before: c.before[i].clone(),
+                    after: c.after[i].clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// What branch retraining did for a task (the retraining its final choice
@@ -108,8 +251,8 @@ pub struct Sharing {
 pub struct BranchReport {
     /// Values retrained (its layers above the shared depth and its head).
     pub parameters: usize,
-    /// Optimiser steps, and the mean training loss over the first and the
-    /// last epoch.
+    /// Optimiser steps, and the mean training loss at the initial and at
+    /// the final weights.
     pub steps: usize,
     pub first_loss: f64,
     pub last_loss: f64,
@@ -157,6 +300,7 @@ pub(super) struct Run {
     pub analysis: Analysis,
     pub choice: Choice,
     pub found: Regenerated,
+    pub joint: Vec<super::joint::Group>,
     pub figures: Figures,
     pub evaluations: usize,
     pub started: std::time::Instant,
@@ -178,6 +322,7 @@ impl Run {
             calibration_requests: calibration.iter().map(|b| b.requests.len()).collect(),
             seconds: self.started.elapsed().as_secs_f64(),
             area: self.figures.area,
+            joint: self.joint.iter().map(|g| JointReport::of(g, w)).collect(),
         }
     }
 
@@ -220,13 +365,17 @@ impl Run {
             blocks: forward::blocks(w.model(t)),
             shared_blocks: together.len(),
             depth: c.depth[t],
-            source: source_name(c.source[t]),
+            source: match c.level[t] {
+                Level::Joint => "joint".to_string(),
+                _ => source_name(c.source[t]),
+            },
             shared_with: first,
             measured: c.measured[t].clone(),
             regenerate: match c.level[t] {
                 Level::None => "none",
                 Level::Head => "head",
                 Level::Branch => "branch",
+                Level::Joint => "joint",
             },
             before_regeneration: c.before[t].clone(),
             regeneration_seconds: self.found.seconds[t],

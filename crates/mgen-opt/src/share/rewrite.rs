@@ -13,6 +13,7 @@
 
 use super::evaluate::Regenerated;
 use super::inputs::Inputs;
+use super::joint::{Chosen, Group};
 use super::search::Choice;
 use super::{Level, Source, Tensors, block_of, bug};
 use crate::diag::Diags;
@@ -104,11 +105,42 @@ pub(super) fn install_regenerated(
     w: &Inputs,
     choice: &Choice,
     found: &Regenerated,
+    joint: &[Group],
 ) -> Result<(), Diags> {
     for t in 0..w.n() {
         if let Some((tensors, tag)) = regenerated(w, choice, found, t)? {
-            replace_params(m, w, choice, t, &tensors, &tag)?;
+            let digest = |old: &Param| {
+                crate::weights::digest_of(&[
+                    &tag,
+                    &w.names[t],
+                    &format!("{:?}", choice.source[t]),
+                    &choice.depth[t].to_string(),
+                    &old.digest,
+                    &format!("{:?}", w.task(t).train),
+                ])
+            };
+            replace_params(m, w, t, &tensors, &digest)?;
         }
+    }
+    for g in joint.iter().filter(|g| g.adopted) {
+        if let Some(c) = &g.chosen {
+            install_joint(m, w, c)?;
+        }
+    }
+    Ok(())
+}
+
+/// A jointly trained group's tensors replace its tasks' own: the trunk
+/// under one digest per tensor for the whole group (so `merge` computes it
+/// once), each branch under digests of its own task.
+fn install_joint(m: &mut Module, w: &Inputs, g: &Chosen) -> Result<(), Diags> {
+    for (i, &t) in g.tasks.iter().enumerate() {
+        let trunk = |old: &Param| crate::weights::digest_of(&["joint-trunk-v1", &g.key, &old.name]);
+        replace_params(m, w, t, &g.trained.trunk, &trunk)?;
+        let name = &w.names[t];
+        let branch =
+            |old: &Param| crate::weights::digest_of(&["joint-branch-v1", &g.key, name, &old.name]);
+        replace_params(m, w, t, &g.trained.branches[i], &branch)?;
     }
     Ok(())
 }
@@ -123,7 +155,7 @@ fn regenerated(
 ) -> Result<Option<(Tensors, String)>, Diags> {
     let key = (t, choice.source[t], choice.depth[t]);
     Ok(Some(match choice.level[t] {
-        Level::None => return Ok(None),
+        Level::None | Level::Joint => return Ok(None),
         Level::Head => {
             let (wt, b) = found
                 .heads
@@ -150,14 +182,13 @@ fn regenerated(
 }
 
 /// Points the params of task `t`'s own nodes named in `tensors` at new
-/// params holding them (registered in the store).
+/// params holding them, registered in the store under `digest_of(old)`.
 fn replace_params(
     m: &mut Module,
     w: &Inputs,
-    choice: &Choice,
     t: usize,
     tensors: &Tensors,
-    tag: &str,
+    digest_of: &dyn Fn(&Param) -> String,
 ) -> Result<(), Diags> {
     let name = &w.names[t];
     let mut replaced = std::collections::BTreeSet::new();
@@ -181,14 +212,7 @@ fn replace_params(
                 new.push(p);
                 continue;
             };
-            let digest = crate::weights::digest_of(&[
-                tag,
-                name,
-                &format!("{:?}", choice.source[t]),
-                &choice.depth[t].to_string(),
-                &old.digest,
-                &format!("{:?}", w.task(t).train),
-            ]);
+            let digest = digest_of(&old);
             w.store.register(&digest, (**tensor).clone()).map_err(bug)?;
             replaced.insert(old.name.clone());
             new.push(m.intern_param(Param {

@@ -161,6 +161,24 @@ fn settle_task(
     }
 }
 
+/// Energy of one block `b` of model `g` per request, from the cost model:
+/// crossbar MVMs dominate, so a block's weight is its static-MVM count
+/// (crossbar reads); the embeddings (a digital lookup) weigh a small
+/// epsilon.
+pub(super) fn block_weight(w: &Inputs, g: usize, b: usize) -> f64 {
+    if b == 0 {
+        return 1e-3;
+    }
+    let spec = &w.spec;
+    let model = &spec.models[g];
+    let xb = |o: u64, i: u64| {
+        let (r, c) = (spec.hardware.rows.max(1), spec.hardware.cols.max(1));
+        (o.div_ceil(c) * i.div_ceil(r)) as f64
+    };
+    let h = model.hidden;
+    4.0 * xb(h, h) + xb(model.ffn, h) + xb(h, model.ffn)
+}
+
 /// The energy model of a tree: which blocks a source assignment computes.
 struct Tree<'a> {
     w: &'a Inputs<'a>,
@@ -168,21 +186,8 @@ struct Tree<'a> {
 }
 
 impl Tree<'_> {
-    /// Energy of one block per request, from the cost model: crossbar MVMs
-    /// dominate, so a block's weight is its static-MVM count (crossbar
-    /// reads); the embeddings (a digital lookup) weigh a small epsilon.
     fn block_weight(&self, g: usize, b: usize) -> f64 {
-        if b == 0 {
-            return 1e-3;
-        }
-        let spec = &self.w.spec;
-        let model = &spec.models[g];
-        let xb = |o: u64, i: u64| {
-            let (r, c) = (spec.hardware.rows.max(1), spec.hardware.cols.max(1));
-            (o.div_ceil(c) * i.div_ceil(r)) as f64
-        };
-        let h = model.hidden;
-        4.0 * xb(h, h) + xb(model.ffn, h) + xb(h, model.ffn)
+        block_weight(self.w, g, b)
     }
 
     /// The depths of an assignment: reach, clipped so no block is computed

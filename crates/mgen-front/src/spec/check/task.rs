@@ -74,6 +74,71 @@ impl Cx {
         ok.then_some(o)
     }
 
+    /// `joint(epochs = E, lr = X, batch = B, labels = A, temperature = T,
+    /// trials = N, max_minutes = M)`: every argument optional, defaults
+    /// from [`crate::spec::JointOpts::default`].
+    pub(super) fn joint_opts(
+        &mut self,
+        func: &Ident,
+        args: &[Arg],
+    ) -> Option<crate::spec::JointOpts> {
+        let a = self.args(
+            func,
+            args,
+            &[
+                "epochs",
+                "lr",
+                "batch",
+                "labels",
+                "temperature",
+                "trials",
+                "max_minutes",
+            ],
+        )?;
+        let mut o = crate::spec::JointOpts::default();
+        let mut ok = true;
+        if let Some(v) = a.get("epochs") {
+            ok &= self
+                .int(v, "epochs", 1, 1000)
+                .map(|x| o.epochs = x as u32)
+                .is_some();
+        }
+        if let Some(v) = a.get("lr") {
+            ok &= self.real(v, "lr", 1e-9, 1.0).map(|x| o.lr = x).is_some();
+        }
+        if let Some(v) = a.get("batch") {
+            ok &= self
+                .int(v, "batch", 1, 4096)
+                .map(|x| o.batch = x as u32)
+                .is_some();
+        }
+        if let Some(v) = a.get("labels") {
+            ok &= self
+                .real(v, "labels", 0.0, 1.0)
+                .map(|x| o.labels = x)
+                .is_some();
+        }
+        if let Some(v) = a.get("temperature") {
+            ok &= self
+                .real(v, "temperature", 0.05, 100.0)
+                .map(|x| o.temperature = x)
+                .is_some();
+        }
+        if let Some(v) = a.get("trials") {
+            ok &= self
+                .int(v, "trials", 1, 64)
+                .map(|x| o.trials = x as u32)
+                .is_some();
+        }
+        if let Some(v) = a.get("max_minutes") {
+            ok &= self
+                .real(v, "max_minutes", 0.0, 10_000.0)
+                .map(|x| o.max_minutes = x)
+                .is_some();
+        }
+        ok.then_some(o)
+    }
+
     pub(super) fn head(&mut self, v: &Value) -> Option<Head> {
         let pool_of = |cx: &mut Cx, p: Option<&&Value>, default: Pool| -> Option<Pool> {
             match p {
@@ -531,12 +596,18 @@ impl Cx {
                 ValueKind::Call { func, args } if func.name == "branch" => {
                     Regenerate::Branch(self.branch_opts(func, args)?)
                 }
+                ValueKind::Name { name } if name == "joint" => {
+                    Regenerate::Joint(crate::spec::JointOpts::default())
+                }
+                ValueKind::Call { func, args } if func.name == "joint" => {
+                    Regenerate::Joint(self.joint_opts(func, args)?)
+                }
                 _ => {
                     self.err(
                         Diagnostic::error(
                             Code::E016,
                             format!(
-                                "`regenerate` must be `none`, `head` or `branch`, found {}",
+                                "`regenerate` must be `none`, `head`, `branch` or `joint`, found {}",
                                 v.describe()
                             ),
                         )

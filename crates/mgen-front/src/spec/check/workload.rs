@@ -210,6 +210,7 @@ impl Cx {
                 }
             }
         }
+        self.joint_settings_agree(tasks, &list);
         let area = match b.attrs.get("area") {
             None => None,
             Some(v) => match &v.kind {
@@ -270,6 +271,43 @@ impl Cx {
 /// it uses plus every task's own copy) against
 /// [`limits::MAX_TOTAL_PARAMS`](super::limits::MAX_TOTAL_PARAMS), and the
 /// largest matrix of each model against the whole machine.
+impl Cx {
+    /// The workload's tasks of one base model that ask for `joint` train
+    /// together, so they must use the same settings (E017, at the second
+    /// task's entry in the list).
+    fn joint_settings_agree(&mut self, tasks: &[Task], list: &[(usize, Span)]) {
+        let mut first: BTreeMap<usize, (usize, &Span)> = BTreeMap::new();
+        for (t, span) in list {
+            let Some(o) = tasks[*t].regenerate.joint() else {
+                continue;
+            };
+            match first.get(&tasks[*t].base) {
+                None => {
+                    first.insert(tasks[*t].base, (*t, span));
+                }
+                Some(&(f, fspan)) if tasks[f].regenerate.joint() != Some(o) => {
+                    self.err(
+                        Diagnostic::error(
+                            Code::E017,
+                            format!(
+                                "tasks `{}` and `{}` train their shared trunk together (`regenerate = joint`), but with different settings",
+                                tasks[f].name, tasks[*t].name
+                            ),
+                        )
+                        .at(self.file, span.clone(), "settings differ from the first's")
+                        .also(self.file, fspan.clone(), "the first joint task of this base model")
+                        .help(format!(
+                            "give both the same `joint(...)`, e.g. `{}`",
+                            tasks[f].regenerate.to_mgen()
+                        )),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
 pub(super) fn too_large(
     hw: &Hardware,
     models: &[Model],
