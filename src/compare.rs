@@ -15,9 +15,15 @@
 //! same reference show what quantisation alone costs. With
 //! `--counts-only` nothing is simulated: the per-task figures are the
 //! generator's, measured in float on the calibration inputs, and say so.
+//!
+//! A task with a `test` file is also scored on it, against its labels
+//! (`held_out`: [`crate::held_out`]): its own model in float, the baseline
+//! and mgen on the chip. Those requests decide nothing — not the tree, not
+//! the chip rounds, not `holds`.
 
 use crate::data::Label;
 use crate::diag::{Diagnostic, Diags, Sources};
+use crate::held_out::{HeldOut, TestSets};
 use crate::ir::Module;
 use crate::passes::{self, share};
 use crate::sim::{self, Totals};
@@ -187,6 +193,10 @@ pub struct TaskRow {
     pub budgets: Vec<Budget>,
     /// `classify`, `regress` or `embed`.
     pub head: &'static str,
+    /// The task's held-out figures, when it has a `test` file and the
+    /// comparison is simulated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_out: Option<HeldOut>,
     /// Every budget holds.
     pub holds: bool,
     /// The first budget's `value`.
@@ -263,6 +273,17 @@ pub struct Comparison {
 struct Baseline {
     pb: crate::sim::Package,
     ob: Option<Vec<ndarray::Array2<f32>>>,
+    /// Simulated comparisons with test sets only.
+    held: Option<BaselineHeldOut>,
+}
+
+/// The test sets, and the held-out figures that do not depend on mgen.
+struct BaselineHeldOut {
+    sets: TestSets,
+    /// Per workload task: its own model in float on its test set.
+    own_f32: Vec<Option<f64>>,
+    /// Per workload task: the baseline on the chip on its test set.
+    chip: Vec<Option<f64>>,
 }
 
 /// Runs the comparison.
@@ -290,16 +311,31 @@ pub fn compare_levels(
     let f = crate::driver::front(sources, file)?;
     let (lowered, store) = crate::driver::module_and_store(f, sources)?;
     let batch = crate::data::load(&lowered.spec, sources)?;
+    // Checked before anything is compiled (a bad test file fails fast).
+    let tests = TestSets::load(&lowered.spec, sources)?;
     // One cache for every level and chip round: a branch retrained once is
     // not retrained again (joint trainings are kept in its folder too).
     let (base, base_arts) = compiled(&lowered, "baseline", &store, sources, progress, &[], cache)?;
-    let pb = crate::backend::program::package(&base, &base_arts, &store, &batch, counts_only)?;
+    let mut pb = crate::backend::program::package(&base, &base_arts, &store, &batch, counts_only)?;
     let ob = if counts_only {
         None
     } else {
         Some(sim::simulate(&pb, false, progress)?)
     };
-    let baseline = Baseline { pb, ob };
+    let held = match tests {
+        Some(ts) if !counts_only => {
+            let own = crate::reference::run(&base, &store, &ts.batch)?;
+            let own: Vec<ndarray::Array2<f32>> = own.into_iter().map(|o| o.values).collect();
+            let chip = crate::held_out::simulate(&mut pb, &ts.batch.requests, progress)?;
+            Some(BaselineHeldOut {
+                own_f32: ts.score(&lowered.spec, &own),
+                chip: ts.score(&lowered.spec, &chip),
+                sets: ts,
+            })
+        }
+        _ => None,
+    };
+    let baseline = Baseline { pb, ob, held };
     let mut out = Vec::new();
     for level in levels {
         let mut m = lowered.clone();
@@ -344,7 +380,7 @@ fn compare_one(
     // sharing depth, and the tree is generated again.
     let mut caps: Vec<Option<usize>> = vec![None; n];
     let mut rounds = Vec::new();
-    let (ours, arts, pm, om) = loop {
+    let (ours, arts, mut pm, om) = loop {
         let (ours, arts) = compiled(lowered, "default", store, sources, progress, &caps, cache)?;
         let pm = crate::backend::program::package(&ours, &arts, store, batch, counts_only)?;
         let Some(ob) = &ob else {
@@ -406,6 +442,33 @@ fn compare_one(
         (Some(ob), Some(om)) => Some((ob, om)),
         _ => None,
     };
+    // mgen's program on the test sets (the final program only).
+    let held: Vec<Option<HeldOut>> = match &baseline.held {
+        Some(bh) => {
+            let ts = &bh.sets;
+            let chip = crate::held_out::simulate(&mut pm, &ts.batch.requests, progress)?;
+            let ours_scores = ts.score(&ours.spec, &chip);
+            (0..n)
+                .map(|t| {
+                    let task = &ours.spec.tasks[ours.spec.workload.tasks[t]];
+                    Some(HeldOut {
+                        baseline_chip: bh.chip[t]?,
+                        metric: crate::held_out::metric_of(&task.head),
+                        mgen_chip: ours_scores[t]?,
+                        n: ts.ranges[t].as_ref().map_or(0, |r| r.len()),
+                        own_f32: bh.own_f32[t]?,
+                    })
+                })
+                .collect()
+        }
+        None => vec![None; n],
+    };
+    let mut notes = store.notes.clone();
+    if counts_only && crate::held_out::any(&ours.spec) {
+        notes.push(
+            "held-out `test` sets are scored only when simulated (without --counts-only)".into(),
+        );
+    }
     for t in 0..n {
         let task = &ours.spec.tasks[ours.spec.workload.tasks[t]];
         let st = &sharing.tasks[t];
@@ -458,6 +521,7 @@ fn compare_one(
                 Head::Regress { .. } => "regress",
                 Head::Embed { .. } => "embed",
             },
+            held_out: held[t].clone(),
             holds: budgets.iter().all(|b| b.holds),
             metric: budgets.first().map(|b| b.value),
             name: st.name.clone(),
@@ -486,7 +550,7 @@ fn compare_one(
         } else {
             sim::Mode::Functional
         },
-        notes: store.notes.clone(),
+        notes,
         regenerate: "as written",
         requests: r,
         schedule,
@@ -504,6 +568,15 @@ fn mode_text(mode: Option<sim::Mode>) -> &'static str {
         "counts only"
     } else {
         "simulated"
+    }
+}
+
+/// A figure with four decimals, or `-` when it is not finite.
+fn fig(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.4}")
+    } else {
+        "-".into()
     }
 }
 
@@ -630,6 +703,17 @@ impl Comparison {
                 "(on chip: mgen's simulated outputs vs the task's own model simulated on the same chip, which decides `holds`;\n mgen sim / base sim: simulated outputs vs the task's own float model; mgen f32: the generated model in float)"
             );
         }
+        if self.tasks.iter().any(|t| t.held_out.is_some()) {
+            let _ = writeln!(
+                o,
+                "\nheld out (each task's `test` file, scored against its labels; never used to compile or verify):"
+            );
+            o.push_str(&self.held_out_table());
+            let _ = writeln!(
+                o,
+                "(own f32: the task's own model in float; base chip: the baseline simulated; mgen chip: mgen's program simulated)"
+            );
+        }
         if let Some(s) = &self.schedule
             && s.candidates.len() > 1
         {
@@ -706,6 +790,41 @@ impl Comparison {
         tb.render()
     }
 
+    /// The held-out table of [`Comparison::text`]: one row per task with a
+    /// `test` file, beside its budgets.
+    fn held_out_table(&self) -> String {
+        use crate::table::{Align, Table};
+        let (l, r) = (Align::Left, Align::Right);
+        let mut tb = Table::new(&[
+            ("task", l),
+            ("metric", l),
+            ("n", r),
+            ("own f32", r),
+            ("base chip", r),
+            ("mgen chip", r),
+            ("budgets", l),
+        ])
+        .gap(2);
+        for t in &self.tasks {
+            let Some(h) = &t.held_out else { continue };
+            let budgets: Vec<&str> = t
+                .budgets
+                .iter()
+                .map(|b| b.budget.trim_start_matches("keep ").trim_end_matches(';'))
+                .collect();
+            tb.row(vec![
+                t.name.clone(),
+                h.metric.to_string(),
+                h.n.to_string(),
+                fig(h.own_f32),
+                fig(h.baseline_chip),
+                fig(h.mgen_chip),
+                budgets.join("; "),
+            ]);
+        }
+        tb.render()
+    }
+
     /// Writes `compare.json` and SVG charts into `dir`.
     pub fn write_report(&self, dir: &Path) -> Result<(), Diags> {
         use crate::report::bar_chart;
@@ -750,6 +869,24 @@ impl Comparison {
             ),
         )?;
         w("sharing_tree.svg", &share::tree_svg(&self.sharing))?;
+        let mut held = Vec::new();
+        for t in &self.tasks {
+            if let Some(h) = &t.held_out {
+                held.push((format!("{} own f32", t.name), h.own_f32));
+                held.push((format!("{} baseline chip", t.name), h.baseline_chip));
+                held.push((format!("{} mgen chip", t.name), h.mgen_chip));
+            }
+        }
+        if !held.is_empty() {
+            w(
+                "held_out.svg",
+                &bar_chart(
+                    "Held-out accuracy / Pearson against each task's test labels",
+                    "",
+                    &held,
+                ),
+            )?;
+        }
         Ok(())
     }
 }
@@ -758,6 +895,9 @@ impl Comparison {
 #[derive(Debug, Clone, Serialize)]
 pub struct LevelTask {
     pub blocks: usize,
+    /// The task's held-out figures at this level (see [`TaskRow`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_out: Option<HeldOut>,
     pub holds: bool,
     /// The first budget's value.
     pub metric: Option<f64>,
@@ -800,6 +940,7 @@ impl LevelSummary {
                 .zip(&c.sharing.tasks)
                 .map(|(t, st)| LevelTask {
                     blocks: t.blocks,
+                    held_out: t.held_out.clone(),
                     holds: t.holds,
                     metric: t.metric,
                     name: t.name.clone(),
@@ -878,7 +1019,53 @@ impl Levels {
                 "(holds: mgen's simulated outputs vs the task's own model simulated on the same chip, on the workload's requests)"
             );
         }
+        if let Some(table) = self.held_out_table() {
+            let _ = writeln!(
+                o,
+                "\nheld out (each task's `test` file, scored against its labels): own f32, baseline chip, then mgen's program on the chip per level"
+            );
+            o.push_str(&table);
+        }
         o
+    }
+
+    /// The held-out table of [`Levels::text`], if any task has a test set:
+    /// the level-independent figures, then mgen's per level.
+    fn held_out_table(&self) -> Option<String> {
+        use crate::table::{Align, Table};
+        let first = self.summary.first()?;
+        if first.tasks.iter().all(|t| t.held_out.is_none()) {
+            return None;
+        }
+        let mut cols = vec![
+            ("task", Align::Left),
+            ("metric", Align::Left),
+            ("n", Align::Right),
+            ("own f32", Align::Right),
+            ("base chip", Align::Right),
+        ];
+        cols.extend(self.summary.iter().map(|s| (s.regenerate, Align::Right)));
+        let mut tb = Table::new(&cols).gap(3);
+        for (i, t) in first.tasks.iter().enumerate() {
+            let Some(h) = &t.held_out else { continue };
+            let mut row = vec![
+                t.name.clone(),
+                h.metric.to_string(),
+                h.n.to_string(),
+                fig(h.own_f32),
+                fig(h.baseline_chip),
+            ];
+            for s in &self.summary {
+                row.push(
+                    s.tasks[i]
+                        .held_out
+                        .as_ref()
+                        .map_or("-".into(), |h| fig(h.mgen_chip)),
+                );
+            }
+            tb.row(row);
+        }
+        Some(tb.render())
     }
 
     /// The per-task table of [`Levels::text`]: one column per level.

@@ -253,10 +253,13 @@ pub fn finetune(
 pub struct Finetuned {
     pub batch: u32,
     pub epochs: u32,
+    /// The mean loss over every training request at the initial weights
+    /// (the trainer's `TrainLog::first_loss`; the key keeps its old name).
     pub first_epoch_loss: f64,
     pub held_out_after: Option<f64>,
     pub held_out_before: Option<f64>,
     pub held_out_requests: usize,
+    /// The same at the final weights (`TrainLog::last_loss`).
     pub last_epoch_loss: f64,
     pub lr: f64,
     /// `accuracy`, or `pearson` for a regression task.

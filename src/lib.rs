@@ -15,6 +15,7 @@ pub use mgen_util::diag;
 pub mod driver;
 pub use mgen_backend::export;
 pub mod finetune;
+pub mod held_out;
 pub use mgen_hw as hw;
 pub use mgen_ir as ir;
 pub use mgen_model::forward;

@@ -32,7 +32,8 @@ pub fn bar_chart(title: &str, unit: &str, bars: &[(String, f64)]) -> String {
     );
     for (i, (label, v)) in bars.iter().enumerate() {
         let y = 36.0 + row * i as f64;
-        let bw = (w - left - 130.0) * v / max;
+        // A negative or undefined value draws no bar (its label says it).
+        let bw = ((w - left - 130.0) * v / max).max(0.0);
         let _ = writeln!(
             s,
             r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,

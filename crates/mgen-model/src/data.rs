@@ -11,11 +11,14 @@
 //!
 //! Invariants: a file is read line by line and only as far as needed — at
 //! most the requests its use asks for (the workload's `requests`,
-//! [`CALIBRATE_FILE_REQUESTS`], [`TRAIN_FILE_REQUESTS`]), at most
+//! [`CALIBRATE_FILE_REQUESTS`], [`TRAIN_FILE_REQUESTS`],
+//! [`TEST_FILE_REQUESTS`]), at most
 //! [`MAX_INPUT_BYTES`] bytes in all and [`MAX_LINE_BYTES`] a line — so the
 //! file's size does not matter. A file with no requests, fewer than the
 //! workload asks for, or labels that do not fit the budgets measured on it
-//! is a located diagnostic ([`load_files`]).
+//! is a located diagnostic ([`load_files`]). A task's held-out `test` set
+//! is labelled throughout and shares no request (token ids) with the
+//! task's training or calibration inputs ([`check_test`]).
 
 use crate::diag::{Code, Diagnostic, Diags, FileId, Sources};
 use crate::spec::{InputSource, Spec, WeightSource};
@@ -56,6 +59,17 @@ pub fn train_file_requests(spec: &Spec, t: usize, seq: usize) -> usize {
         _ => TRAIN_FILE_REQUESTS,
     }
 }
+/// At most this many requests of a task's held-out `test` file are read
+/// (each is simulated through the baseline's and mgen's programs).
+pub const TEST_FILE_REQUESTS: usize = 512;
+/// Synthetic training inputs of a task with `regenerate = head` and no
+/// `train` file: this many requests from `synthetic(seed = S)` (S given, or
+/// derived from the task's name).
+pub const TRAIN_REQUESTS: usize = 64;
+/// The same for `regenerate = branch`, which trains far more parameters
+/// than a head (with 64 requests a branch overfits them: its training loss
+/// falls 30-fold while its calibration agreement does not move).
+pub const BRANCH_TRAIN_REQUESTS: usize = 512;
 /// At most this many requests of the workload's inputs are the calibration
 /// inputs the `share` pass measures budgets on (for tasks without a
 /// `calibrate` file).
@@ -226,10 +240,12 @@ fn check_count(spec: &Spec, path: &Path, key: &str, got: usize, want: usize) -> 
     Ok(())
 }
 
-/// Requests read from a file, with each one's line span in the file.
+/// Requests read from a file, with each one's line span in the file and
+/// its line number (from 1).
 struct Loaded {
     requests: Vec<Request>,
     spans: Vec<Range<usize>>,
+    lines: Vec<usize>,
     file: FileId,
 }
 
@@ -253,6 +269,7 @@ struct Lines {
     body: String,
     requests: Vec<Request>,
     spans: Vec<Range<usize>>,
+    lines: Vec<usize>,
     diags: Diags,
 }
 
@@ -279,6 +296,7 @@ fn read_requests(
     };
     let mut lines = Lines::default();
     let mut read: u64 = 0;
+    let mut line_no = 0usize;
     let mut buf = Vec::new();
     while lines.requests.len() < max && lines.diags.len() <= crate::diag::MAX_REPORTED {
         buf.clear();
@@ -289,6 +307,7 @@ fn read_requests(
         if n == 0 {
             break;
         }
+        line_no += 1;
         read = read.saturating_add(n as u64);
         let start = lines.body.len();
         if n as u64 > MAX_LINE_BYTES {
@@ -336,6 +355,7 @@ fn read_requests(
             Ok(Some(r)) => {
                 lines.requests.push(r);
                 lines.spans.push(span);
+                lines.lines.push(line_no);
             }
             Err((d, fatal)) => {
                 lines.diags.push(d);
@@ -357,6 +377,7 @@ fn read_requests(
     Ok(Loaded {
         requests: lines.requests,
         spans: lines.spans,
+        lines: lines.lines,
         file,
     })
 }
@@ -503,6 +524,9 @@ pub struct Files {
     pub calibrate: Vec<Option<Vec<Request>>>,
     /// Per workload task: its `train` file's requests, if it names one.
     pub train: Vec<Option<Vec<Request>>>,
+    /// Per workload task: its held-out `test` file's requests (every one
+    /// labelled), if it names one.
+    pub test: Vec<Option<Vec<Request>>>,
 }
 
 /// One use of an inputs file.
@@ -513,11 +537,12 @@ struct Use {
 }
 
 /// Loads every inputs file the spec names — the workload's `inputs`, each
-/// workload task's `calibrate` and `train` — each file once (up to the
-/// most requests any of its uses needs), and checks each use: the
-/// workload's request count, at least one request in every file, and the
+/// workload task's `calibrate`, `train` and `test` — each file once (up
+/// to the most requests any of its uses needs), and checks each use: the
+/// workload's request count, at least one request in every file, the
 /// labels of the requests each task's budgets and training use
-/// ([`check_labels`]). Every problem is reported, each once.
+/// ([`check_labels`]), and each held-out set ([`check_test`]). Every
+/// problem is reported, each once.
 pub fn load_files(spec: &Spec, sources: &mut Sources) -> Result<Files, Diags> {
     check_batch_size(spec)?;
     let seq = spec.workload.seq as usize;
@@ -533,6 +558,7 @@ pub fn load_files(spec: &Spec, sources: &mut Sources) -> Result<Files, Diags> {
     };
     let mut calibrate_uses = Vec::new();
     let mut train_uses = Vec::new();
+    let mut test_uses = Vec::new();
     for &t in &spec.workload.tasks {
         let task = &spec.tasks[t];
         calibrate_uses.push(task.calibrate.as_ref().map(|p| Use {
@@ -548,9 +574,15 @@ pub fn load_files(spec: &Spec, sources: &mut Sources) -> Result<Files, Diags> {
             }),
             _ => None,
         });
+        test_uses.push(task.test.as_ref().map(|p| Use {
+            path: root.join(p),
+            key: format!("task {}.test", task.name),
+            max: TEST_FILE_REQUESTS,
+        }));
     }
     let all = workload_use.iter().chain(calibrate_uses.iter().flatten());
-    let all: Vec<&Use> = all.chain(train_uses.iter().flatten()).collect();
+    let all = all.chain(train_uses.iter().flatten());
+    let all: Vec<&Use> = all.chain(test_uses.iter().flatten()).collect();
     let mut diags = Diags::default();
     let loaded = read_each_once(spec, &all, seq, sources, &mut diags);
     let workload = match (&spec.workload.inputs, &workload_use) {
@@ -560,6 +592,7 @@ pub fn load_files(spec: &Spec, sources: &mut Sources) -> Result<Files, Diags> {
     };
     let mut calibrate = Vec::new();
     let mut train = Vec::new();
+    let mut test = Vec::new();
     for (i, &t) in spec.workload.tasks.iter().enumerate() {
         let c = calibrate_uses[i].as_ref();
         calibrate.push(c.and_then(|u| {
@@ -580,9 +613,38 @@ pub fn load_files(spec: &Spec, sources: &mut Sources) -> Result<Files, Diags> {
                 key: &key,
                 file: l.file,
                 spans: &l.spans[..used],
+                lines: &l.lines[..used],
             };
             keep(check_labels(spec, t, &w[..used], &at), &mut diags);
         }
+        let held = test_uses[i].as_ref().and_then(|u| {
+            // What the generator saw of this task: its calibration inputs
+            // (its file, else the workload's first requests) and its
+            // training inputs (its file, else the synthetic ones it
+            // regenerates on); `None` when a file failed to load (that is
+            // reported already).
+            let calibration = match c {
+                Some(_) => calibrate[i].as_deref(),
+                None => workload
+                    .as_ref()
+                    .map(|(w, _)| &w[..w.len().min(SHARE_CALIBRATION_REQUESTS)]),
+            };
+            let synthetic = synthetic_training(spec, t);
+            let training = match tr {
+                Some(_) => train[i].as_deref(),
+                None => Some(synthetic.as_deref().unwrap_or(&[])),
+            };
+            let seen = Seen {
+                calibration,
+                calibrate_file: c.is_some(),
+                training,
+                train_file: tr.is_some(),
+            };
+            checked(spec, &loaded, u, &mut diags, |r, at| {
+                check_test(spec, t, r, at, &seen)
+            })
+        });
+        test.push(held);
     }
     diags.dedup();
     match workload {
@@ -590,9 +652,30 @@ pub fn load_files(spec: &Spec, sources: &mut Sources) -> Result<Files, Diags> {
             workload: Batch { seq, requests },
             calibrate,
             train,
+            test,
         }),
         _ => Err(diags),
     }
+}
+
+/// The synthetic training inputs of workload-listed task `t`: with
+/// `regenerate = head` or `branch` and no `train` file, [`TRAIN_REQUESTS`]
+/// or [`BRANCH_TRAIN_REQUESTS`] requests from `synthetic(seed = S)` (S the
+/// `train` seed, or derived from the task's name); `None` otherwise.
+pub fn synthetic_training(spec: &Spec, t: usize) -> Option<Vec<Request>> {
+    use crate::spec::Regenerate;
+    let task = &spec.tasks[t];
+    let seed = match (&task.regenerate, &task.train) {
+        (Regenerate::None, _) | (_, Some(InputSource::File { .. })) => return None,
+        (_, Some(InputSource::Synthetic { seed })) => *seed,
+        (_, None) => crate::weights::seed_of_name(&format!("train:{}", task.name)),
+    };
+    let count = match task.regenerate {
+        Regenerate::Branch(_) | Regenerate::Joint(_) => BRANCH_TRAIN_REQUESTS,
+        _ => TRAIN_REQUESTS,
+    };
+    let seq = spec.workload.seq as usize;
+    Some(synthetic(seed, count, seq, spec.models[task.base].vocab))
 }
 
 /// Whether `r` is Ok; its diagnostics go to `diags`.
@@ -637,6 +720,7 @@ fn checked(
         key: &u.key,
         file: l.file,
         spans: &l.spans[..reqs.len()],
+        lines: &l.lines[..reqs.len()],
     };
     keep(check(&reqs, &at), diags).then_some(reqs)
 }
@@ -680,6 +764,8 @@ pub struct Located<'a> {
     pub key: &'a str,
     pub file: FileId,
     pub spans: &'a [Range<usize>],
+    /// Each request's line number in its file (from 1).
+    pub lines: &'a [usize],
 }
 
 /// Whether a label is of the kind `head` reads: a class index in range for
@@ -806,6 +892,130 @@ fn check_train_labels(spec: &Spec, t: usize, reqs: &[Request], at: &Located) -> 
         return Err(label_diag(spec, at, msg, Some((i, "this label"))).into());
     }
     Ok(())
+}
+
+/// What the model generator saw of a task, which its held-out set must
+/// not contain ([`check_test`]); a set is `None` when it failed to load.
+pub struct Seen<'a> {
+    pub calibration: Option<&'a [Request]>,
+    /// Whether the calibration inputs are the task's `calibrate` file (else
+    /// the workload's first requests).
+    pub calibrate_file: bool,
+    pub training: Option<&'a [Request]>,
+    /// Whether the training inputs are the task's `train` file (else
+    /// synthetic, or none).
+    pub train_file: bool,
+}
+
+/// A request's real token ids (its padding left off).
+fn real_ids(r: &Request) -> &[u32] {
+    &r.ids[..r.len.min(r.ids.len())]
+}
+
+/// A task's held-out `test` requests: every one carries a label of the
+/// kind its head reads (E207, as a budget measured against labels needs),
+/// a regressor's labels vary (E207), and none has the token ids of a
+/// request the generator saw — its calibration or training inputs in
+/// `seen` — (E017 at the `test` attribute, saying how many overlap and on
+/// which line the first one is).
+pub fn check_test(
+    spec: &Spec,
+    t: usize,
+    reqs: &[Request],
+    at: &Located,
+    seen: &Seen,
+) -> Result<(), Diags> {
+    use crate::spec::Head;
+    let task = &spec.tasks[t];
+    let name = &task.name;
+    if let Some(i) = reqs.iter().position(|r| r.label.is_none()) {
+        let missing = reqs.iter().filter(|r| r.label.is_none()).count();
+        let msg = format!(
+            "task `{name}`'s held-out `test` inputs are scored against labels, but {missing} of the {} requests carry no label",
+            reqs.len()
+        );
+        let d = label_diag(spec, at, msg, Some((i, "no \"label\"")));
+        return Err(d
+            .help("give every line of a `test` file a \"label\"")
+            .into());
+    }
+    if let Some((i, want)) = first_misfit(&task.head, reqs) {
+        let msg = format!(
+            "request {} of task `{name}`'s held-out `test` inputs has a label that is not {want}",
+            i + 1
+        );
+        return Err(label_diag(spec, at, msg, Some((i, "this label"))).into());
+    }
+    if let Head::Regress { .. } = task.head {
+        let value = |r: &Request| match r.label {
+            Some(Label::Class(c)) => c as f64,
+            Some(Label::Value(v)) => v,
+            None => 0.0,
+        };
+        if let Some(first) = reqs.first().map(value)
+            && reqs.iter().all(|r| value(r) == first)
+        {
+            let msg = format!(
+                "task `{name}` is scored by Pearson on its held-out `test` inputs, but every one of the {} requests has the label {first}: a correlation with constant labels is undefined",
+                reqs.len()
+            );
+            return Err(label_diag(spec, at, msg, None)
+                .help("hold out inputs whose labels vary (at least two different values)")
+                .into());
+        }
+    }
+    let mut diags = Diags::default();
+    let sets = [
+        (
+            seen.calibration,
+            if seen.calibrate_file {
+                "its `calibrate` inputs".to_string()
+            } else {
+                format!(
+                    "its calibration inputs (the workload's first {SHARE_CALIBRATION_REQUESTS} requests)"
+                )
+            },
+        ),
+        (
+            seen.training,
+            if seen.train_file {
+                "its `train` inputs".to_string()
+            } else {
+                "its synthetic training inputs".to_string()
+            },
+        ),
+    ];
+    for (set, what) in sets {
+        let Some(set) = set.filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        let known: std::collections::HashSet<&[u32]> = set.iter().map(real_ids).collect();
+        let overlap: Vec<usize> = (0..reqs.len())
+            .filter(|&i| known.contains(real_ids(&reqs[i])))
+            .collect();
+        let Some(&first) = overlap.first() else {
+            continue;
+        };
+        let line = at.lines.get(first).copied().unwrap_or(first + 1);
+        let msg = format!(
+            "{} of the {} held-out `test` requests of task `{name}` {} the token ids of a request of {what} (the first on line {line}): the held-out set must be disjoint from the inputs the generator saw",
+            overlap.len(),
+            reqs.len(),
+            if overlap.len() == 1 { "has" } else { "have" }
+        );
+        let d = located(
+            spec,
+            at.key,
+            Diagnostic::error(Code::E017, msg),
+            "these held-out inputs",
+        );
+        let d = match at.spans.get(first) {
+            Some(span) => d.also(at.file, span.clone(), "the first overlapping request"),
+            None => d,
+        };
+        diags.push(d.help("drop those requests from the `test` file"));
+    }
+    if diags.is_empty() { Ok(()) } else { Err(diags) }
 }
 
 /// Opens and checks every inputs file the spec names, as the passes do

@@ -97,8 +97,11 @@ impl From<&BranchOpts> for Objective {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TrainLog {
     pub steps: usize,
-    /// Mean loss over the first and the last epoch.
+    /// Mean loss over every training item at the initial weights, before
+    /// the first step ([`Branch::mean_loss`]).
     pub first_loss: f64,
+    /// Mean loss over every training item at the final weights, after the
+    /// last step (so with one epoch the two still differ when it learned).
     pub last_loss: f64,
 }
 
@@ -728,8 +731,33 @@ impl Branch {
         losses.iter().sum()
     }
 
+    /// The mean loss over `items` at the current weights: forward passes
+    /// only, reduced as [`Branch::loss_and_grad`] reduces a mini-batch
+    /// ([`CHUNKS`] fixed contiguous chunks, each summed in order, the chunks
+    /// summed in order), so it is deterministic. 0 for no items.
+    pub fn mean_loss(&self, items: &[Item], o: Objective) -> f64 {
+        if items.is_empty() || self.is_empty() {
+            return 0.0;
+        }
+        let per = items.len().div_ceil(CHUNKS);
+        let losses: Vec<f64> = items
+            .par_chunks(per)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|it| {
+                        let out = self.output(it.x, it.mask);
+                        loss_grad(&out, it.target, it.label, self.embed, o).0
+                    })
+                    .fold(0.0, |a, l| a + l)
+            })
+            .collect();
+        losses.iter().sum::<f64>() / items.len() as f64
+    }
+
     /// Trains on `items` with AdamW (see the module docs); `tick` is called
-    /// after every step.
+    /// after every step. The log's losses are [`Branch::mean_loss`] over
+    /// every item before the first step and after the last.
     pub fn train(
         &mut self,
         items: &[Item],
@@ -751,20 +779,21 @@ impl Branch {
         let mut vel = self.zeros();
         let mut rng = Rng::keyed(seed, "branch-order");
         let mut bufs: Vec<Vec<ArrayD<f32>>> = (0..CHUNKS).map(|_| self.zeros()).collect();
-        let mut log = TrainLog::default();
+        let mut log = TrainLog {
+            first_loss: self.mean_loss(items, o),
+            ..TrainLog::default()
+        };
         let mut step = 0usize;
-        for epoch in 0..opts.epochs as usize {
+        for _ in 0..opts.epochs as usize {
             let mut order: Vec<usize> = (0..n).collect();
             for i in (1..n).rev() {
                 let j = rng.below(0, i as u64 + 1) as usize;
                 order.swap(i, j);
             }
-            let mut epoch_loss = 0.0;
             for batch in order.chunks(bs) {
                 let refs: Vec<&Item> = batch.iter().map(|&i| &items[i]).collect();
-                let loss = self.loss_and_grad_into(&refs, o, &mut bufs);
+                self.loss_and_grad_into(&refs, o, &mut bufs);
                 let g = &mut bufs[0];
-                epoch_loss += loss;
                 let inv = 1.0 / batch.len() as f32;
                 // Per tensor, then summed in order (deterministic).
                 let sq: Vec<f64> = g
@@ -806,13 +835,9 @@ impl Branch {
                     });
                 tick();
             }
-            let mean = epoch_loss / n as f64;
-            if epoch == 0 {
-                log.first_loss = mean;
-            }
-            log.last_loss = mean;
         }
         log.steps = step;
+        log.last_loss = self.mean_loss(items, o);
         log
     }
 }
@@ -1072,6 +1097,84 @@ mod tests {
         }
     }
 
+    /// A tiny model (2 layers, hidden 8) with random weights drawn from
+    /// `rng`, and its branch cut at depth 1 (both layers and the head).
+    fn tiny_branch(head: &Head, rng: &mut Rng) -> Branch {
+        let model = Model {
+            name: "tiny".into(),
+            layers: 2,
+            hidden: 8,
+            heads: 2,
+            ffn: 12,
+            vocab: 10,
+            max_seq: 8,
+            type_vocab: 2,
+            layer_norm_eps: 1e-5,
+            weights: crate::spec::WeightSource::Synthetic { seed: 1 },
+        };
+        let mut store: HashMap<String, Arc<ArrayD<f32>>> = HashMap::new();
+        for ts in crate::weights::layout(&model, head) {
+            let shape: Vec<usize> = ts.shape.iter().map(|&d| d as usize).collect();
+            let scale = if ts.name.contains("LayerNorm.weight") {
+                None
+            } else {
+                Some(0.4)
+            };
+            let t = ArrayD::from_shape_fn(shape, |_| match scale {
+                Some(s) => rng.normal() as f32 * s,
+                None => 1.0 + rng.normal() as f32 * 0.1,
+            });
+            store.insert(ts.name.clone(), Arc::new(t));
+        }
+        let get = |n: &str| store.get(n).cloned().ok_or_else(|| n.to_string());
+        Branch::new(&model, head, &get, 1).unwrap()
+    }
+
+    /// The log's losses are the mean loss over every item before the first
+    /// step and after the last: with one epoch they differ (the log once
+    /// held the mean over the first and the last epoch, the same figure
+    /// twice), and on a case that learns the second is lower.
+    #[test]
+    fn train_log_is_the_loss_before_and_after_training() {
+        let head = Head::Classify {
+            classes: 3,
+            pool: Pool::Cls,
+        };
+        let mut rng = Rng::new(7);
+        let mut b = tiny_branch(&head, &mut rng);
+        let xs: Vec<Array2<f32>> = (0..16).map(|_| rand2(&mut rng, 5, 8, 1.0)).collect();
+        let targets: Vec<Array1<f32>> = (0..16).map(|_| rand1(&mut rng, 3, 2.0)).collect();
+        let mask = [1.0, 1.0, 1.0, 1.0, 0.0];
+        let items: Vec<Item> = xs
+            .iter()
+            .zip(&targets)
+            .map(|(x, t)| Item {
+                x: x.view(),
+                mask: &mask,
+                target: t.view(),
+                label: None,
+            })
+            .collect();
+        let opts = BranchOpts {
+            epochs: 1,
+            lr: 1e-2,
+            batch: 2,
+            ..BranchOpts::default()
+        };
+        let o = Objective::from(&opts);
+        let before = b.mean_loss(&items, o);
+        let log = b.train(&items, &opts, 3, &|| {});
+        let after = b.mean_loss(&items, o);
+        assert_eq!(log.steps, 8);
+        assert_eq!((log.first_loss, log.last_loss), (before, after));
+        assert!(
+            log.last_loss < log.first_loss,
+            "one epoch did not lower the loss: {log:?}"
+        );
+        // Deterministic: the same figure again.
+        assert_eq!(b.mean_loss(&items, o), after);
+    }
+
     /// A tiny model's branch: every trainable tensor's gradient against
     /// finite differences of the whole loss (layers, pooler, classifier,
     /// both poolings).
@@ -1085,35 +1188,8 @@ mod tests {
             Head::Regress { pool: Pool::Mean },
             Head::Embed { pool: Pool::Mean },
         ] {
-            let model = Model {
-                name: "tiny".into(),
-                layers: 2,
-                hidden: 8,
-                heads: 2,
-                ffn: 12,
-                vocab: 10,
-                max_seq: 8,
-                type_vocab: 2,
-                layer_norm_eps: 1e-5,
-                weights: crate::spec::WeightSource::Synthetic { seed: 1 },
-            };
             let mut rng = Rng::new(5);
-            let mut store: HashMap<String, Arc<ArrayD<f32>>> = HashMap::new();
-            for ts in crate::weights::layout(&model, &head) {
-                let shape: Vec<usize> = ts.shape.iter().map(|&d| d as usize).collect();
-                let scale = if ts.name.contains("LayerNorm.weight") {
-                    None
-                } else {
-                    Some(0.4)
-                };
-                let t = ArrayD::from_shape_fn(shape, |_| match scale {
-                    Some(s) => rng.normal() as f32 * s,
-                    None => 1.0 + rng.normal() as f32 * 0.1,
-                });
-                store.insert(ts.name.clone(), Arc::new(t));
-            }
-            let get = |n: &str| store.get(n).cloned().ok_or_else(|| n.to_string());
-            let b = Branch::new(&model, &head, &get, 1).unwrap();
+            let b = tiny_branch(&head, &mut rng);
             let layers = b
                 .blocks
                 .iter()

@@ -186,11 +186,9 @@ pub struct Context<'a> {
 /// Synthetic training inputs of a task with `regenerate = head` and no
 /// `train` file: this many requests from `synthetic(seed = S)` (S given, or
 /// derived from the task's name).
-pub const TRAIN_REQUESTS: usize = 64;
-/// The same for `regenerate = branch`, which trains far more parameters
-/// than a head (with 64 requests a branch overfits them: its training loss
-/// falls 30-fold while its calibration agreement does not move).
-pub const BRANCH_TRAIN_REQUESTS: usize = 512;
+pub const TRAIN_REQUESTS: usize = crate::data::TRAIN_REQUESTS;
+/// The same for `regenerate = branch` ([`crate::data::BRANCH_TRAIN_REQUESTS`]).
+pub const BRANCH_TRAIN_REQUESTS: usize = crate::data::BRANCH_TRAIN_REQUESTS;
 /// At most this many requests of a `train` file are used.
 pub const TRAIN_FILE_REQUESTS: usize = crate::data::TRAIN_FILE_REQUESTS;
 
@@ -260,22 +258,9 @@ impl<'a> Context<'a> {
                 training.push(None);
                 continue;
             }
-            let requests = match (file, &task.train) {
-                (Some(reqs), _) => reqs,
-                (None, other) => {
-                    let seed = match other {
-                        Some(crate::spec::InputSource::Synthetic { seed }) => *seed,
-                        _ => crate::weights::seed_of_name(&format!("train:{}", task.name)),
-                    };
-                    let vocab = spec.models[task.base].vocab;
-                    let count = match task.regenerate {
-                        crate::spec::Regenerate::Branch(_) | crate::spec::Regenerate::Joint(_) => {
-                            BRANCH_TRAIN_REQUESTS
-                        }
-                        _ => TRAIN_REQUESTS,
-                    };
-                    crate::data::synthetic(seed, count, seq, vocab)
-                }
+            let requests = match file {
+                Some(reqs) => reqs,
+                None => crate::data::synthetic_training(spec, t).unwrap_or_default(),
             };
             training.push(Some(crate::data::Batch { seq, requests }));
         }

@@ -213,6 +213,12 @@ pub struct Task {
     /// Training inputs for regeneration (`train = "FILE.jsonl"` or
     /// `synthetic(seed = S)`); never the `calibrate` set.
     pub train: Option<InputSource>,
+    /// A labelled held-out set (`test = "FILE.jsonl"`), disjoint from the
+    /// `train` and `calibrate` inputs: `mgen compare` scores the task's
+    /// own model, the baseline and mgen's program on it. Never on an
+    /// `embed` task (no labels to score).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
 }
 
 /// Regeneration levels (docs/sharing.md, "Regeneration").
@@ -495,6 +501,9 @@ impl Spec {
             }
             if let Some(c) = &t.calibrate {
                 let _ = writeln!(s, "    calibrate = {};", quote(c));
+            }
+            if let Some(c) = &t.test {
+                let _ = writeln!(s, "    test = {};", quote(c));
             }
             let _ = writeln!(s, "}}");
         }

@@ -437,6 +437,7 @@ impl Cx {
                 "calibrate",
                 "regenerate",
                 "train",
+                "test",
             ],
             &[],
             true,
@@ -654,6 +655,41 @@ impl Cx {
                 }
             },
         };
+        let test = match b.attrs.get("test") {
+            None => None,
+            Some(v) => {
+                let path = self.string(v, "test")?;
+                let same = if calibrate.as_deref() == Some(path.as_str()) {
+                    Some("calibrate")
+                } else if matches!(&train, Some(InputSource::File { path: p }) if *p == path) {
+                    Some("train")
+                } else {
+                    None
+                };
+                if let Some(other) = same {
+                    self.err(
+                        Diagnostic::error(
+                            Code::E017,
+                            format!("`test` and `{other}` name the same file: the held-out set must be disjoint from the inputs the generator saw"),
+                        )
+                        .at(self.file, v.span.clone(), format!("the `{other}` set")),
+                    );
+                    return None;
+                }
+                if matches!(head, Head::Embed { .. }) {
+                    self.err(
+                        Diagnostic::error(
+                            Code::E017,
+                            "`test` needs a labelled head: an `embed` task has no labels to score",
+                        )
+                        .at(self.file, v.span.clone(), "nothing to score")
+                        .help("held-out figures are accuracy (`classify`) or Pearson (`regress`)"),
+                    );
+                    return None;
+                }
+                Some(path)
+            }
+        };
         if let Some(o) = regenerate.branch()
             && o.labels > 0.0
             && !matches!(train, Some(InputSource::File { .. }))
@@ -681,6 +717,7 @@ impl Cx {
             calibrate,
             regenerate,
             train,
+            test,
         })
     }
 }
