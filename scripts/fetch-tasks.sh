@@ -11,7 +11,10 @@
 #      labelled dev sentences (for fine-tuning), and unlabelled sets mixing
 #      every dataset: 512 regeneration-training, 128 calibration and 128
 #      test sentences, all disjoint (needs the `tokenizers` package from
-#      PyPI to drop sentences longer than the workload's 48 tokens);
+#      PyPI to drop sentences longer than the workload's 48 tokens); and
+#      for the labelled variant (examples/minilm-tasks-labelled.mgen) per
+#      task 256 labelled calibration and 256 labelled test sentences,
+#      disjoint from all of those (they leave the files above unchanged);
 #   4. `mgen finetune` of each task from the checkpoint with a synthesised
 #      head (examples/minilm-tasks-init.mgen): 3 epochs, lr 1e-4, batch 16.
 #
@@ -32,7 +35,16 @@ TASKS="sentiment question spam polarity"
 bash scripts/fetch-weights.sh
 mkdir -p "$DEST"
 
-if [ ! -f "$DEST/regen-train.jsonl" ]; then
+data_there() {
+    [ -f "$DEST/regen-train.jsonl" ] || return 1
+    for t in $TASKS; do
+        [ -f "$DEST/$t-calibrate.jsonl" ] && [ -f "$DEST/$t-test.jsonl" ] || return 1
+    done
+}
+
+# Rerunning the data step over an older run rewrites nothing it wrote
+# before: the script is deterministic and leaves identical files alone.
+if ! data_there; then
     "$PY" -c "import tokenizers" 2>/dev/null ||
         "$PY" -m pip install --quiet --disable-pip-version-check "tokenizers>=0.19"
     TMP=$(mktemp -d)
@@ -66,3 +78,4 @@ for t in $TASKS; do
     "$PY" -c "import json,sys; v=json.load(open(sys.argv[1])); print(f\"tasks: {v['task']}: {v['metric']} {v['held_out_before']:.3f} -> {v['held_out_after']:.3f} on its 32 held-out sentences ({v['seconds']:.0f} s)\")" "$DEST/$t.finetune.json"
 done
 echo "tasks: $DEST ready; try: mgen compare examples/minilm-tasks.mgen --regenerate none,head,branch"
+echo "tasks: or the labelled variant: mgen compare examples/minilm-tasks-labelled.mgen"

