@@ -89,9 +89,9 @@ pub(super) struct Chosen {
     /// The digest the training is cached under.
     pub key: String,
     pub hit: Hit,
-    /// Per task of `tasks`: budgets at depth `d` before training (the
-    /// base's trunk under the task's own layers and, for a classifier, its
-    /// head refitted there: the training's start) and after.
+    /// Per task of `tasks`: budgets at depth `d` without joint training
+    /// (the frozen base trunk under the task's own layers, its classifier
+    /// refitted: what sharing that deep gives without it) and with it.
     pub before: Vec<Vec<Measured>>,
     pub after: Vec<Vec<Measured>>,
 }
@@ -414,6 +414,53 @@ impl GroupSearch<'_, '_> {
             .collect())
     }
 
+    /// Task `t`'s classifier refitted (ridge, [`super::ridge_head`]) on the
+    /// features of the starting model at depth `d` — the group's mean
+    /// trunk under the task's own layers — over its training inputs `x0`
+    /// (their embeddings), to its own model's outputs there.
+    fn probe(
+        &mut self,
+        t: usize,
+        d: usize,
+        tasks: &[usize],
+        x0: &[ArrayD<f32>],
+    ) -> Result<super::HeadPair, Diags> {
+        let w = self.w;
+        let (model, head) = (w.model(t), &w.task(t).head);
+        let mean = mean_getter(w, tasks)?;
+        let own = w.getter(t, Source::Own);
+        let get: Box<Getter> = Box::new(move |name: &str| match super::block_of_name(name) {
+            Some(b) if b >= 1 && b < d => mean(name),
+            _ => own(name),
+        });
+        let tb = w.training_of(t)?;
+        let feats: Result<Vec<Vec<f32>>, String> = tb
+            .requests
+            .par_iter()
+            .zip(x0.par_iter())
+            .map(|(r, x)| {
+                let mask = r.mask();
+                let req = Req {
+                    ids: &r.ids,
+                    mask: &mask,
+                };
+                forward::rest_features(model, head, &*get, 1, Some(x), &req)
+                    .map(|f| f.iter().copied().collect())
+            })
+            .collect();
+        let feats = feats.map_err(|e| bug(format!("probing task `{}`: {e}", w.names[t])))?;
+        self.ev.steps.tick(1);
+        let targets = self
+            .ev
+            .own_train
+            .get(&t)
+            .ok_or_else(|| bug("no teacher outputs".into()))?;
+        Ok(super::ridge_head(
+            &super::regenerate::rows_to_array(&feats),
+            targets,
+        ))
+    }
+
     /// Trains the group `tasks` at depth `d` (see [`mgen_train::train`]),
     /// with a progress bar of its own while it runs.
     fn train(
@@ -431,6 +478,10 @@ impl GroupSearch<'_, '_> {
                 order.push(w.train_of[t]);
             }
         }
+        let batch_of: Vec<usize> = tasks
+            .iter()
+            .map(|&t| order.iter().position(|&u| u == w.train_of[t]).unwrap_or(0))
+            .collect();
         let mut xs: Vec<Arc<Vec<ArrayD<f32>>>> = Vec::new();
         let mut masks: Vec<Vec<Vec<f32>>> = Vec::new();
         for &u in &order {
@@ -461,17 +512,16 @@ impl GroupSearch<'_, '_> {
             })
             .collect();
         // Each branch starts from the task's own layers and, for a
-        // classifier, its head refitted on the base trunk's features at `d`
-        // (a linear probe first: the untrained start is the frozen tree's
-        // head-refit candidate, so training starts from the better of the
-        // two).
+        // classifier, its head refitted on the starting trunk's features (a
+        // linear probe first, so training starts from the best head for
+        // the trunk it starts with).
         let mut inits: Vec<Box<Getter>> = Vec::new();
-        for &t in tasks {
+        for (&t, &b) in tasks.iter().zip(&batch_of) {
             let own = w.getter(t, Source::Own);
             inits.push(match w.task(t).head {
                 crate::spec::Head::Embed { .. } => own,
                 _ => {
-                    let (cw, cb) = self.ev.refit_head(t, Source::Base, d)?;
+                    let (cw, cb) = self.probe(t, d, tasks, &xs[b])?;
                     let (cw, cb) = (Arc::new(cw), Arc::new(cb));
                     Box::new(move |name: &str| match name {
                         "classifier.weight" => Ok(cw.clone()),
@@ -625,7 +675,7 @@ fn joint_key(
     let store = w.store;
     let model = &w.spec.models[g];
     let mut parts: Vec<String> = vec![
-        "joint-memo-v3".into(),
+        "joint-memo-v4".into(),
         format!("{d}:{seed}:{opts:?}:{model:?}"),
     ];
     for &t in tasks {

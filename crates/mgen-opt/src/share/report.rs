@@ -152,8 +152,9 @@ pub struct JointChosen {
     /// whether `max_minutes` stopped it.
     pub train_seconds: f64,
     pub stopped_by_time: bool,
-    /// Per task: its budgets at `depth` before training (the base's trunk
-    /// under its own branch) and after.
+    /// Per task: its budgets at `depth` without joint training (the frozen
+    /// base trunk under its own layers, its classifier refitted) and with
+    /// it.
     pub budgets: Vec<JointBudgets>,
 }
 
