@@ -31,40 +31,18 @@ impl Cx {
         func: &Ident,
         args: &[Arg],
     ) -> Option<crate::spec::BranchOpts> {
-        let a = self.args(
-            func,
-            args,
-            &["epochs", "lr", "batch", "labels", "temperature", "trials"],
-        )?;
+        let a = self.args(func, args, &[TRAINING, &["trials"]].concat())?;
         let mut o = crate::spec::BranchOpts::default();
-        let mut ok = true;
-        if let Some(v) = a.get("epochs") {
-            ok &= self
-                .int(v, "epochs", 1, 1000)
-                .map(|x| o.epochs = x as u32)
-                .is_some();
-        }
-        if let Some(v) = a.get("lr") {
-            ok &= self.real(v, "lr", 1e-9, 1.0).map(|x| o.lr = x).is_some();
-        }
-        if let Some(v) = a.get("batch") {
-            ok &= self
-                .int(v, "batch", 1, 4096)
-                .map(|x| o.batch = x as u32)
-                .is_some();
-        }
-        if let Some(v) = a.get("labels") {
-            ok &= self
-                .real(v, "labels", 0.0, 1.0)
-                .map(|x| o.labels = x)
-                .is_some();
-        }
-        if let Some(v) = a.get("temperature") {
-            ok &= self
-                .real(v, "temperature", 0.05, 100.0)
-                .map(|x| o.temperature = x)
-                .is_some();
-        }
+        let mut t = Training {
+            epochs: o.epochs,
+            lr: o.lr,
+            batch: o.batch,
+            labels: o.labels,
+            temperature: o.temperature,
+        };
+        let mut ok = self.training(&a, &mut t);
+        (o.epochs, o.lr, o.batch, o.labels, o.temperature) =
+            (t.epochs, t.lr, t.batch, t.labels, t.temperature);
         if let Some(v) = a.get("trials") {
             ok &= self
                 .int(v, "trials", 0, 64)
@@ -82,48 +60,18 @@ impl Cx {
         func: &Ident,
         args: &[Arg],
     ) -> Option<crate::spec::JointOpts> {
-        let a = self.args(
-            func,
-            args,
-            &[
-                "epochs",
-                "lr",
-                "batch",
-                "labels",
-                "temperature",
-                "trials",
-                "max_minutes",
-            ],
-        )?;
+        let a = self.args(func, args, &[TRAINING, &["trials", "max_minutes"]].concat())?;
         let mut o = crate::spec::JointOpts::default();
-        let mut ok = true;
-        if let Some(v) = a.get("epochs") {
-            ok &= self
-                .int(v, "epochs", 1, 1000)
-                .map(|x| o.epochs = x as u32)
-                .is_some();
-        }
-        if let Some(v) = a.get("lr") {
-            ok &= self.real(v, "lr", 1e-9, 1.0).map(|x| o.lr = x).is_some();
-        }
-        if let Some(v) = a.get("batch") {
-            ok &= self
-                .int(v, "batch", 1, 4096)
-                .map(|x| o.batch = x as u32)
-                .is_some();
-        }
-        if let Some(v) = a.get("labels") {
-            ok &= self
-                .real(v, "labels", 0.0, 1.0)
-                .map(|x| o.labels = x)
-                .is_some();
-        }
-        if let Some(v) = a.get("temperature") {
-            ok &= self
-                .real(v, "temperature", 0.05, 100.0)
-                .map(|x| o.temperature = x)
-                .is_some();
-        }
+        let mut t = Training {
+            epochs: o.epochs,
+            lr: o.lr,
+            batch: o.batch,
+            labels: o.labels,
+            temperature: o.temperature,
+        };
+        let mut ok = self.training(&a, &mut t);
+        (o.epochs, o.lr, o.batch, o.labels, o.temperature) =
+            (t.epochs, t.lr, t.batch, t.labels, t.temperature);
         if let Some(v) = a.get("trials") {
             ok &= self
                 .int(v, "trials", 1, 64)
@@ -137,6 +85,40 @@ impl Cx {
                 .is_some();
         }
         ok.then_some(o)
+    }
+
+    /// The arguments `branch(...)` and `joint(...)` share, checked into
+    /// `t` (which holds the defaults); false when one is out of range.
+    fn training(&mut self, a: &BTreeMap<&'static str, &Value>, t: &mut Training) -> bool {
+        let mut ok = true;
+        if let Some(v) = a.get("epochs") {
+            ok &= self
+                .int(v, "epochs", 1, 1000)
+                .map(|x| t.epochs = x as u32)
+                .is_some();
+        }
+        if let Some(v) = a.get("lr") {
+            ok &= self.real(v, "lr", 1e-9, 1.0).map(|x| t.lr = x).is_some();
+        }
+        if let Some(v) = a.get("batch") {
+            ok &= self
+                .int(v, "batch", 1, 4096)
+                .map(|x| t.batch = x as u32)
+                .is_some();
+        }
+        if let Some(v) = a.get("labels") {
+            ok &= self
+                .real(v, "labels", 0.0, 1.0)
+                .map(|x| t.labels = x)
+                .is_some();
+        }
+        if let Some(v) = a.get("temperature") {
+            ok &= self
+                .real(v, "temperature", 0.05, 100.0)
+                .map(|x| t.temperature = x)
+                .is_some();
+        }
+        ok
     }
 
     pub(super) fn head(&mut self, v: &Value) -> Option<Head> {
@@ -720,4 +702,16 @@ impl Cx {
             test,
         })
     }
+}
+
+/// The training arguments `branch(...)` and `joint(...)` share.
+const TRAINING: &[&str] = &["epochs", "lr", "batch", "labels", "temperature"];
+
+/// Their values.
+struct Training {
+    epochs: u32,
+    lr: f64,
+    batch: u32,
+    labels: f64,
+    temperature: f64,
 }
