@@ -415,23 +415,22 @@ impl GroupSearch<'_, '_> {
     }
 
     /// Task `t`'s classifier refitted (ridge, [`super::ridge_head`]) on the
-    /// features of the starting model at depth `d` — the group's mean
-    /// trunk under the task's own layers — over its training inputs `x0`
+    /// features of the starting model — the group's `mean` trunk under the
+    /// task's own layers — over its training inputs `x0`
     /// (their embeddings), to its own model's outputs there.
     fn probe(
         &mut self,
         t: usize,
-        d: usize,
-        tasks: &[usize],
+        mean: &Arc<Tensors>,
         x0: &[ArrayD<f32>],
     ) -> Result<super::HeadPair, Diags> {
         let w = self.w;
         let (model, head) = (w.model(t), &w.task(t).head);
-        let mean = mean_getter(w, tasks)?;
         let own = w.getter(t, Source::Own);
-        let get: Box<Getter> = Box::new(move |name: &str| match super::block_of_name(name) {
-            Some(b) if b >= 1 && b < d => mean(name),
-            _ => own(name),
+        let mean = mean.clone();
+        let get: Box<Getter> = Box::new(move |name: &str| match mean.get(name) {
+            Some(x) => Ok(x.clone()),
+            None => own(name),
         });
         let tb = w.training_of(t)?;
         let feats: Result<Vec<Vec<f32>>, String> = tb
@@ -515,13 +514,14 @@ impl GroupSearch<'_, '_> {
         // classifier, its head refitted on the starting trunk's features (a
         // linear probe first, so training starts from the best head for
         // the trunk it starts with).
+        let mean = mean_trunk(w, tasks, d)?;
         let mut inits: Vec<Box<Getter>> = Vec::new();
         for (&t, &b) in tasks.iter().zip(&batch_of) {
             let own = w.getter(t, Source::Own);
             inits.push(match w.task(t).head {
                 crate::spec::Head::Embed { .. } => own,
                 _ => {
-                    let (cw, cb) = self.probe(t, d, tasks, &xs[b])?;
+                    let (cw, cb) = self.probe(t, &mean, &xs[b])?;
                     let (cw, cb) = (Arc::new(cw), Arc::new(cb));
                     Box::new(move |name: &str| match name {
                         "classifier.weight" => Ok(cw.clone()),
@@ -557,7 +557,12 @@ impl GroupSearch<'_, '_> {
             temperature: opts.temperature,
             max_seconds: (opts.max_minutes > 0.0).then_some(opts.max_minutes * 60.0),
         };
-        let trunk_init = mean_getter(w, tasks)?;
+        let base = w.getter(tasks[0], Source::Base);
+        let init = mean.clone();
+        let trunk_init: Box<Getter> = Box::new(move |name: &str| match init.get(name) {
+            Some(x) => Ok(x.clone()),
+            None => base(name),
+        });
         let names: Vec<&str> = tasks.iter().map(|&t| w.names[t].as_str()).collect();
         let largest = batches.iter().map(|b| b.x.len()).max().unwrap_or(0);
         let total = opts.epochs as u64 * largest.div_ceil(opts.batch.max(1) as usize) as u64;
@@ -598,25 +603,36 @@ fn failing(tasks: &[usize], after: &[Vec<Measured>]) -> Vec<usize> {
         .collect()
 }
 
-/// The trunk's start: every tensor the mean of the group's tasks' own (a
-/// merged model, closer to each task than the base is when the tasks
-/// drifted apart from it independently).
-fn mean_getter<'a>(w: &Inputs<'a>, tasks: &[usize]) -> Result<Box<Getter<'a>>, Diags> {
-    let gets: Vec<Box<Getter<'a>>> = tasks.iter().map(|&t| w.getter(t, Source::Own)).collect();
+/// The trunk's start: every tensor of encoder layers `0..d − 1` the mean
+/// of the group's tasks' own (a merged model, closer to each task than the
+/// base is when the tasks drifted apart from it independently), computed
+/// once per training.
+fn mean_trunk(w: &Inputs, tasks: &[usize], d: usize) -> Result<Arc<Tensors>, Diags> {
+    let gets: Vec<Box<Getter>> = tasks.iter().map(|&t| w.getter(t, Source::Own)).collect();
     let n = tasks.len() as f32;
-    Ok(Box::new(move |name: &str| {
-        let mut sum: Option<ArrayD<f32>> = None;
-        for g in &gets {
-            let x = g(name)?;
-            match &mut sum {
-                None => sum = Some((*x).clone()),
-                Some(s) if s.shape() == x.shape() => *s += &*x,
-                Some(_) => return Err(format!("`{name}` has different shapes across the group")),
+    let model = w.model(tasks[0]);
+    let mut out = Tensors::new();
+    for l in 0..d.saturating_sub(1) {
+        for ts in crate::ir::bert::encoder(model, l as u64).tensors() {
+            let mut sum: Option<ArrayD<f32>> = None;
+            for g in &gets {
+                let x = g(&ts.name).map_err(|e| bug(format!("the mean trunk: {e}")))?;
+                match &mut sum {
+                    None => sum = Some((*x).clone()),
+                    Some(s) if s.shape() == x.shape() => *s += &*x,
+                    Some(_) => {
+                        return Err(bug(format!(
+                            "`{}` differs in shape across the group",
+                            ts.name
+                        )));
+                    }
+                }
             }
+            let s = sum.ok_or_else(|| bug("an empty group".into()))?;
+            out.insert(ts.name.clone(), Arc::new(s / n));
         }
-        let s = sum.ok_or_else(|| "an empty group".to_string())?;
-        Ok(Arc::new(s / n))
-    }))
+    }
+    Ok(Arc::new(out))
 }
 
 /// A getter reading the trained trunk and branch first, `base` (the base's
