@@ -19,6 +19,7 @@ pub mod held_out;
 pub use mgen_hw as hw;
 pub use mgen_ir as ir;
 pub use mgen_model::forward;
+pub use mgen_model::gemm;
 pub use mgen_model::reference;
 pub use mgen_opt as passes;
 pub use mgen_util::progress;

@@ -20,6 +20,7 @@ pub(crate) use mgen_util::diag;
 
 pub mod data;
 pub mod forward;
+pub mod gemm;
 pub mod reference;
 pub mod train;
 pub mod weights;
