@@ -12,7 +12,7 @@ use mgen::reference::Plan;
 
 use common::{REGEN_FILE as FILE, write_regen as write};
 
-const BRANCH: &str = "regenerate = branch(epochs = 6, lr = 1e-3);";
+const BRANCH: &str = "regenerate = branch(epochs = 10, lr = 1e-3);";
 
 /// Training-free selection shares nothing here (drift 0.3 under 90%
 /// agreement) and a head refit shares the embeddings and one layer; a

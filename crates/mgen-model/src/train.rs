@@ -43,6 +43,7 @@ use crate::data::Label;
 use crate::forward::{self, Get, Req};
 use crate::ir::Op;
 use crate::ir::bert::{self, Block, Operand};
+use crate::reference::gelu_grad;
 use crate::spec::{BranchOpts, Head, Model, Pool};
 use crate::weights::rng::Rng;
 use ndarray::linalg::general_mat_mul;
@@ -226,13 +227,6 @@ fn ln_back(
             .for_each(|d, &x| *d = iv * (*d - a - x * b));
     }
     dx
-}
-
-/// d GELU / dx (erf form).
-fn gelu_grad(x: f32) -> f32 {
-    let cdf = 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
-    let pdf = (-0.5 * x * x).exp() * 0.398_942_3;
-    cdf + x * pdf
 }
 
 /// Backward of softmax over the last axis from its output `p`:

@@ -12,11 +12,13 @@
 //! - `mask` adds `(1 − m) · −10000` over the key (last) axis;
 //! - `softmax` subtracts the row maximum (detached: softmax is invariant to
 //!   the shift, so its gradient is exact without it) before `exp`;
-//! - `gelu` is the erf form, `pool` the CLS row or the masked mean with the
-//!   count floored at 1e-9.
+//! - `gelu` is the reference's own function (a custom op, [`Gelu`]: the
+//!   reference's fast erf forward, its `gelu_grad` backward, so both
+//!   trainers and the executor compute one GELU); `pool` the CLS row or the
+//!   masked mean with the count floored at 1e-9.
 //!
-//! Every op used here has a candle backward (composed of basic ops; no
-//! custom op), so the graph trains end to end. Ops that cannot train (the
+//! Every op used here has a candle backward (basic ops, and the one custom
+//! op), so the graph trains end to end. Ops that cannot train (the
 //! embeddings, which read the ids) are refused with an error.
 //!
 //! A [`Part`] is the set of trained stages of one copy of weights: the
@@ -53,6 +55,71 @@ pub(crate) fn tensor(a: &ArrayD<f32>) -> R<Tensor> {
 pub(crate) fn array(t: &Tensor) -> R<ArrayD<f32>> {
     let v = t.flatten_all().and_then(|f| f.to_vec1::<f32>());
     ArrayD::from_shape_vec(IxDyn(t.dims()), v.map_err(cerr)?).map_err(|e| e.to_string())
+}
+
+/// Maps every element of a contiguous f32 tensor with `f` (what both GELU
+/// ops do; candle's graph is f32 throughout), on rayon's threads (an
+/// elementwise map: the bits do not depend on the split).
+fn map_f32(
+    storage: &candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    f: fn(f32) -> f32,
+) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+    let candle_core::CpuStorage::F32(v) = storage else {
+        return Err(candle_core::Error::Msg("gelu: not f32".into()));
+    };
+    let Some((a, b)) = layout.contiguous_offsets() else {
+        return Err(candle_core::Error::Msg("gelu: not contiguous".into()));
+    };
+    use rayon::prelude::*;
+    let out: Vec<f32> = v[a..b].par_iter().map(|&x| f(x)).collect();
+    Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
+}
+
+/// GELU as the reference executor computes it ([`reference::gelu`]), with
+/// [`reference::gelu_grad`] as its backward.
+///
+/// [`reference::gelu`]: mgen_model::reference::gelu
+/// [`reference::gelu_grad`]: mgen_model::reference::gelu_grad
+struct Gelu;
+
+impl candle_core::CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "mgen-gelu"
+    }
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        map_f32(s, l, mgen_model::reference::gelu)
+    }
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let d = arg.contiguous()?.apply_op1_no_bwd(&GeluGrad)?;
+        Ok(Some(grad.mul(&d)?))
+    }
+}
+
+/// d GELU / dx elementwise (no backward of its own: nothing differentiates
+/// twice).
+struct GeluGrad;
+
+impl candle_core::CustomOp1 for GeluGrad {
+    fn name(&self) -> &'static str {
+        "mgen-gelu-grad"
+    }
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        map_f32(s, l, mgen_model::reference::gelu_grad)
+    }
 }
 
 /// `x · Wᵀ + b` on the last axis of `x` (any rank ≥ 1 after the batch).
@@ -162,7 +229,7 @@ fn step(op: &Op, a: &[&Tensor], p: &[Tensor]) -> candle_core::Result<Tensor> {
         Op::Softmax => softmax(a[0]),
         Op::Av { heads } => av(a[0], a[1], *heads as usize),
         Op::Add => a[0] + a[1],
-        Op::Gelu => a[0].gelu_erf(),
+        Op::Gelu => a[0].contiguous()?.apply_op1(Gelu),
         Op::Tanh => a[0].tanh(),
         Op::Pool(p) => pool(*p, a[0], a[1]),
         other => Err(candle_core::Error::Msg(format!(

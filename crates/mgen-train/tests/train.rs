@@ -279,9 +279,10 @@ fn against_the_branch_trainer(f: &Fixture, i: usize) -> f32 {
         }
         let delta = got - &*init[n];
         let ref_delta = &*want[n] - &*init[n];
+        let largest = ref_delta.iter().fold(0f32, |a, x| a.max(x.abs()));
         let off = (&delta - &ref_delta)
             .iter()
-            .filter(|x| x.abs() > 2e-6)
+            .filter(|x| x.abs() > 1e-2 * largest)
             .count();
         worst = worst.max(off as f32 / delta.len() as f32);
     }
@@ -293,7 +294,9 @@ fn against_the_branch_trainer(f: &Fixture, i: usize) -> f32 {
 /// labels, regress with labels, embed), clipping, AdamW with its weight
 /// decay, and schedule, up to float rounding, which AdamW's normalisation
 /// can blow up on an element whose gradient is almost zero: so at most 1%
-/// of any tensor's elements may differ by more than 2e-6. The key bias is
+/// of any tensor's elements may differ by more than 1% of the tensor's
+/// largest update (a wrong gradient is off by the update itself; rounding
+/// measured at most 0.19% of it, on 25 of 1 536 elements). The key bias is
 /// left out: it shifts every score of a softmax row equally, so its
 /// gradient is zero but for rounding.
 #[test]
@@ -302,7 +305,7 @@ fn one_task_at_depth_one_is_the_branch_trainer() {
     for i in 0..3 {
         let worst = against_the_branch_trainer(&f, i);
         eprintln!(
-            "task {i}: joint vs branch trainer, worst share of updates off by > 2e-6: {worst:.2e}"
+            "task {i}: joint vs branch trainer, worst share of updates off by > 1%: {worst:.2e}"
         );
         assert!(worst <= 0.01, "task {i}: {worst}");
     }
