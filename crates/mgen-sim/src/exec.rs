@@ -13,7 +13,10 @@
 //! removed digitally; the result is rescaled and the bias added in f32.
 //!
 //! Exact integer arithmetic is done with floating-point GEMMs whose every
-//! partial sum is an integer below 2^24 (f32) or 2^53 (f64), so it is exact.
+//! partial sum is an integer below 2^24 (f32) or 2^53 (f64), so it is exact
+//! and its bits do not depend on the kernel's summation order. Consecutive
+//! row blocks are stacked into one product while their summed bound stays
+//! below 2^24 (a [`Group`]).
 //! Fast path: a (row block, slice) whose column sums cannot reach the ADC's
 //! range for any input is computed for all digits at once (it cannot clip);
 //! only the others are evaluated digit by digit. `--ideal-adc` removes the
@@ -25,24 +28,65 @@
 use crate::hw::{Hardware, Signs};
 use mgen_isa::isa::{DmmKind, Inst, Program, VecOp};
 use mgen_isa::quant::{InputQuant, QMatrix};
-use mgen_model::reference::{av, embed, gelu, layernorm, mask_scores, mean_pool, qk, softmax};
+use mgen_model::gemm::{matmul, matmul_into};
+use mgen_model::reference::{av, embed, gelu_all, layernorm, mask_scores, mean_pool, qk, softmax};
 use ndarray::{Array1, Array2, ArrayD, ArrayView2, Axis, Ix1, Ix2, Ix3, Zip, s};
 use std::sync::Arc;
 
 struct Block {
     r0: usize,
     r1: usize,
-    /// Σ over clip-free slices of `slice · 2^(k·cell_bits)`, `[rows, out]`.
+    /// Σ over clip-free slices of `slice · 2^(k·cell_bits)`, `[rows, out]`
+    /// (moved into its [`Group`] once the groups are formed).
     fast: Array2<f32>,
-    /// Whether `fast` needs f64 to stay exact.
-    fast_f64: bool,
+    /// The largest column sum `fast` can give: rows × max input × max weight.
+    bound: f64,
     /// Slices that may clip: (weight `2^(k·cell_bits)`, slice `[rows, out]`).
     slow: Vec<(f64, Array2<f32>)>,
+}
+
+/// Consecutive row blocks whose clip-free parts are one product: their
+/// `fast` matrices stacked, `[rows, out]`. In f32 when the summed bound
+/// stays below 2^24 (every partial sum an exact integer), else in f64.
+struct Group {
+    r0: usize,
+    r1: usize,
+    w: Array2<f32>,
+    f64: bool,
+}
+
+/// 2^24: below it every integer is exact in f32.
+const F32_EXACT: f64 = (1u64 << 24) as f64;
+
+/// Stacks consecutive blocks into groups, each as wide as exactness allows.
+fn group(blocks: &mut [Block]) -> Vec<Group> {
+    let mut groups: Vec<(Group, f64)> = Vec::new();
+    for b in blocks.iter_mut() {
+        let fast = std::mem::take(&mut b.fast);
+        match groups.last_mut() {
+            Some((g, bound)) if !g.f64 && *bound + b.bound < F32_EXACT && g.r1 == b.r0 => {
+                g.w.append(Axis(0), fast.view()).expect("same width");
+                g.r1 = b.r1;
+                *bound += b.bound;
+            }
+            _ => groups.push((
+                Group {
+                    r0: b.r0,
+                    r1: b.r1,
+                    w: fast,
+                    f64: b.bound >= F32_EXACT,
+                },
+                b.bound,
+            )),
+        }
+    }
+    groups.into_iter().map(|(g, _)| g).collect()
 }
 
 struct Part {
     sign: f64,
     blocks: Vec<Block>,
+    groups: Vec<Group>,
     /// Σ_r of the stored (unsigned) weights, per column.
     colsum: Array1<f64>,
 }
@@ -113,19 +157,20 @@ pub fn prepare(q: &QMatrix, xquant: InputQuant, hw: &Hardware, ideal_adc: bool) 
                         slow.push((weight, slice));
                     }
                 }
-                let fast_f64 = (r1 - r0) as f64 * xmax * fast_max >= (1u64 << 24) as f64;
                 blocks.push(Block {
                     r0,
                     r1,
                     fast,
-                    fast_f64,
+                    bound: (r1 - r0) as f64 * xmax * fast_max,
                     slow,
                 });
                 r0 = r1;
             }
+            let groups = group(&mut blocks);
             Part {
                 sign,
                 blocks,
+                groups,
                 colsum,
             }
         })
@@ -146,11 +191,21 @@ pub fn prepare(q: &QMatrix, xquant: InputQuant, hw: &Hardware, ideal_adc: bool) 
     }
 }
 
-fn gemm(x: ArrayView2<f32>, w: &Array2<f32>, f64_exact: bool) -> Array2<f64> {
-    if f64_exact {
-        x.mapv(|v| v as f64).dot(&w.mapv(|v| v as f64))
+/// `acc += x · w` for integer-valued `x` and `w` whose product is exact in
+/// the precision `f64` asks for (see [`Group`]).
+fn add_product(
+    acc: &mut Array2<f64>,
+    x: ArrayView2<f32>,
+    w: &Array2<f32>,
+    f64: bool,
+    buf: &mut Array2<f32>,
+) {
+    if f64 {
+        let p = matmul(x.mapv(|v| v as f64).view(), w.mapv(|v| v as f64).view());
+        *acc += &p;
     } else {
-        x.dot(w).mapv(|v| v as f64)
+        matmul_into(x, w.view(), buf.view_mut(), false);
+        Zip::from(acc).and(&*buf).for_each(|a, &v| *a += v as f64);
     }
 }
 
@@ -184,16 +239,20 @@ pub fn mvm(img: &PImage, x: &ArrayD<f32>, hw: &Hardware, ideal_adc: bool) -> Arr
     let cycles = ib.div_ceil(dac);
     let adc_max = ((1u64 << hw.adc_bits) - 1) as f32;
     let mut y = Array2::<f64>::zeros((tokens, img.out));
+    let mut buf = Array2::<f32>::zeros((tokens, img.out));
     for part in &img.parts {
         let mut acc = Array2::<f64>::zeros((tokens, img.out));
+        for g in &part.groups {
+            let xg = xu.slice(s![.., g.r0..g.r1]);
+            add_product(&mut acc, xg, &g.w, g.f64, &mut buf);
+        }
         for b in &part.blocks {
             let xb = xu.slice(s![.., b.r0..b.r1]);
-            acc += &gemm(xb, &b.fast, b.fast_f64);
             for (weight, slice) in &b.slow {
                 for j in 0..cycles {
                     let shift = j * dac;
                     let digits = xb.mapv(|v| (((v as u64) >> shift) & ((1u64 << dac) - 1)) as f32);
-                    let mut col = digits.dot(slice);
+                    let mut col = matmul(digits.view(), slice.view());
                     if !ideal_adc {
                         col.mapv_inplace(|v| v.clamp(0.0, adc_max));
                     }
@@ -446,7 +505,7 @@ impl Machine<'_> {
                     }
                     VecOp::Softmax if x.ndim() == 0 => return Err("softmax of a scalar".into()),
                     VecOp::Softmax => softmax(&x),
-                    VecOp::Gelu => x.mapv(gelu),
+                    VecOp::Gelu => gelu_all(x),
                     VecOp::Tanh => x.mapv(f32::tanh),
                 };
                 Some((*dst, y))
