@@ -216,6 +216,10 @@ pub struct ChipRound {
     pub depths: Vec<usize>,
     /// The tasks whose simulated outputs broke a budget.
     pub failing: Vec<String>,
+    /// Tasks whose own outputs the round's search took from an earlier
+    /// round or level instead of computing them (all of them after the
+    /// first search of a `compare`).
+    pub own_reused: usize,
 }
 
 /// The schedule mgen chose, and the candidates it weighed.
@@ -403,6 +407,7 @@ fn compare_one(
         rounds.push(ChipRound {
             depths: depths.clone(),
             failing: failing.iter().map(|&t| names[t].clone()).collect(),
+            own_reused: sharing.map(|s| s.own_reused).unwrap_or(0),
         });
         let movable: Vec<usize> = failing.iter().copied().filter(|&t| depths[t] > 0).collect();
         if movable.is_empty() || rounds.len() > CHIP_ROUNDS {
@@ -685,10 +690,12 @@ impl Comparison {
             for (i, x) in self.chip_rounds.iter().enumerate() {
                 let _ = writeln!(
                     o,
-                    "  round {}: depths {}, failing {}",
+                    "  round {}: depths {}, failing {}; own outputs reused {}/{}",
                     i + 1,
                     list(&x.depths),
-                    list(&x.failing)
+                    list(&x.failing),
+                    x.own_reused,
+                    x.depths.len()
                 );
             }
         }

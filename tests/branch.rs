@@ -224,6 +224,37 @@ fn compare_shows_the_levels_side_by_side() {
         .map(|l| &l["baseline"]["energy_pj"])
         .collect();
     assert!(b.windows(2).all(|w| w[0] == w[1]));
+    // Own outputs are computed once: the first search of the run computes
+    // all three, every later chip round and level reuses them, and reuse
+    // changes nothing (the branch level run alone gives the same figures).
+    let rounds: Vec<&serde_json::Value> = v["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["chip_rounds"].as_array().unwrap())
+        .collect();
+    assert!(rounds.len() >= 3, "{rounds:?}");
+    assert_eq!(rounds[0]["own_reused"], 0);
+    assert!(
+        rounds[1..].iter().all(|x| x["own_reused"] == 3),
+        "{rounds:?}"
+    );
+    let alone = json_of(&["compare", r, "--regenerate", "branch", "--json"]);
+    let untimed = |x: &serde_json::Value| -> serde_json::Value {
+        let mut x = x.clone();
+        let strip = |o: &mut serde_json::Value| {
+            let o = o.as_object_mut().unwrap();
+            o.retain(|k, _| !k.ends_with("seconds"));
+        };
+        strip(&mut x);
+        x["tasks"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .for_each(strip);
+        x
+    };
+    assert_eq!(untimed(&alone["summary"][0]), untimed(&v["summary"][2]));
     let (code, _, err) = mgen(&["compare", r, "--regenerate", "twig"]);
     assert_eq!(code, 2, "{err}");
 }

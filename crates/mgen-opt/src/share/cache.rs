@@ -1,6 +1,11 @@
 //! [`ShareCache`]: retrained branches and jointly trained groups kept
 //! across runs of the generator, in memory and (joint groups) on disk.
 //!
+//! It also keeps each task's own outputs on its calibration inputs (the
+//! search's first step, a full forward pass of every task model), keyed by
+//! the task's and its base's tensor digests, its head and its inputs, so a
+//! later chip round or level computes none of them again.
+//!
 //! Retraining a branch is the generator's one expensive step, and it is
 //! deterministic: its result depends only on what its key digests (the
 //! task's and the source's weights, the depth, the settings, the training
@@ -38,6 +43,10 @@ const JOINT_FILE_BYTES: u64 = 1 << 30;
 
 /// The cache's capacity in f32 values (1 GB).
 pub(super) const CACHE_VALUES: usize = 1 << 28;
+
+/// A task's own outputs on its calibration inputs, `[requests, width]`,
+/// and its per-block swap change.
+pub(super) type Own = Arc<(ndarray::Array2<f32>, Vec<f64>)>;
 
 /// A retrained branch.
 #[derive(Clone)]
@@ -80,6 +89,9 @@ pub enum Hit {
 #[derive(Clone, Default)]
 pub struct ShareCache {
     branches: Arc<Mutex<HashMap<String, Trained>>>,
+    /// Each task's own outputs on its calibration inputs and its per-block
+    /// swap change (step 1 of the search), by [`super::redundancy`]'s key.
+    owns: Arc<Mutex<HashMap<String, Own>>>,
     joints: Arc<Mutex<HashMap<String, JointTrained>>>,
     dir: Option<PathBuf>,
 }
@@ -129,6 +141,18 @@ impl ShareCache {
 
     fn joint_path(&self, key: &str) -> Option<PathBuf> {
         Some(self.dir.as_ref()?.join(format!("joint-{key}.safetensors")))
+    }
+
+    /// A task's own outputs under `key`, computed by an earlier run.
+    pub(super) fn own(&self, key: &str) -> Option<Own> {
+        self.owns.lock().ok()?.get(key).cloned()
+    }
+
+    /// Keeps a task's own outputs (small: one row per calibration request).
+    pub(super) fn put_own(&self, key: String, own: Own) {
+        if let Ok(mut map) = self.owns.lock() {
+            map.insert(key, own);
+        }
     }
 
     pub(super) fn get(&self, key: &str) -> Option<Trained> {

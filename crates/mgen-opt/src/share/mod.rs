@@ -218,7 +218,7 @@ pub fn share(m: &mut Module, cx: &Context) -> Result<Option<Sharing>, Diags> {
     // The search's length is not known in advance: a count (candidate
     // evaluations and training steps), no ETA.
     let steps = evaluate::Steps::new(cx.progress);
-    let analysis = redundancy::analyse(&w, &steps)?;
+    let analysis = redundancy::analyse(&w, &steps, &cx.share_cache)?;
     let alone = regenerate::alone(m, n);
     let mut ev = evaluate::Evaluator::new(&w, &analysis.own, alone, &cx.share_cache, steps);
     let mut choice = search::search(&mut ev, &w, &analysis.candidates, &cx.depth_caps)?;

@@ -8,6 +8,7 @@
 //! the same group closer to `t` than the base (by mean block distance), in
 //! workload order; a task alone in its group has no candidates.
 
+use super::cache::ShareCache;
 use super::evaluate::Steps;
 use super::inputs::Inputs;
 use super::report::{PairAnalysis, TaskAnalysis};
@@ -31,18 +32,33 @@ pub(super) struct Analysis {
     pub pairs: Vec<PairAnalysis>,
     /// Per task: the sources the search tries.
     pub candidates: Vec<Vec<Source>>,
+    /// Tasks whose own outputs came from the [`ShareCache`] (an earlier
+    /// run on the same weights and inputs) instead of being computed.
+    pub own_reused: usize,
 }
 
-/// Runs step 1 (one step counted per task).
-pub(super) fn analyse(w: &Inputs, steps: &Steps) -> Result<Analysis, Diags> {
+/// Runs step 1 (one step counted per task), taking each task's own
+/// outputs from `cache` when an earlier run computed them.
+pub(super) fn analyse(w: &Inputs, steps: &Steps, cache: &ShareCache) -> Result<Analysis, Diags> {
     let n = w.n();
     let mut own: Vec<Array2<f32>> = Vec::with_capacity(n);
     let mut tasks: Vec<TaskAnalysis> = Vec::with_capacity(n);
+    let mut own_reused = 0;
     for t in 0..n {
-        let (o, swap) = own_outputs(w, t)?;
+        let key = own_key(w, t);
+        let found = cache.own(&key);
+        own_reused += usize::from(found.is_some());
+        let memo = match found {
+            Some(m) => m,
+            None => {
+                let m = std::sync::Arc::new(own_outputs(w, t)?);
+                cache.put_own(key, m.clone());
+                m
+            }
+        };
         steps.tick(1);
-        own.push(o);
-        tasks.push(against_base(w, t, swap)?);
+        own.push(memo.0.clone());
+        tasks.push(against_base(w, t, memo.1.clone())?);
     }
     let (pairs, pair_dist) = pairs(w)?;
     let candidates = candidates(w, &tasks, &pair_dist);
@@ -51,7 +67,30 @@ pub(super) fn analyse(w: &Inputs, steps: &Steps) -> Result<Analysis, Diags> {
         tasks,
         pairs,
         candidates,
+        own_reused,
     })
+}
+
+/// The digest of everything task `t`'s own outputs and swap change depend
+/// on: its tensors' and its base's digests, its head, its calibration
+/// requests.
+fn own_key(w: &Inputs, t: usize) -> String {
+    let (st, task, store) = (w.spec_task(t), w.task(t), w.store);
+    let mut parts: Vec<String> = vec![
+        "own-memo-v1".into(),
+        format!("{SWAP_REQUESTS}:{:?}", task.head),
+    ];
+    for ts in layout(w.model(t), &task.head) {
+        let own = store.lookup(st, &ts.name).map(|d| d.0.clone());
+        parts.push(own.unwrap_or_default());
+        let base = store.base_digest(task.base, &ts.name).cloned();
+        parts.push(base.unwrap_or_default());
+    }
+    for r in &w.calibration(t).requests {
+        parts.push(format!("{:?}/{}", r.ids, r.len));
+    }
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    crate::weights::digest_of(&refs)
 }
 
 /// Task `t`'s own outputs, and per block the mean swap change over its

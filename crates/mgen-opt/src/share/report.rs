@@ -96,6 +96,10 @@ pub struct Sharing {
     pub shared_pj: f64,
     /// Candidate models evaluated (each over a task's calibration inputs).
     pub evaluations: usize,
+    /// Tasks whose own outputs (step 1) an earlier run in this process
+    /// had computed on the same weights and inputs: `compare`'s later chip
+    /// rounds and levels reuse them all.
+    pub own_reused: usize,
     /// Calibration requests per task.
     pub calibration_requests: Vec<usize>,
     pub seconds: f64,
@@ -320,6 +324,7 @@ impl Run {
             unshared_pj: self.figures.unshared_pj,
             shared_pj: self.figures.shared_pj,
             evaluations: self.evaluations,
+            own_reused: self.analysis.own_reused,
             calibration_requests: calibration.iter().map(|b| b.requests.len()).collect(),
             seconds: self.started.elapsed().as_secs_f64(),
             area: self.figures.area,
