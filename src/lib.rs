@@ -7,6 +7,7 @@
 //! [`cli`] (the `mgen` command). Every fallible stage returns
 //! [`diag::Diags`].
 
+pub mod alloc;
 pub mod backend;
 pub mod cli;
 pub mod compare;

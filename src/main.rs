@@ -1,6 +1,7 @@
 use std::io::IsTerminal;
 
 fn main() {
+    mgen::alloc::tune();
     let terminal = std::io::stderr().is_terminal();
     let color = terminal && std::env::var_os("NO_COLOR").is_none();
     // No lock of stdout or stderr is held for the run: progress is drawn

@@ -13,6 +13,7 @@ pub fn bert_base() -> (
     mgen::weights::Store,
     mgen::data::Batch,
 ) {
+    mgen::alloc::tune();
     let mut sources = Sources::new();
     let f = mgen::driver::front_bytes(&mut sources, "bench.mgen", BERT_BASE.as_bytes(), ".", false)
         .unwrap();

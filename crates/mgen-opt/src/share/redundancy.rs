@@ -249,6 +249,33 @@ fn candidates(w: &Inputs, tasks: &[TaskAnalysis], pair_dist: &PairDistances) -> 
     candidates
 }
 
+/// Elements per chunk of [`sums`].
+const CHUNK: usize = 1 << 14;
+
+/// `[Σ(x−y)², Σx², Σy², Σxy]` over two slices of one length (in f64), in
+/// chunks of [`CHUNK`] elements on rayon's threads, the chunks' sums added
+/// in order: the bits do not depend on the thread count.
+fn sums(a: &[f32], b: &[f32]) -> [f64; 4] {
+    let parts: Vec<[f64; 4]> = a
+        .par_chunks(CHUNK)
+        .zip(b.par_chunks(CHUNK))
+        .map(|(a, b)| {
+            let mut s = [0.0f64; 4];
+            for (&x, &y) in a.iter().zip(b) {
+                let (x, y) = (x as f64, y as f64);
+                s[0] += (x - y) * (x - y);
+                s[1] += x * x;
+                s[2] += y * y;
+                s[3] += x * y;
+            }
+            s
+        })
+        .collect();
+    parts.iter().fold([0.0; 4], |acc, p| {
+        [acc[0] + p[0], acc[1] + p[1], acc[2] + p[2], acc[3] + p[3]]
+    })
+}
+
 /// Per-block relative distance and cosine of two tasks' weights, from
 /// their tensor digests (equal digests cost nothing).
 fn distances(
@@ -270,21 +297,27 @@ fn distances(
             continue;
         };
         let ta = store.tensor(&da)?;
-        if da == db {
-            let s: f64 = ta.iter().map(|&x| x as f64 * x as f64).sum();
-            na[k] += s;
-            nb[k] += s;
-            dot[k] += s;
-            continue;
+        let tb = if da == db {
+            ta.clone()
+        } else {
+            store.tensor(&db)?
+        };
+        if ta.shape() != tb.shape() {
+            return Err(format!(
+                "`{name}` has shapes {:?} and {:?}",
+                ta.shape(),
+                tb.shape()
+            ));
         }
-        let tb = store.tensor(&db)?;
-        for (&x, &y) in ta.iter().zip(tb.iter()) {
-            let (x, y) = (x as f64, y as f64);
-            diff[k] += (x - y) * (x - y);
-            na[k] += x * x;
-            nb[k] += y * y;
-            dot[k] += x * y;
-        }
+        let (ca, cb) = (ta.as_standard_layout(), tb.as_standard_layout());
+        let (Some(sa), Some(sb)) = (ca.as_slice(), cb.as_slice()) else {
+            return Err(format!("`{name}` is not contiguous in standard layout"));
+        };
+        let [d, x, y, xy] = sums(sa, sb);
+        diff[k] += d;
+        na[k] += x;
+        nb[k] += y;
+        dot[k] += xy;
     }
     let dist = (0..blocks)
         .map(|k| (diff[k] / na[k].max(1e-300)).sqrt())
