@@ -101,6 +101,14 @@ fn own_outputs(w: &Inputs, t: usize) -> Result<(Array2<f32>, Vec<f64>), Diags> {
     let nb = forward::blocks(model);
     let get_own = w.getter(t, Source::Own);
     let get_base = w.getter(t, Source::Base);
+    // Materialise the task's and its base's tensors in parallel first: the
+    // requests below would otherwise generate each on whichever thread
+    // reaches it first (on both, when both do).
+    let names: Vec<String> = layout(model, &head).into_iter().map(|ts| ts.name).collect();
+    names
+        .par_iter()
+        .try_for_each(|n| get_own(n).and_then(|_| get_base(n)).map(|_| ()))
+        .map_err(|e| bug(format!("materialising task `{}`: {e}", w.names[t])))?;
     let rows: Result<Vec<OwnRow>, String> = w
         .calibration(t)
         .requests
