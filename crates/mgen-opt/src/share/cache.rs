@@ -2,9 +2,10 @@
 //! across runs of the generator, in memory and (joint groups) on disk.
 //!
 //! It also keeps each task's own outputs on its calibration inputs (the
-//! search's first step, a full forward pass of every task model), keyed by
-//! the task's and its base's tensor digests, its head and its inputs, so a
-//! later chip round or level computes none of them again.
+//! search's first step, a full forward pass of every task model) and on its
+//! training inputs (the targets of regeneration), and every refitted head,
+//! keyed by digests of the tensors, head, depth and inputs they depend on,
+//! so a later chip round or level computes none of them again.
 //!
 //! Retraining a branch is the generator's one expensive step, and it is
 //! deterministic: its result depends only on what its key digests (the
@@ -92,6 +93,10 @@ pub struct ShareCache {
     /// Each task's own outputs on its calibration inputs and its per-block
     /// swap change (step 1 of the search), by [`super::redundancy`]'s key.
     owns: Arc<Mutex<HashMap<String, Own>>>,
+    /// Each task's own outputs on its training inputs (every regeneration's
+    /// targets), and refitted heads, by [`super::regenerate`]'s keys.
+    own_train: Arc<Mutex<HashMap<String, Arc<ndarray::Array2<f32>>>>>,
+    heads: Arc<Mutex<HashMap<String, super::HeadPair>>>,
     joints: Arc<Mutex<HashMap<String, JointTrained>>>,
     dir: Option<PathBuf>,
 }
@@ -152,6 +157,31 @@ impl ShareCache {
     pub(super) fn put_own(&self, key: String, own: Own) {
         if let Ok(mut map) = self.owns.lock() {
             map.insert(key, own);
+        }
+    }
+
+    /// A task's own outputs on its training inputs under `key`.
+    pub(super) fn own_train(&self, key: &str) -> Option<Arc<ndarray::Array2<f32>>> {
+        self.own_train.lock().ok()?.get(key).cloned()
+    }
+
+    /// Keeps a task's own outputs on its training inputs (one row per
+    /// training request).
+    pub(super) fn put_own_train(&self, key: String, o: Arc<ndarray::Array2<f32>>) {
+        if let Ok(mut map) = self.own_train.lock() {
+            map.insert(key, o);
+        }
+    }
+
+    /// A refitted head under `key`.
+    pub(super) fn head(&self, key: &str) -> Option<super::HeadPair> {
+        self.heads.lock().ok()?.get(key).cloned()
+    }
+
+    /// Keeps a refitted head (a classifier or regressor: small).
+    pub(super) fn put_head(&self, key: String, h: &super::HeadPair) {
+        if let Ok(mut map) = self.heads.lock() {
+            map.insert(key, h.clone());
         }
     }
 

@@ -120,7 +120,7 @@ pub(super) struct Evaluator<'a> {
     /// Retrainings left per task (the search's deterministic budget).
     pub(super) trials: Vec<u32>,
     /// Per task: its own model's outputs on its training inputs.
-    pub(super) own_train: HashMap<usize, Array2<f32>>,
+    pub(super) own_train: HashMap<usize, Arc<Array2<f32>>>,
     pub(super) found: Regenerated,
 }
 

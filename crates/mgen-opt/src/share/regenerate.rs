@@ -6,9 +6,10 @@
 //!
 //! Invariants: a refit or retraining is a pure function of the task, the
 //! source, the depth and the run's inputs, so the evaluator may cache it;
-//! a retraining is looked up in the caller's [`super::ShareCache`] under a digest
-//! of everything it depends on (the task's and the source's weights, the
-//! depth, the seed, the settings, the training inputs) before it runs, and
+//! a retraining, a head refit and the task's own outputs on its training
+//! inputs are looked up in the caller's [`super::ShareCache`] under a digest
+//! of everything they depend on (the task's and the source's weights, the
+//! depth, the seed, the settings, the training inputs) before they run, and
 //! added to it after; regeneration only touches a task whose encoder
 //! layers and head are its alone ([`alone`]).
 
@@ -46,10 +47,15 @@ impl Evaluator<'_> {
     pub(super) fn own_on_training(&mut self, t: usize) -> Result<(), Diags> {
         let w = self.w;
         let tb = w.training_of(t)?;
-        let get = w.getter(t, Source::Own);
         if self.own_train.contains_key(&t) {
             return Ok(());
         }
+        let key = memo_key("own-train-v1", w, t, Source::Own, 0, "", tb);
+        if let Some(hit) = self.cache.own_train(&key) {
+            self.own_train.insert(t, hit);
+            return Ok(());
+        }
+        let get = w.getter(t, Source::Own);
         let (model, head) = (w.model(t), &w.task(t).head);
         let rows: Result<Vec<Vec<f32>>, String> = tb
             .requests
@@ -64,7 +70,9 @@ impl Evaluator<'_> {
             })
             .collect();
         let rows = rows.map_err(|e| bug(format!("evaluating task `{}`: {e}", w.names[t])))?;
-        self.own_train.insert(t, rows_to_array(&rows));
+        let o = Arc::new(rows_to_array(&rows));
+        self.cache.put_own_train(key, o.clone());
+        self.own_train.insert(t, o);
         Ok(())
     }
 
@@ -78,6 +86,12 @@ impl Evaluator<'_> {
     ) -> Result<HeadPair, Diags> {
         let w = self.w;
         let tb = w.training_of(t)?;
+        let key = memo_key("head-memo-v1", w, t, s, depth, "", tb);
+        if let Some(pair) = self.cache.head(&key) {
+            self.steps.tick(1);
+            self.found.heads.insert((t, s, depth), pair.clone());
+            return Ok(pair);
+        }
         let (model, head) = (w.model(t), &w.task(t).head);
         let get = w.getter(t, Source::Own);
         let tr = self.trunk(s, t, true)?;
@@ -98,6 +112,7 @@ impl Evaluator<'_> {
         let feats = feats.map_err(|e| bug(format!("evaluating task `{}`: {e}", w.names[t])))?;
         self.steps.tick(1);
         let pair = ridge_head(&rows_to_array(&feats), &self.own_train[&t]);
+        self.cache.put_head(key, &pair);
         self.found.heads.insert((t, s, depth), pair.clone());
         Ok(pair)
     }
@@ -121,12 +136,12 @@ impl Evaluator<'_> {
             let opts = w.task(t).regenerate.branch().unwrap_or_default();
             let seed =
                 crate::weights::seed_of_name(&format!("branch:{}:{:?}:{depth}", w.names[t], s));
-            let memo_key = branch_key(w, t, s, depth, seed, &opts, tb);
-            let trained = match self.cache.get(&memo_key) {
+            let memo = memo_key("branch-memo-v1", w, t, s, depth, &format!("{seed}:{opts:?}"), tb);
+            let trained = match self.cache.get(&memo) {
                 Some(hit) => hit,
                 None => {
                     let fresh = self.retrain(t, s, depth, seed, &opts, tb)?;
-                    self.cache.put(memo_key, &fresh);
+                    self.cache.put(memo, &fresh);
                     fresh
                 }
             };
@@ -182,21 +197,22 @@ impl Evaluator<'_> {
     }
 }
 
-/// The digest of everything a retraining depends on: the
-/// [`super::ShareCache`] key.
-fn branch_key(
+/// The digest of everything a regeneration of `kind` depends on (a
+/// [`super::ShareCache`] key): the task's tensors and the source's, the
+/// task's head, the depth, the `settings`, the training inputs `tb`.
+fn memo_key(
+    kind: &str,
     w: &Inputs,
     t: usize,
     s: Source,
     depth: usize,
-    seed: u64,
-    opts: &BranchOpts,
+    settings: &str,
     tb: &Batch,
 ) -> String {
     let (st, task, store) = (w.spec_task(t), w.task(t), w.store);
     let mut parts: Vec<String> = vec![
-        "branch-memo-v1".into(),
-        format!("{depth}:{seed}:{opts:?}:{:?}", task.head),
+        kind.into(),
+        format!("{depth}:{settings}:{:?}", task.head),
     ];
     let src_task = match s {
         Source::Task(r) => w.spec_task(r),
