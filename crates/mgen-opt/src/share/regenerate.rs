@@ -136,7 +136,15 @@ impl Evaluator<'_> {
             let opts = w.task(t).regenerate.branch().unwrap_or_default();
             let seed =
                 crate::weights::seed_of_name(&format!("branch:{}:{:?}:{depth}", w.names[t], s));
-            let memo = memo_key("branch-memo-v1", w, t, s, depth, &format!("{seed}:{opts:?}"), tb);
+            let memo = memo_key(
+                "branch-memo-v1",
+                w,
+                t,
+                s,
+                depth,
+                &format!("{seed}:{opts:?}"),
+                tb,
+            );
             let trained = match self.cache.get(&memo) {
                 Some(hit) => hit,
                 None => {
@@ -210,10 +218,7 @@ fn memo_key(
     tb: &Batch,
 ) -> String {
     let (st, task, store) = (w.spec_task(t), w.task(t), w.store);
-    let mut parts: Vec<String> = vec![
-        kind.into(),
-        format!("{depth}:{settings}:{:?}", task.head),
-    ];
+    let mut parts: Vec<String> = vec![kind.into(), format!("{depth}:{settings}:{:?}", task.head)];
     let src_task = match s {
         Source::Task(r) => w.spec_task(r),
         _ => st,
