@@ -301,8 +301,8 @@ pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-/// d GELU / dx of the erf form, `Φ(x) + x·φ(x)` (with libm's exact erf:
-/// the derivative of the GELU [`gelu`] approximates to within 1e-6). The
+/// d GELU / dx of the erf form, `Φ(x) + x·φ(x)`, with libm's exact erf
+/// (the exact derivative of the function [`gelu`] approximates). The
 /// one derivative both trainers use: the hand-written backward passes and
 /// candle's graph (`mgen-train`), so they train the same function.
 pub fn gelu_grad(x: f32) -> f32 {
