@@ -12,7 +12,7 @@
 //! - `mask` adds `(1 − m) · −10000` over the key (last) axis;
 //! - `softmax` subtracts the row maximum (detached: softmax is invariant to
 //!   the shift, so its gradient is exact without it) before `exp`;
-//! - `gelu` is the reference's own function (a custom op, [`Gelu`]: the
+//! - `gelu` is the reference's own function (a custom op, [`GELU`]: the
 //!   reference's fast erf forward, its `gelu_grad` backward, so both
 //!   trainers and the executor compute one GELU); `pool` the CLS row or the
 //!   masked mean with the count floored at 1e-9.
@@ -76,23 +76,36 @@ fn map_f32(
     Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
 }
 
+/// An elementwise f32 function as a candle op: `f` forward and, when `df`
+/// is given, `grad · df(x)` backward (`df` itself is applied without a
+/// backward: nothing here differentiates twice).
+struct Elementwise {
+    name: &'static str,
+    f: fn(f32) -> f32,
+    df: Option<fn(f32) -> f32>,
+}
+
 /// GELU as the reference executor computes it ([`reference::gelu`]), with
 /// [`reference::gelu_grad`] as its backward.
 ///
 /// [`reference::gelu`]: mgen_model::reference::gelu
 /// [`reference::gelu_grad`]: mgen_model::reference::gelu_grad
-struct Gelu;
+const GELU: Elementwise = Elementwise {
+    name: "mgen-gelu",
+    f: mgen_model::reference::gelu,
+    df: Some(mgen_model::reference::gelu_grad),
+};
 
-impl candle_core::CustomOp1 for Gelu {
+impl candle_core::CustomOp1 for Elementwise {
     fn name(&self) -> &'static str {
-        "mgen-gelu"
+        self.name
     }
     fn cpu_fwd(
         &self,
         s: &candle_core::CpuStorage,
         l: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        map_f32(s, l, mgen_model::reference::gelu)
+        map_f32(s, l, self.f)
     }
     fn bwd(
         &self,
@@ -100,25 +113,16 @@ impl candle_core::CustomOp1 for Gelu {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let d = arg.contiguous()?.apply_op1_no_bwd(&GeluGrad)?;
+        let Some(df) = self.df else {
+            return Err(candle_core::Error::BackwardNotSupported { op: self.name });
+        };
+        let d = Elementwise {
+            name: "mgen-derivative",
+            f: df,
+            df: None,
+        };
+        let d = arg.contiguous()?.apply_op1_no_bwd(&d)?;
         Ok(Some(grad.mul(&d)?))
-    }
-}
-
-/// d GELU / dx elementwise (no backward of its own: nothing differentiates
-/// twice).
-struct GeluGrad;
-
-impl candle_core::CustomOp1 for GeluGrad {
-    fn name(&self) -> &'static str {
-        "mgen-gelu-grad"
-    }
-    fn cpu_fwd(
-        &self,
-        s: &candle_core::CpuStorage,
-        l: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        map_f32(s, l, mgen_model::reference::gelu_grad)
     }
 }
 
@@ -229,7 +233,7 @@ fn step(op: &Op, a: &[&Tensor], p: &[Tensor]) -> candle_core::Result<Tensor> {
         Op::Softmax => softmax(a[0]),
         Op::Av { heads } => av(a[0], a[1], *heads as usize),
         Op::Add => a[0] + a[1],
-        Op::Gelu => a[0].contiguous()?.apply_op1(Gelu),
+        Op::Gelu => a[0].contiguous()?.apply_op1(GELU),
         Op::Tanh => a[0].tanh(),
         Op::Pool(p) => pool(*p, a[0], a[1]),
         other => Err(candle_core::Error::Msg(format!(

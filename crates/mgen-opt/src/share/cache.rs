@@ -49,6 +49,36 @@ pub(super) const CACHE_VALUES: usize = 1 << 28;
 /// and its per-block swap change.
 pub(super) type Own = Arc<(ndarray::Array2<f32>, Vec<f64>)>;
 
+/// Small results by key, shared by every clone (outputs on a few thousand
+/// requests, refitted heads: no capacity bound needed).
+pub(super) struct Memo<T>(Arc<Mutex<HashMap<String, T>>>);
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Memo(Arc::default())
+    }
+}
+
+impl<T> Clone for Memo<T> {
+    fn clone(&self) -> Self {
+        Memo(self.0.clone())
+    }
+}
+
+impl<T: Clone> Memo<T> {
+    /// The entry under `key`, if an earlier run kept one.
+    pub(super) fn get(&self, key: &str) -> Option<T> {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+
+    /// Keeps `value` under `key`.
+    pub(super) fn put(&self, key: String, value: T) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(key, value);
+        }
+    }
+}
+
 /// A retrained branch.
 #[derive(Clone)]
 pub(super) struct Trained {
@@ -92,11 +122,11 @@ pub struct ShareCache {
     branches: Arc<Mutex<HashMap<String, Trained>>>,
     /// Each task's own outputs on its calibration inputs and its per-block
     /// swap change (step 1 of the search), by [`super::redundancy`]'s key.
-    owns: Arc<Mutex<HashMap<String, Own>>>,
+    pub(super) owns: Memo<Own>,
     /// Each task's own outputs on its training inputs (every regeneration's
-    /// targets), and refitted heads, by [`super::regenerate`]'s keys.
-    own_train: Arc<Mutex<HashMap<String, Arc<ndarray::Array2<f32>>>>>,
-    heads: Arc<Mutex<HashMap<String, super::HeadPair>>>,
+    /// targets), and refitted heads, by [`super::regenerate`]'s key.
+    pub(super) own_train: Memo<Arc<ndarray::Array2<f32>>>,
+    pub(super) heads: Memo<super::HeadPair>,
     joints: Arc<Mutex<HashMap<String, JointTrained>>>,
     dir: Option<PathBuf>,
 }
@@ -146,43 +176,6 @@ impl ShareCache {
 
     fn joint_path(&self, key: &str) -> Option<PathBuf> {
         Some(self.dir.as_ref()?.join(format!("joint-{key}.safetensors")))
-    }
-
-    /// A task's own outputs under `key`, computed by an earlier run.
-    pub(super) fn own(&self, key: &str) -> Option<Own> {
-        self.owns.lock().ok()?.get(key).cloned()
-    }
-
-    /// Keeps a task's own outputs (small: one row per calibration request).
-    pub(super) fn put_own(&self, key: String, own: Own) {
-        if let Ok(mut map) = self.owns.lock() {
-            map.insert(key, own);
-        }
-    }
-
-    /// A task's own outputs on its training inputs under `key`.
-    pub(super) fn own_train(&self, key: &str) -> Option<Arc<ndarray::Array2<f32>>> {
-        self.own_train.lock().ok()?.get(key).cloned()
-    }
-
-    /// Keeps a task's own outputs on its training inputs (one row per
-    /// training request).
-    pub(super) fn put_own_train(&self, key: String, o: Arc<ndarray::Array2<f32>>) {
-        if let Ok(mut map) = self.own_train.lock() {
-            map.insert(key, o);
-        }
-    }
-
-    /// A refitted head under `key`.
-    pub(super) fn head(&self, key: &str) -> Option<super::HeadPair> {
-        self.heads.lock().ok()?.get(key).cloned()
-    }
-
-    /// Keeps a refitted head (a classifier or regressor: small).
-    pub(super) fn put_head(&self, key: String, h: &super::HeadPair) {
-        if let Ok(mut map) = self.heads.lock() {
-            map.insert(key, h.clone());
-        }
     }
 
     pub(super) fn get(&self, key: &str) -> Option<Trained> {

@@ -11,6 +11,7 @@
 use super::cache::ShareCache;
 use super::evaluate::Steps;
 use super::inputs::Inputs;
+use super::regenerate::memo_key;
 use super::report::{PairAnalysis, TaskAnalysis};
 use super::{SWAP_REQUESTS, Source, block_of_name, bug};
 use crate::diag::Diags;
@@ -45,14 +46,23 @@ pub(super) fn analyse(w: &Inputs, steps: &Steps, cache: &ShareCache) -> Result<A
     let mut tasks: Vec<TaskAnalysis> = Vec::with_capacity(n);
     let mut own_reused = 0;
     for t in 0..n {
-        let key = own_key(w, t);
-        let found = cache.own(&key);
+        // Keyed on the base too: the swap change runs its blocks.
+        let key = memo_key(
+            "own-memo-v1",
+            w,
+            t,
+            Source::Base,
+            0,
+            &SWAP_REQUESTS.to_string(),
+            w.calibration(t),
+        );
+        let found = cache.owns.get(&key);
         own_reused += usize::from(found.is_some());
         let memo = match found {
             Some(m) => m,
             None => {
                 let m = std::sync::Arc::new(own_outputs(w, t)?);
-                cache.put_own(key, m.clone());
+                cache.owns.put(key, m.clone());
                 m
             }
         };
@@ -69,28 +79,6 @@ pub(super) fn analyse(w: &Inputs, steps: &Steps, cache: &ShareCache) -> Result<A
         candidates,
         own_reused,
     })
-}
-
-/// The digest of everything task `t`'s own outputs and swap change depend
-/// on: its tensors' and its base's digests, its head, its calibration
-/// requests.
-fn own_key(w: &Inputs, t: usize) -> String {
-    let (st, task, store) = (w.spec_task(t), w.task(t), w.store);
-    let mut parts: Vec<String> = vec![
-        "own-memo-v1".into(),
-        format!("{SWAP_REQUESTS}:{:?}", task.head),
-    ];
-    for ts in layout(w.model(t), &task.head) {
-        let own = store.lookup(st, &ts.name).map(|d| d.0.clone());
-        parts.push(own.unwrap_or_default());
-        let base = store.base_digest(task.base, &ts.name).cloned();
-        parts.push(base.unwrap_or_default());
-    }
-    for r in &w.calibration(t).requests {
-        parts.push(format!("{:?}/{}", r.ids, r.len));
-    }
-    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-    crate::weights::digest_of(&refs)
 }
 
 /// Task `t`'s own outputs, and per block the mean swap change over its

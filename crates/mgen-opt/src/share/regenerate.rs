@@ -51,7 +51,7 @@ impl Evaluator<'_> {
             return Ok(());
         }
         let key = memo_key("own-train-v1", w, t, Source::Own, 0, "", tb);
-        if let Some(hit) = self.cache.own_train(&key) {
+        if let Some(hit) = self.cache.own_train.get(&key) {
             self.own_train.insert(t, hit);
             return Ok(());
         }
@@ -71,7 +71,7 @@ impl Evaluator<'_> {
             .collect();
         let rows = rows.map_err(|e| bug(format!("evaluating task `{}`: {e}", w.names[t])))?;
         let o = Arc::new(rows_to_array(&rows));
-        self.cache.put_own_train(key, o.clone());
+        self.cache.own_train.put(key, o.clone());
         self.own_train.insert(t, o);
         Ok(())
     }
@@ -87,7 +87,7 @@ impl Evaluator<'_> {
         let w = self.w;
         let tb = w.training_of(t)?;
         let key = memo_key("head-memo-v1", w, t, s, depth, "", tb);
-        if let Some(pair) = self.cache.head(&key) {
+        if let Some(pair) = self.cache.heads.get(&key) {
             self.steps.tick(1);
             self.found.heads.insert((t, s, depth), pair.clone());
             return Ok(pair);
@@ -112,7 +112,7 @@ impl Evaluator<'_> {
         let feats = feats.map_err(|e| bug(format!("evaluating task `{}`: {e}", w.names[t])))?;
         self.steps.tick(1);
         let pair = ridge_head(&rows_to_array(&feats), &self.own_train[&t]);
-        self.cache.put_head(key, &pair);
+        self.cache.heads.put(key, pair.clone());
         self.found.heads.insert((t, s, depth), pair.clone());
         Ok(pair)
     }
@@ -208,7 +208,7 @@ impl Evaluator<'_> {
 /// The digest of everything a regeneration of `kind` depends on (a
 /// [`super::ShareCache`] key): the task's tensors and the source's, the
 /// task's head, the depth, the `settings`, the training inputs `tb`.
-fn memo_key(
+pub(super) fn memo_key(
     kind: &str,
     w: &Inputs,
     t: usize,
