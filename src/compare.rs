@@ -125,9 +125,12 @@ pub struct Side {
     pub crossbars: u64,
     pub energy_per_request_pj: f64,
     pub energy_pj: f64,
+    /// One request, overlapping timing model.
     pub latency_ns: f64,
     pub lifetime_inferences: Option<f64>,
+    pub makespan_ns: f64,
     pub phases: u32,
+    pub throughput_per_s: f64,
     pub tiles_in_use: u64,
     pub writes_per_cell_per_run: u64,
 }
@@ -143,7 +146,9 @@ impl From<&Totals> for Side {
             energy_pj: t.energy_pj,
             latency_ns: t.latency_ns,
             lifetime_inferences: t.lifetime_inferences,
+            makespan_ns: t.timing.makespan_ns,
             phases: t.phases,
+            throughput_per_s: t.timing.throughput_per_s,
             tiles_in_use: t.tiles_in_use,
             writes_per_cell_per_run: t.writes_per_cell_per_run,
         }
@@ -648,6 +653,14 @@ impl Comparison {
             }
         }
         row(&mut o, "latency", b.latency_ns, m.latency_ns, &sim::time);
+        row(&mut o, "makespan", b.makespan_ns, m.makespan_ns, &sim::time);
+        row(
+            &mut o,
+            "throughput (req/s)",
+            b.throughput_per_s,
+            m.throughput_per_s,
+            &|x| format!("{x:.1}"),
+        );
         let whole = |x: f64| format!("{x:.0}");
         row(
             &mut o,

@@ -1,5 +1,6 @@
 //! `--report DIR`: the report as JSON plus SVG charts (energy by component,
-//! energy by layer, crossbar utilisation per tile). The SVG is written by
+//! energy by layer, crossbar utilisation per tile, and the timing model's
+//! timeline, `crate::timeline`). The SVG is written by
 //! hand: plain horizontal bar charts, no dependencies, readable in any
 //! browser or paper figure pipeline.
 
@@ -105,6 +106,10 @@ pub fn write(dir: &Path, report: &Report, pkg: &Package) -> Result<(), Diags> {
             "%",
             &bars,
         ),
+    )?;
+    w(
+        "timeline.svg",
+        &crate::timeline::svg(&pkg.prog, hw, pkg.requests.len()),
     )?;
     Ok(())
 }

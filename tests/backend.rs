@@ -730,6 +730,15 @@ fn the_report_directory_has_json_and_charts() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(r.join("report.json")).unwrap()).unwrap();
     assert!(json["energy_pj"].as_f64().unwrap() > 0.0 && json["phases"].as_u64().unwrap() > 1);
+    let timeline = std::fs::read_to_string(r.join("timeline.svg")).unwrap();
+    // One bar per scheduled instruction, MVMs among them, on labelled tiles.
+    assert!(timeline.matches("<rect").count() > 10, "{timeline}");
+    assert!(timeline.contains("MVM layer") && timeline.contains(">tile "));
+    assert!(json["throughput_per_s"].as_f64().unwrap() > 0.0);
+    assert!(
+        json["timing"]["makespan_ns"].as_f64().unwrap()
+            <= json["timing"]["sequential_ns"].as_f64().unwrap()
+    );
     let svg = std::fs::read_to_string(r.join("crossbar_utilisation.svg")).unwrap();
     // Bar labels read `<text ...>VALUE %</text>`.
     let percents: Vec<f64> = svg

@@ -4,5 +4,5 @@
 //! they had before the workspace split.
 
 pub use mgen_backend::{codegen, energy, manifest, progdir, program};
-pub use mgen_isa::{isa, quant};
+pub use mgen_isa::{isa, quant, timing};
 pub use mgen_opt::place;

@@ -139,6 +139,12 @@ pub const TABLE: &[Entry] = &[
         "ISAAC (ISCA 2016)",
     ),
     t(
+        "adc_sample",
+        0.78125,
+        "one ADC conversion (1.28 GS/s: a 128-column crossbar read in one 100 ns cycle)",
+        "ISAAC (ISCA 2016): an 8-bit 1.28 GS/s ADC per crossbar",
+    ),
+    t(
         "digital_cycle",
         1.0,
         "one digital-unit cycle",

@@ -46,6 +46,11 @@ pub struct Hardware {
     pub tiles: u64,
     pub cores_per_tile: u64,
     pub crossbars_per_core: u64,
+    /// ADCs per core (shared by its crossbars); `None` is ISAAC's one ADC
+    /// per crossbar. Sets how fast a crossbar's columns are converted
+    /// ([`Hardware::adcs_per_crossbar`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adcs_per_core: Option<u64>,
     /// Bytes of eDRAM buffer per tile.
     pub tile_buffer: u64,
     /// Bytes of data memory per core.
@@ -72,6 +77,7 @@ impl Default for Hardware {
             tiles: 168,
             cores_per_tile: 12,
             crossbars_per_core: 8,
+            adcs_per_core: None,
             tile_buffer: 64 * 1024,
             core_buffer: 2 * 1024,
             endurance: 1e8,
@@ -109,6 +115,15 @@ impl Hardware {
     pub fn crossbars_for(&self, out_dim: u64, in_dim: u64, bits: u32) -> u64 {
         let (rb, cb, sl, sg) = self.blocks(out_dim, in_dim, bits);
         rb.saturating_mul(cb).saturating_mul(sl).saturating_mul(sg)
+    }
+
+    /// ADCs serving one crossbar: `adcs_per_core / crossbars_per_core`
+    /// (ISAAC: 1). Below 1, crossbars of a core take turns on an ADC.
+    pub fn adcs_per_crossbar(&self) -> f64 {
+        match self.adcs_per_core {
+            Some(a) => a as f64 / self.crossbars_per_core.max(1) as f64,
+            None => 1.0,
+        }
     }
 
     /// An energy (pJ) or time (ns) figure: the override if any, else the default.

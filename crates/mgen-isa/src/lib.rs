@@ -6,6 +6,8 @@
 //!   model counting and functional simulation share);
 //! - [`quant`]: weight quantisation into bit-sliced crossbar images and the
 //!   input (DAC) quantisation;
+//! - [`timing`]: when each instruction runs on a chip that overlaps what
+//!   the hardware overlaps (latency, throughput, utilisation);
 //! - [`package`]: the program package a simulation runs.
 //!
 //! Depends on `mgen-util`, `mgen-hw`, `mgen-front` (name suggestions) and
@@ -19,3 +21,4 @@ pub mod cost;
 pub mod isa;
 pub mod package;
 pub mod quant;
+pub mod timing;

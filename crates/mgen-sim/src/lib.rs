@@ -338,7 +338,9 @@ pub struct Totals {
     pub breakdown: BTreeMap<String, f64>,
     pub by_tasks: BTreeMap<String, f64>,
     pub by_layer: BTreeMap<String, f64>,
+    /// One request's latency from the overlapping timing model.
     pub latency_ns: f64,
+    pub timing: mgen_isa::timing::Timing,
     pub adc_conversions: f64,
     pub cell_writes: f64,
     pub crossbars: u64,
@@ -393,7 +395,6 @@ pub fn count(p: &Program, hw: &Hardware, requests: usize) -> Totals {
         }
         let e = c.total() * times;
         t.energy_pj += e;
-        t.latency_ns += c.latency_ns * times;
         t.adc_conversions += c.conversions * times;
         t.cell_writes += c.cell_writes * times;
         if e > 0.0 {
@@ -431,6 +432,8 @@ pub fn count(p: &Program, hw: &Hardware, requests: usize) -> Totals {
         _ => None,
     });
     let most_writes = max_overlap(programmed);
+    t.timing = mgen_isa::timing::timing(p, hw, requests);
+    t.latency_ns = t.timing.latency_ns;
     t.crossbars = used;
     t.tiles_in_use = tiles;
     t.area_mm2 = tiles as f64 * cost::TILE_AREA_MM2;
@@ -747,6 +750,7 @@ pub struct Report {
     pub crossbars_available: u64,
     pub energy_per_request_pj: f64,
     pub energy_pj: f64,
+    /// One request on the programmed chip (overlapping timing model).
     pub latency_ns: f64,
     pub lifetime_inferences: Option<f64>,
     pub mode: Mode,
@@ -754,7 +758,9 @@ pub struct Report {
     pub phases: u32,
     pub requests: usize,
     pub tasks: Vec<TaskMetric>,
+    pub throughput_per_s: f64,
     pub tiles_in_use: u64,
+    pub timing: mgen_isa::timing::Timing,
     pub writes_per_cell_per_run: u64,
 }
 
@@ -778,7 +784,9 @@ impl Report {
             phases: t.phases,
             requests: t.requests,
             tasks,
+            throughput_per_s: t.timing.throughput_per_s,
             tiles_in_use: t.tiles_in_use,
+            timing: t.timing.clone(),
             writes_per_cell_per_run: t.writes_per_cell_per_run,
         }
     }
@@ -837,11 +845,7 @@ impl Report {
             tb.row(vec![k.clone(), si(*v), format!("{:.1}%", share(*v))]);
         }
         s.push_str(&tb.render());
-        s.push_str(&format!(
-            "latency    {} ({} per request, instructions in program order)\n",
-            time(self.latency_ns),
-            time(self.latency_ns / self.requests.max(1) as f64)
-        ));
+        s.push_str(&timing_text(&self.timing));
         s.push_str(&format!(
             "area       {:.2} mm2 ({} tiles in use; {} of {} crossbars, {} phase(s))\n",
             self.area_mm2, self.tiles_in_use, self.crossbars, self.crossbars_available, self.phases
@@ -861,6 +865,37 @@ impl Report {
         }
         s
     }
+}
+
+/// The timing lines of a report.
+pub fn timing_text(t: &mgen_isa::timing::Timing) -> String {
+    let mut s = format!(
+        "latency    {} per request (overlapping model; {} in program order)\n",
+        time(t.latency_ns),
+        time(t.sequential_ns)
+    );
+    s.push_str(&format!(
+        "throughput {:.1} requests/s; makespan {} ({} programming), critical path {}\n",
+        t.throughput_per_s,
+        time(t.makespan_ns),
+        time(t.program_ns),
+        time(t.critical_path_ns)
+    ));
+    let u: Vec<String> = t
+        .utilisation
+        .iter()
+        .map(|(k, v)| format!("{k} {:.1}%", 100.0 * v))
+        .collect();
+    s.push_str(&format!("  utilisation: {}\n", u.join(", ")));
+    let mut layers: Vec<(&String, &f64)> = t.critical_path_by_layer.iter().collect();
+    layers.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+    let l: Vec<String> = layers
+        .iter()
+        .take(6)
+        .map(|(k, v)| format!("{k} {}", time(**v)))
+        .collect();
+    s.push_str(&format!("  critical path by layer: {}\n", l.join(", ")));
+    s
 }
 
 /// Picojoules with an SI prefix (`913.124 uJ`).

@@ -420,6 +420,9 @@ impl Spec {
             "    chips = {}; tiles = {}; cores_per_tile = {}; crossbars_per_core = {};",
             h.chips, h.tiles, h.cores_per_tile, h.crossbars_per_core
         );
+        if let Some(a) = h.adcs_per_core {
+            let _ = writeln!(s, "    adcs_per_core = {a};");
+        }
         let _ = writeln!(
             s,
             "    tile_buffer = {} B; core_buffer = {} B;",

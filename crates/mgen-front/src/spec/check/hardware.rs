@@ -28,6 +28,7 @@ impl Cx {
                 "tiles",
                 "cores_per_tile",
                 "crossbars_per_core",
+                "adcs_per_core",
                 "tile_buffer",
                 "core_buffer",
                 "endurance",
@@ -163,6 +164,11 @@ impl Cx {
         count(self, "tiles", 1_000_000, &mut h.tiles);
         count(self, "cores_per_tile", 1024, &mut h.cores_per_tile);
         count(self, "crossbars_per_core", 1024, &mut h.crossbars_per_core);
+        let mut adcs = 0;
+        count(self, "adcs_per_core", 1 << 20, &mut adcs);
+        if adcs > 0 {
+            h.adcs_per_core = Some(adcs);
+        }
         for (k, dst) in [
             ("tile_buffer", &mut h.tile_buffer),
             ("core_buffer", &mut h.core_buffer),
