@@ -290,6 +290,22 @@ fn compare_writes_a_report_with_the_sharing_tree() {
     ] {
         assert!(dir.path().join(f).exists(), "{f}");
     }
+    // The timing chart: latency and makespan of both sides, in µs.
+    let timing = std::fs::read_to_string(dir.path().join("timing.svg")).unwrap();
+    for label in [
+        "latency baseline",
+        "latency mgen",
+        "makespan baseline",
+        "makespan mgen",
+    ] {
+        assert!(timing.contains(label), "{label}: {timing}");
+    }
+    let us = v["mgen"]["makespan_ns"].as_f64().unwrap() * 1e-3;
+    assert!(us > 0.0, "{v}");
+    // The schedule's candidates carry their timing in the JSON.
+    let t = &v["schedule"]["chosen"]["timing"];
+    assert!(t["makespan_ns"].as_f64().unwrap() > 0.0, "{t}");
+    assert_eq!(v["schedule"]["tolerance_pct"].as_f64(), Some(1.0));
 }
 
 #[test]
@@ -353,4 +369,96 @@ fn buffers_over_the_edram_are_evicted_and_charged() {
         simulated(&mm, &store, &batch)
     };
     assert_eq!(run(&tiny), run(Path::new("examples/quickstart.mgen")));
+}
+
+/// The module after `exact` with the back end's timing model in the
+/// context, as the CLI runs it.
+fn scheduled_timed(path: &Path) -> Scheduled {
+    let mut sources = Sources::new();
+    let f = mgen::driver::front(&mut sources, path)
+        .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
+    let (mut m, _store) = mgen::driver::module_and_store(f, &sources).unwrap();
+    let mut arts = Artifacts::default();
+    let cx = mgen::passes::Context {
+        timing: Some(&mgen::backend::energy::Counting),
+        ..Default::default()
+    };
+    let pl = mgen::passes::resolve("exact").unwrap();
+    mgen::passes::run_pipeline(&mut m, &mut arts, &pl, &cx, |_, _| {}).unwrap();
+    Scheduled {
+        module: m,
+        placement: arts.placement,
+        schedule: arts.schedule,
+    }
+}
+
+/// The makespan of `m` run as candidate `c`, by the full timing model.
+fn makespan_as(m: &Scheduled, c: &mgen::passes::schedule::Candidate) -> f64 {
+    let mut m2 = m.clone();
+    let s = m2.schedule.as_ref().unwrap().with(c);
+    m2.schedule = Some(s);
+    let prog = m2.program();
+    let r = m.spec.workload.requests as usize;
+    mgen::backend::timing::timing(&prog, &m.spec.hardware, r).makespan_ns
+}
+
+/// With a timing model, every candidate is timed (by the same model `mgen
+/// run` reports), and the pick has the shortest makespan among the orders
+/// within the workload's tolerance of the least scheduling energy; a wider
+/// tolerance trades energy for makespan.
+#[test]
+fn the_scheduler_picks_the_best_makespan_among_energy_optimal_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let cheap_writes = |tol: &'static str| {
+        move |s: String| {
+            s.replace(
+                "crossbars_per_core = 8;",
+                "crossbars_per_core = 8; tile_buffer = 524288 B; energy { cell_write = 0.1 pJ; }",
+            )
+            .replace(
+                "requests = 8; seq = 32;",
+                &format!("requests = 8; seq = 32; makespan_tolerance = {tol};"),
+            )
+        }
+    };
+    let mut picks = Vec::new();
+    for (name, tol) in [("narrow.mgen", "1%"), ("wide.mgen", "50%")] {
+        let m = scheduled_timed(&small_chip(dir.path(), name, &cheap_writes(tol)));
+        let s = m.schedule.as_ref().unwrap();
+        assert!(s.candidates.len() >= 3, "{:?}", s.candidates);
+        let least = s
+            .candidates
+            .iter()
+            .map(|c| c.total_pj)
+            .fold(f64::INFINITY, f64::min);
+        let within = |c: &mgen::passes::schedule::Candidate| {
+            c.total_pj <= least * (1.0 + s.tolerance_pct / 100.0)
+        };
+        assert!(within(&s.chosen), "{name}: {:?}", s.chosen);
+        let chosen = makespan_as(&m, &s.chosen);
+        for c in &s.candidates {
+            let t = c.timing.expect("every candidate is timed");
+            let full = makespan_as(&m, c);
+            assert!(
+                (t.makespan_ns - full).abs() <= 1e-9 * full,
+                "{name}: {c:?} vs {full}"
+            );
+            if within(c) {
+                assert!(
+                    chosen <= full,
+                    "{name}: {} at {chosen} ns, {} at {full} ns",
+                    s.chosen.name,
+                    c.name
+                );
+            }
+        }
+        assert_eq!(s.group, s.chosen.group);
+        picks.push((s.chosen.group, s.chosen.total_pj, chosen));
+    }
+    let (narrow, wide) = (picks[0], picks[1]);
+    assert!(
+        narrow.0 != wide.0,
+        "the tolerance changed nothing: {picks:?}"
+    );
+    assert!(wide.1 > narrow.1 && wide.2 < narrow.2, "{picks:?}");
 }

@@ -3,12 +3,16 @@
 //! and each instruction of the per-request loop charged by
 //! [`mgen_isa::cost::cost`], the function counting and functional
 //! simulation also use — so the generator weighs exactly what the
-//! simulator will report.
+//! simulator will report. It is also the scheduler's [`TimingOracle`]: a
+//! schedule's program is generated the same way and list-scheduled by
+//! [`mgen_isa::timing::brief`], the model `mgen run` reports.
 
 use crate::data::Batch;
 use crate::diag::Diags;
 use crate::ir::Module;
+use crate::passes::schedule::{Schedule, Timed, TimingOracle};
 use crate::passes::{EnergyOracle, share::Energies};
+use crate::place::Placement;
 use crate::weights::Store;
 use mgen_isa::cost::cost;
 use mgen_isa::isa::Inst;
@@ -50,5 +54,18 @@ impl EnergyOracle for Counting {
             }
         }
         Ok((shared, unshared, by))
+    }
+}
+
+impl TimingOracle for Counting {
+    fn timing(&self, m: &Module, p: &Placement, s: &Schedule) -> Timed {
+        let prog = crate::codegen::codegen(m, p, Some(s), &HashMap::new());
+        let (latency_ns, throughput_per_s, makespan_ns) =
+            mgen_isa::timing::brief(&prog, &m.spec.hardware, s.requests);
+        Timed {
+            latency_ns,
+            throughput_per_s,
+            makespan_ns,
+        }
     }
 }

@@ -18,7 +18,13 @@ pub mod place;
 pub mod schedule;
 pub mod share;
 
+pub use schedule::TimingOracle;
 pub use share::EnergyOracle;
+
+/// What the back end answers for the optimiser: energy (for `share`) and
+/// timing (for `schedule`). Implemented for every type that answers both.
+pub trait Oracle: EnergyOracle + TimingOracle {}
+impl<T: EnergyOracle + TimingOracle> Oracle for T {}
 
 /// `place`: see [`place`](mod@crate::place).
 pub struct Place;
@@ -181,6 +187,9 @@ pub struct Context<'a> {
     pub share_cache: share::ShareCache,
     /// What a candidate costs, for `share` (the back end's counting model).
     pub energy: Option<&'a dyn EnergyOracle>,
+    /// How long a schedule takes, for `schedule` (the back end's timing
+    /// model); without it, the scheduler weighs energy alone.
+    pub timing: Option<&'a dyn TimingOracle>,
 }
 
 /// Synthetic training inputs of a task with `regenerate = head` and no
@@ -193,17 +202,18 @@ pub const BRANCH_TRAIN_REQUESTS: usize = crate::data::BRANCH_TRAIN_REQUESTS;
 pub const TRAIN_FILE_REQUESTS: usize = crate::data::TRAIN_FILE_REQUESTS;
 
 /// The context a pipeline needs: calibration inputs are loaded only when
-/// it runs `share`; `energy` answers what a candidate costs.
+/// it runs `share`; `oracle` answers what a candidate costs and how long a
+/// schedule takes.
 pub fn context_for<'a>(
     passes: &[Box<dyn Pass>],
     m: &Module,
     store: &'a crate::weights::Store,
     sources: &mut crate::diag::Sources,
     progress: crate::progress::Mode,
-    energy: &'a dyn EnergyOracle,
+    oracle: &'a dyn Oracle,
 ) -> Result<Context<'a>, Diags> {
     if passes.iter().any(|p| p.name() == "share") {
-        Context::load(m, store, sources, progress, energy)
+        Context::load(m, store, sources, progress, oracle)
     } else {
         Ok(Context {
             store: Some(store),
@@ -212,7 +222,8 @@ pub fn context_for<'a>(
             depth_caps: Vec::new(),
             training: Vec::new(),
             share_cache: Default::default(),
-            energy: Some(energy),
+            energy: Some(oracle),
+            timing: Some(oracle),
         })
     }
 }
@@ -235,7 +246,7 @@ impl<'a> Context<'a> {
         store: &'a crate::weights::Store,
         sources: &mut crate::diag::Sources,
         progress: crate::progress::Mode,
-        energy: &'a dyn EnergyOracle,
+        oracle: &'a dyn Oracle,
     ) -> Result<Context<'a>, Diags> {
         let spec = &m.spec;
         // Every inputs file, read once and checked as `mgen check` does.
@@ -271,7 +282,8 @@ impl<'a> Context<'a> {
             depth_caps: Vec::new(),
             training,
             share_cache: Default::default(),
-            energy: Some(energy),
+            energy: Some(oracle),
+            timing: Some(oracle),
         })
     }
 }

@@ -25,6 +25,15 @@
 //! for the report. `tests/schedule.rs` checks the choice against every `g`
 //! by the counting simulator.
 //!
+//! Given a [`TimingOracle`] (the back end's overlapping timing model, which
+//! generates each candidate's program and list-schedules it), the scheduler
+//! also times every candidate and picks, among those whose scheduling
+//! energy is within the workload's `makespan_tolerance` (default 1%) of
+//! the least, the one with the
+//! shortest makespan (then the least energy, then the larger group). With
+//! one phase there is one order, and it is timed for the report. Without an
+//! oracle (a bare [`Context`]) the choice is the energy optimum alone.
+//!
 //! Requires: a verified, placed module (`place` ran). Ensures: the
 //! schedule covers every request exactly once per phase;
 //! [`Module::schedule`] holds it; codegen follows it.
@@ -33,6 +42,7 @@ use super::{Context, Pass};
 use crate::diag::{Diagnostic, Diags};
 use crate::hw::energy::spill_pj;
 use crate::ir::{Module, NodeId, Op};
+use crate::place::Placement;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -55,14 +65,34 @@ impl Pass for SchedulePass {
     fn provides(&self) -> &'static [super::Artifact] {
         &[super::Artifact::Schedule]
     }
-    fn run(&self, m: &mut Module, arts: &mut super::Artifacts, _: &Context) -> Result<(), Diags> {
+    fn run(&self, m: &mut Module, arts: &mut super::Artifacts, cx: &Context) -> Result<(), Diags> {
         let p = arts
             .placement
             .as_ref()
             .ok_or_else(|| bug("the pipeline ran `schedule` without a placement"))?;
-        arts.schedule = Some(schedule(m, p)?);
+        arts.schedule = Some(schedule_timed(m, p, cx.timing)?);
         Ok(())
     }
+}
+
+/// A candidate's figures from the overlapping timing model
+/// (`mgen_isa::timing`), each as in its `Timing`.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Timed {
+    /// One request on the programmed, otherwise empty chip (ns).
+    pub latency_ns: f64,
+    /// Requests per second once the chip is first programmed.
+    pub throughput_per_s: f64,
+    /// The whole batch, every reprogramming included (ns).
+    pub makespan_ns: f64,
+}
+
+/// How long a schedule takes, for `schedule`: the optimiser sees no
+/// programs, so it asks (`mgen_backend::Counting` answers by generating
+/// the program the schedule implies and list-scheduling it).
+pub trait TimingOracle: Sync {
+    /// The figures of module `m`, placed as `p`, run as `s` says.
+    fn timing(&self, m: &Module, p: &Placement, s: &Schedule) -> Timed;
 }
 
 /// One grouping the scheduler weighed.
@@ -79,6 +109,8 @@ pub struct Candidate {
     pub write_pj: f64,
     pub parking_pj: f64,
     pub total_pj: f64,
+    /// Its timing, when the scheduler had a [`TimingOracle`].
+    pub timing: Option<Timed>,
 }
 
 /// A buffer's lifetime within its phase's body (steps of one request).
@@ -104,6 +136,8 @@ pub struct Lifetime {
 #[derive(Debug, Clone, Serialize)]
 pub struct Schedule {
     pub requests: usize,
+    /// The workload's `makespan_tolerance` (percent).
+    pub tolerance_pct: f64,
     pub phases: u32,
     /// Requests per group (the chosen candidate's).
     pub group: usize,
@@ -144,11 +178,7 @@ fn bug(msg: &str) -> Diags {
 
 /// The phase each node runs in under placement `p`: its matrix's, or its
 /// latest operand's (`order` is topological). Codegen uses it too.
-pub fn phases_of(
-    m: &Module,
-    p: &crate::place::Placement,
-    order: &[NodeId],
-) -> HashMap<NodeId, u32> {
+pub fn phases_of(m: &Module, p: &Placement, order: &[NodeId]) -> HashMap<NodeId, u32> {
     let mut phase: HashMap<NodeId, u32> = HashMap::new();
     for id in order {
         let own = p.of(*id).map(|mp| mp.phase).unwrap_or(0);
@@ -163,8 +193,70 @@ pub fn phases_of(
     phase
 }
 
+/// [`schedule`], then each candidate timed by `oracle` and the pick
+/// weighed by makespan (see the module docs); `oracle = None` is
+/// [`schedule`].
+pub fn schedule_timed(
+    m: &Module,
+    p: &Placement,
+    oracle: Option<&dyn TimingOracle>,
+) -> Result<Schedule, Diags> {
+    let mut s = schedule(m, p)?;
+    let Some(oracle) = oracle else {
+        return Ok(s);
+    };
+    for i in 0..s.candidates.len() {
+        let c = s.candidates[i].clone();
+        s.candidates[i].timing = Some(oracle.timing(m, p, &s.with(&c)));
+    }
+    let least = s
+        .candidates
+        .iter()
+        .map(|c| c.total_pj)
+        .fold(f64::INFINITY, f64::min);
+    let makespan = |c: &Candidate| c.timing.map_or(f64::INFINITY, |t| t.makespan_ns);
+    let tolerance = m.spec.workload.makespan_tolerance_pct / 100.0;
+    let pick = s
+        .candidates
+        .iter()
+        .filter(|c| c.total_pj <= least + least.abs() * tolerance)
+        .min_by(|a, b| {
+            makespan(a)
+                .total_cmp(&makespan(b))
+                .then(a.total_pj.total_cmp(&b.total_pj))
+                .then(b.group.cmp(&a.group))
+        })
+        .cloned()
+        .ok_or_else(|| bug("the scheduler weighed no candidate"))?;
+    Ok(s.with(&pick))
+}
+
+impl Schedule {
+    /// The same schedule with candidate `c` chosen: its grouping, parking
+    /// level and execution order.
+    pub fn with(&self, c: &Candidate) -> Schedule {
+        let mut s = self.clone();
+        s.group = if s.phases > 1 { c.group } else { s.requests };
+        s.edram = c.edram;
+        s.chosen = c.clone();
+        s.order = execution_order(s.requests, s.group, s.phases);
+        s
+    }
+}
+
+/// (group first request, count, phase) in execution order.
+fn execution_order(requests: usize, group: usize, phases: u32) -> Vec<(usize, usize, u32)> {
+    let mut order = Vec::new();
+    for first in (0..requests).step_by(group.max(1)) {
+        for ph in 0..phases.max(1) {
+            order.push((first, group.min(requests - first), ph));
+        }
+    }
+    order
+}
+
 /// Computes the schedule of a module placed as `p`.
-pub fn schedule(m: &Module, p: &crate::place::Placement) -> Result<Schedule, Diags> {
+pub fn schedule(m: &Module, p: &Placement) -> Result<Schedule, Diags> {
     let hw = &m.spec.hardware;
     let order = m
         .canonical_order()
@@ -337,6 +429,7 @@ pub fn schedule(m: &Module, p: &crate::place::Placement) -> Result<Schedule, Dia
             write_pj,
             parking_pj,
             total_pj: write_pj + parking_pj,
+            timing: None,
         }
     };
     let mut candidates = Vec::new();
@@ -370,14 +463,10 @@ pub fn schedule(m: &Module, p: &crate::place::Placement) -> Result<Schedule, Dia
         })
         .unwrap_or_else(|| candidate("all requests", requests, false));
     let group = if p.phases > 1 { chosen.group } else { requests };
-    let mut order_steps = Vec::new();
-    for first in (0..requests).step_by(group.max(1)) {
-        for ph in 0..p.phases.max(1) {
-            order_steps.push((first, group.min(requests - first), ph));
-        }
-    }
+    let order_steps = execution_order(requests, group, p.phases);
     Ok(Schedule {
         requests,
+        tolerance_pct: m.spec.workload.makespan_tolerance_pct,
         phases: p.phases,
         group,
         edram: chosen.edram,
@@ -438,15 +527,24 @@ pub fn text(s: &Schedule) -> String {
             s.overflow_bytes
         );
     }
-    let _ = writeln!(
+    let timed = s.candidates.iter().all(|c| c.timing.is_some());
+    let _ = write!(
         o,
         "\n{:<30} {:>7} {:>6} {:>8} {:>16} {:>14} {:>14} {:>14}",
         "order", "group", "eDRAM", "loads", "cell writes", "writes uJ", "parking uJ", "total uJ"
     );
-    for c in &s.candidates {
-        let _ = writeln!(
+    if timed {
+        let _ = write!(
             o,
-            "{:<30} {:>7} {:>6} {:>8} {:>16.0} {:>14.3} {:>14.3} {:>14.3}{}",
+            " {:>14} {:>12} {:>14}",
+            "makespan us", "latency us", "throughput/s"
+        );
+    }
+    let _ = writeln!(o);
+    for c in &s.candidates {
+        let _ = write!(
+            o,
+            "{:<30} {:>7} {:>6} {:>8} {:>16.0} {:>14.3} {:>14.3} {:>14.3}",
             c.name,
             c.group,
             if c.edram { "yes" } else { "no" },
@@ -455,9 +553,30 @@ pub fn text(s: &Schedule) -> String {
             c.write_pj * 1e-6,
             c.parking_pj * 1e-6,
             c.total_pj * 1e-6,
-            if *c == s.chosen { "  <- chosen" } else { "" }
         );
+        if let (true, Some(t)) = (timed, c.timing) {
+            let _ = write!(
+                o,
+                " {:>14.3} {:>12.3} {:>14.1}",
+                t.makespan_ns * 1e-3,
+                t.latency_ns * 1e-3,
+                t.throughput_per_s
+            );
+        }
+        let _ = writeln!(o, "{}", if *c == s.chosen { "  <- chosen" } else { "" });
     }
+    let _ = writeln!(
+        o,
+        "chosen: {}",
+        if timed {
+            format!(
+                "the shortest makespan among the orders within {}% of the least scheduling energy",
+                s.tolerance_pct
+            )
+        } else {
+            "the least scheduling energy (no timing model in this context)".to_string()
+        }
+    );
     let _ = writeln!(o, "\nexecution order (first request, count, phase):");
     let shown = s.order.len().min(12);
     for (a, n, ph) in &s.order[..shown] {

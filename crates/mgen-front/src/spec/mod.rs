@@ -382,7 +382,15 @@ pub struct Workload {
     /// Area mode (`area = delta(bits = N);`): a task's own matrices are
     /// stored as the base's matrix (shared) plus an `N`-bit delta.
     pub area: Option<AreaMode>,
+    /// The task scheduler picks the shortest makespan among the orders
+    /// whose scheduling energy (cell writes plus parking) is at most this
+    /// many percent above the least (`makespan_tolerance = 1%`, the
+    /// default [`DEFAULT_MAKESPAN_TOLERANCE_PCT`]).
+    pub makespan_tolerance_pct: f64,
 }
+
+/// The default `makespan_tolerance`, in percent.
+pub const DEFAULT_MAKESPAN_TOLERANCE_PCT: f64 = 1.0;
 
 /// How the model generator trades energy for crossbars (see
 /// docs/sharing.md, "Area mode").
@@ -526,6 +534,9 @@ impl Spec {
         let _ = writeln!(s, "    tasks = [{}];", names.join(", "));
         if let Some(a) = w.area {
             let _ = writeln!(s, "    area = delta(bits = {});", a.delta_bits);
+        }
+        if w.makespan_tolerance_pct != DEFAULT_MAKESPAN_TOLERANCE_PCT {
+            let _ = writeln!(s, "    makespan_tolerance = {}%;", w.makespan_tolerance_pct);
         }
         let _ = writeln!(s, "}}");
         s

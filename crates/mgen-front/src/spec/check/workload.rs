@@ -24,7 +24,14 @@ impl Cx {
         let b = self.body(
             owner,
             &item.body,
-            &["requests", "seq", "inputs", "tasks", "area"],
+            &[
+                "requests",
+                "seq",
+                "inputs",
+                "tasks",
+                "area",
+                "makespan_tolerance",
+            ],
             &[],
             false,
             item.span.end.saturating_sub(1)..item.span.end,
@@ -252,6 +259,10 @@ impl Cx {
                 }
             },
         };
+        let makespan_tolerance = match b.attrs.get("makespan_tolerance") {
+            None => Some(DEFAULT_MAKESPAN_TOLERANCE_PCT),
+            Some(v) => self.percentage(v, "makespan_tolerance"),
+        };
         if self.diags.len() > before {
             return None;
         }
@@ -262,7 +273,40 @@ impl Cx {
             inputs: inputs?,
             tasks: list.into_iter().map(|(t, _)| t).collect(),
             area,
+            makespan_tolerance_pct: makespan_tolerance?,
         })
+    }
+
+    /// A percentage from 0% to 100%, as the number before the `%`.
+    fn percentage(&mut self, v: &ast::Value, what: &str) -> Option<f64> {
+        match &v.kind {
+            ValueKind::Percent { number, .. }
+                if number.is_finite() && (0.0..=100.0).contains(number) =>
+            {
+                Some(*number)
+            }
+            ValueKind::Percent { text, .. } => {
+                self.err(
+                    Diagnostic::error(
+                        Code::E017,
+                        format!("`{what}` must be between 0% and 100%, not {text}%"),
+                    )
+                    .at(self.file, v.span.clone(), "out of range"),
+                );
+                None
+            }
+            _ => {
+                self.err(
+                    Diagnostic::error(
+                        Code::E016,
+                        format!("`{what}` must be a percentage, found {}", v.describe()),
+                    )
+                    .at(self.file, v.span.clone(), "expected e.g. `5%`")
+                    .help("the scheduler picks the shortest makespan among orders within this much of the least scheduling energy"),
+                );
+                None
+            }
+        }
     }
 }
 
