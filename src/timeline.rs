@@ -1,7 +1,9 @@
 //! `timeline.svg` of `--report`: the overlapping timing model's schedule
 //! (`mgen_isa::timing::slots`), one row per tile, time across, each
 //! instruction a bar coloured by its task set (a legend maps colours to
-//! task sets). Initial programming is left out: the chart starts when the
+//! task sets). Only request work is drawn: the initial programming and
+//! every reprogramming between request groups (work of no request) are
+//! left out, so a reprogramming shows as a gap; the chart starts when the
 //! first request does. At most [`MAX_ROWS`] tiles and [`MAX_BARS`] bars.
 
 use crate::backend::isa::Program;

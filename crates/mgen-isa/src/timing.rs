@@ -339,8 +339,14 @@ impl Run<'_> {
         let end = start + d;
         if !self.unlimited {
             self.busy.take(&rs, start, end);
-            if let Some(r) = rs.first() {
-                *self.busy_ns.entry(r.kind()).or_insert(0.0) += d * size;
+            // Programming is the array-write path's work (one per tile);
+            // everything else is its first resource's, weighted by size.
+            let charge = match inst {
+                Inst::XbProgram(_) => Some(("array_write", 1.0)),
+                _ => rs.first().map(|r| (r.kind(), size)),
+            };
+            if let Some((kind, w)) = charge {
+                *self.busy_ns.entry(kind).or_insert(0.0) += d * w;
             }
         }
         self.end = self.end.max(end);
@@ -527,11 +533,7 @@ pub fn timing(p: &Program, hw: &Hardware, requests: usize) -> Timing {
     let counts = resource_counts(&run.busy);
     for (k, ns) in &run.busy_ns {
         let n = if *k == "crossbars" {
-            p.images
-                .iter()
-                .filter(|m| m.reuses.is_none())
-                .map(|m| m.crossbars as f64)
-                .sum()
+            physical_crossbars(p)
         } else {
             counts.get(k).copied().unwrap_or(1.0)
         }
@@ -548,6 +550,27 @@ pub fn timing(p: &Program, hw: &Hardware, requests: usize) -> Timing {
         critical_path_by_layer: critical_by_layer(p, hw, requests.min(1)),
         utilisation,
     }
+}
+
+/// Crossbars the program's images occupy on the chip: the union of their
+/// ranges (images of different phases on the same crossbars count once).
+fn physical_crossbars(p: &Program) -> f64 {
+    let mut ranges: Vec<(u64, u64)> = p
+        .images
+        .iter()
+        .filter(|m| m.reuses.is_none())
+        .map(|m| (m.first, m.first.saturating_add(m.crossbars)))
+        .collect();
+    ranges.sort_unstable();
+    let (mut total, mut reach) = (0u64, 0u64);
+    for (a, b) in ranges {
+        let a = a.max(reach);
+        if b > a {
+            total += b - a;
+            reach = b;
+        }
+    }
+    total as f64
 }
 
 /// How many resources of each kind the run used (crossbars counted one by
