@@ -122,6 +122,8 @@ pub struct Side {
     pub area_mm2: f64,
     pub breakdown: BTreeMap<String, f64>,
     pub cell_writes: f64,
+    /// One request's dependency chain with unlimited resources (ns).
+    pub critical_path_ns: f64,
     pub crossbars: u64,
     pub energy_per_request_pj: f64,
     pub energy_pj: f64,
@@ -132,6 +134,8 @@ pub struct Side {
     pub phases: u32,
     pub throughput_per_s: f64,
     pub tiles_in_use: u64,
+    /// Busy share per resource kind over the makespan (timing model).
+    pub utilisation: BTreeMap<String, f64>,
     pub writes_per_cell_per_run: u64,
 }
 
@@ -141,6 +145,7 @@ impl From<&Totals> for Side {
             area_mm2: t.area_mm2,
             breakdown: t.breakdown.clone(),
             cell_writes: t.cell_writes,
+            critical_path_ns: t.timing.critical_path_ns,
             crossbars: t.crossbars,
             energy_per_request_pj: t.energy_per_request_pj(),
             energy_pj: t.energy_pj,
@@ -150,6 +155,7 @@ impl From<&Totals> for Side {
             phases: t.phases,
             throughput_per_s: t.timing.throughput_per_s,
             tiles_in_use: t.tiles_in_use,
+            utilisation: t.timing.utilisation.clone(),
             writes_per_cell_per_run: t.writes_per_cell_per_run,
         }
     }
@@ -673,6 +679,30 @@ impl Comparison {
             &|x| format!("{x:.1}"),
             true,
         );
+        row(
+            &mut o,
+            "critical path (batch)",
+            b.critical_path_ns,
+            m.critical_path_ns,
+            &sim::time,
+        );
+        let kinds: std::collections::BTreeSet<&String> =
+            b.utilisation.keys().chain(m.utilisation.keys()).collect();
+        for k in kinds {
+            let pct = |x: &Side| {
+                format!(
+                    "{:.1}%",
+                    100.0 * x.utilisation.get(k).copied().unwrap_or(0.0)
+                )
+            };
+            let _ = writeln!(
+                o,
+                "{:<26} {:>16} {:>16}",
+                format!("  busy: {k}"),
+                pct(b),
+                pct(m)
+            );
+        }
         let whole = |x: f64| format!("{x:.0}");
         row(
             &mut o,

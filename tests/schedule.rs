@@ -306,6 +306,20 @@ fn compare_writes_a_report_with_the_sharing_tree() {
     let t = &v["schedule"]["chosen"]["timing"];
     assert!(t["makespan_ns"].as_f64().unwrap() > 0.0, "{t}");
     assert_eq!(v["schedule"]["tolerance_pct"].as_f64(), Some(1.0));
+    // Utilisation and the critical path, side by side.
+    for side in ["baseline", "mgen"] {
+        let u = v[side]["utilisation"]["crossbars"].as_f64().unwrap();
+        assert!(u > 0.0 && u <= 1.0, "{side}: {u}");
+        let cp = v[side]["critical_path_ns"].as_f64().unwrap();
+        assert!(
+            cp > 0.0 && cp <= v[side]["makespan_ns"].as_f64().unwrap(),
+            "{side}"
+        );
+    }
+    assert!(
+        out.contains("busy: crossbars") && out.contains("critical path (batch)"),
+        "{out}"
+    );
 }
 
 #[test]
