@@ -506,29 +506,32 @@ fn schedule<'a>(
 /// makespan_ns)`, each as in [`Timing`].
 pub fn brief(p: &Program, hw: &Hardware, requests: usize) -> (f64, f64, f64) {
     let (run, program_ns) = schedule(p, hw, requests, false, false);
+    let latency = latency_ns(p, hw, requests);
+    (latency, throughput(requests, run.end, program_ns), run.end)
+}
+
+/// One request's latency on the programmed, otherwise empty chip.
+fn latency_ns(p: &Program, hw: &Hardware, requests: usize) -> f64 {
     let (one, one_program) = schedule(p, hw, requests.min(1), false, false);
-    let span = (run.end - program_ns).max(0.0);
-    let throughput = if span > 0.0 && requests > 0 {
+    (one.first_end - one_program).max(0.0)
+}
+
+/// Requests per second once the chip is programmed (0 for an empty run).
+fn throughput(requests: usize, makespan: f64, program_ns: f64) -> f64 {
+    let span = (makespan - program_ns).max(0.0);
+    if span > 0.0 && requests > 0 {
         requests as f64 / span * 1e9
     } else {
         0.0
-    };
-    ((one.first_end - one_program).max(0.0), throughput, run.end)
+    }
 }
 
 /// The timing of a run over `requests` requests.
 pub fn timing(p: &Program, hw: &Hardware, requests: usize) -> Timing {
     let (run, program_ns) = schedule(p, hw, requests, false, false);
     let makespan = run.end;
-    let (one, one_program) = schedule(p, hw, requests.min(1), false, false);
     let (free, _) = schedule(p, hw, requests, true, false);
     let sequential = sequential_ns(p, hw, requests, &run.durations);
-    let span = (makespan - program_ns).max(0.0);
-    let throughput = if span > 0.0 && requests > 0 {
-        requests as f64 / span * 1e9
-    } else {
-        0.0
-    };
     let mut utilisation = BTreeMap::new();
     let counts = resource_counts(&run.busy);
     for (k, ns) in &run.busy_ns {
@@ -541,8 +544,8 @@ pub fn timing(p: &Program, hw: &Hardware, requests: usize) -> Timing {
         utilisation.insert(k.to_string(), ns / (n * makespan.max(1e-30)));
     }
     Timing {
-        latency_ns: (one.first_end - one_program).max(0.0),
-        throughput_per_s: throughput,
+        latency_ns: latency_ns(p, hw, requests),
+        throughput_per_s: throughput(requests, makespan, program_ns),
         makespan_ns: makespan,
         program_ns,
         sequential_ns: sequential,
