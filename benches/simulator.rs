@@ -15,9 +15,9 @@ fn main() {
     // Preparing (slicing) the images is the simulator's "programming" step:
     // timed on its own, once per program, then excluded from the per-request ratio.
     let t = Instant::now();
-    let sliced = mgen::sim::prepare_images(&pkg, false);
+    let sliced = mgen::sim::prepare_images(&pkg, false, 0);
     let prep = t.elapsed().as_secs_f64();
-    let ideal = mgen::sim::prepare_images(&pkg, true);
+    let ideal = mgen::sim::prepare_images(&pkg, true, 0);
     let (mut tr, mut ts, mut ti, mut tw) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
         let t = Instant::now();
@@ -25,12 +25,13 @@ fn main() {
         tr.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         std::hint::black_box(
-            mgen::sim::simulate_prepared(&pkg, &sliced, false, mgen::progress::Mode::Off).unwrap(),
+            mgen::sim::simulate_prepared(&pkg, &sliced, false, 0, mgen::progress::Mode::Off)
+                .unwrap(),
         );
         ts.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
         std::hint::black_box(
-            mgen::sim::simulate_prepared(&pkg, &ideal, true, mgen::progress::Mode::Off).unwrap(),
+            mgen::sim::simulate_prepared(&pkg, &ideal, true, 0, mgen::progress::Mode::Off).unwrap(),
         );
         ti.push(t.elapsed().as_secs_f64());
         let t = Instant::now();

@@ -187,11 +187,46 @@ pub struct Budget {
     /// the same chip.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_chip: Option<f64>,
+    /// On a noisy chip: `on_chip` over the chip instances (`on_chip` is
+    /// then their `--quantile`, which decides `holds`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noisy: Option<NoisyBudget>,
     /// What `value` measures.
     pub source: &'static str,
     /// mgen's simulated outputs (or, without simulation, the generator's
     /// float outputs) against the task's own float model.
     pub value: f64,
+}
+
+/// One budget's on-chip figure over noisy chip instances: mgen on chip
+/// `k` against the task's own model (the baseline) on chip `k`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NoisyBudget {
+    pub mean: f64,
+    /// On a noise-free chip.
+    pub noise_free: f64,
+    /// Per instance, in seed order.
+    pub per_chip: Vec<f64>,
+    /// The `--quantile` from the bad end (the lowest for every budget metric).
+    pub quantile: f64,
+    pub worst: f64,
+}
+
+/// The noise a comparison ran under.
+#[derive(Debug, Clone, Serialize)]
+pub struct NoiseRun {
+    pub chips: usize,
+    pub first_seed: u64,
+    /// The noise model, one line.
+    pub model: String,
+    pub quantile: f64,
+}
+
+/// Which chips a comparison runs on: instances and the noise model.
+pub struct OnChips<'a> {
+    pub chips: sim::chips::Chips,
+    /// Sets the hardware's noise model (from `--noise`, `--noise-scale`).
+    pub set_noise: &'a dyn Fn(&mut crate::hw::Hardware),
 }
 
 /// One task of a comparison.
@@ -271,6 +306,9 @@ pub struct Comparison {
     pub file: String,
     pub mgen: Side,
     pub mode: sim::Mode,
+    /// The chips' noise (absent on a noise-free chip).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise: Option<NoiseRun>,
     pub notes: Vec<String>,
     /// The `--regenerate` level, or `as written`.
     pub regenerate: &'static str,
@@ -287,9 +325,14 @@ pub struct Comparison {
 }
 
 /// The baseline's side, computed once.
+/// Every task's outputs, workload order.
+type Outputs = Vec<ndarray::Array2<f32>>;
+
 struct Baseline {
     pb: crate::sim::Package,
     ob: Option<Vec<ndarray::Array2<f32>>>,
+    /// On a noisy chip: the baseline on every instance, and noise-free.
+    noisy: Option<(Vec<Outputs>, Outputs)>,
     /// Simulated comparisons with test sets only.
     held: Option<BaselineHeldOut>,
 }
@@ -310,8 +353,9 @@ pub fn compare(
     counts_only: bool,
     progress: crate::progress::Mode,
     cache: &share::ShareCache,
+    chips: &OnChips,
 ) -> Result<Comparison, Diags> {
-    let mut all = compare_levels(file, sources, counts_only, progress, &[None], cache)?;
+    let mut all = compare_levels(file, sources, counts_only, progress, &[None], cache, chips)?;
     Ok(all.remove(0))
 }
 
@@ -324,9 +368,11 @@ pub fn compare_levels(
     progress: crate::progress::Mode,
     levels: &[Option<Level>],
     cache: &share::ShareCache,
+    chips: &OnChips,
 ) -> Result<Vec<Comparison>, Diags> {
     let f = crate::driver::front(sources, file)?;
-    let (lowered, store) = crate::driver::module_and_store(f, sources)?;
+    let (mut lowered, store) = crate::driver::module_and_store(f, sources)?;
+    (chips.set_noise)(&mut lowered.spec.hardware);
     let batch = crate::data::load(&lowered.spec, sources)?;
     // Checked before anything is compiled (a bad test file fails fast).
     let tests = TestSets::load(&lowered.spec, sources)?;
@@ -334,16 +380,22 @@ pub fn compare_levels(
     // not retrained again (joint trainings are kept in its folder too).
     let (base, base_arts) = compiled(&lowered, "baseline", &store, sources, progress, &[], cache)?;
     let mut pb = crate::backend::program::package(&base, &base_arts, &store, &batch, counts_only)?;
-    let ob = if counts_only {
-        None
+    let noisy_chip = !counts_only && !pb.hw.noise.is_off();
+    let (ob, noisy) = if counts_only {
+        (None, None)
+    } else if noisy_chip {
+        let all = sim::chips::simulate_all(&pb, false, &chips.chips, progress)?;
+        let clean = sim::simulate_noise_free(&pb, false, progress)?;
+        (Some(all[0].clone()), Some((all, clean)))
     } else {
-        Some(sim::simulate(&pb, false, progress)?)
+        (Some(sim::simulate(&pb, false, progress)?), None)
     };
     let held = match tests {
         Some(ts) if !counts_only => {
             let own = crate::reference::run(&base, &store, &ts.batch)?;
             let own: Vec<ndarray::Array2<f32>> = own.into_iter().map(|o| o.values).collect();
-            let chip = crate::held_out::simulate(&mut pb, &ts.batch.requests, progress)?;
+            let chip =
+                crate::held_out::simulate(&mut pb, &ts.batch.requests, chips.chips.seed, progress)?;
             Some(BaselineHeldOut {
                 own_f32: ts.score(&lowered.spec, &own),
                 chip: ts.score(&lowered.spec, &chip),
@@ -352,7 +404,12 @@ pub fn compare_levels(
         }
         _ => None,
     };
-    let baseline = Baseline { pb, ob, held };
+    let baseline = Baseline {
+        pb,
+        ob,
+        noisy,
+        held,
+    };
     let mut out = Vec::new();
     for level in levels {
         let mut m = lowered.clone();
@@ -369,6 +426,7 @@ pub fn compare_levels(
             counts_only,
             progress,
             cache,
+            &chips.chips,
         )?;
         c.regenerate = level.map(|l| l.name()).unwrap_or("as written");
         out.push(c);
@@ -387,6 +445,7 @@ fn compare_one(
     counts_only: bool,
     progress: crate::progress::Mode,
     cache: &share::ShareCache,
+    chips: &sim::chips::Chips,
 ) -> Result<Comparison, Diags> {
     let t0 = std::time::Instant::now();
     let (pb, ob) = (&baseline.pb, &baseline.ob);
@@ -397,22 +456,32 @@ fn compare_one(
     // sharing depth, and the tree is generated again.
     let mut caps: Vec<Option<usize>> = vec![None; n];
     let mut rounds = Vec::new();
+    let mut last_oms: Vec<Vec<ndarray::Array2<f32>>> = Vec::new();
     let (ours, arts, mut pm, om) = loop {
         let (ours, arts) = compiled(lowered, "default", store, sources, progress, &caps, cache)?;
         let pm = crate::backend::program::package(&ours, &arts, store, batch, counts_only)?;
         let Some(ob) = &ob else {
             break (ours, arts, pm, None);
         };
-        let om = sim::simulate(&pm, false, progress)?;
+        let oms = match &baseline.noisy {
+            Some(_) => sim::chips::simulate_all(&pm, false, chips, progress)?,
+            None => vec![sim::simulate(&pm, false, progress)?],
+        };
+        let obs = match &baseline.noisy {
+            Some((all, _)) => all.as_slice(),
+            None => std::slice::from_ref(ob),
+        };
         let sharing = arts.sharing.as_ref();
         let failing: Vec<usize> = (0..n)
             .filter(|&t| {
                 let task = &ours.spec.tasks[ours.spec.workload.tasks[t]];
                 task.budgets
                     .iter()
-                    .any(|b| !share::measure(b, &task.head, &om[t], &ob[t], &labels).holds)
+                    .any(|b| !holds_on_chips(b, &task.head, t, &oms, obs, &labels, chips.quantile))
             })
             .collect();
+        let om = oms[0].clone();
+        last_oms = oms;
         let depths: Vec<usize> = (0..n)
             .map(|t| sharing.map(|s| s.tasks[t].depth).unwrap_or(0))
             .collect();
@@ -455,6 +524,10 @@ fn compare_one(
             })
             .count()
     };
+    let om_clean = match &baseline.noisy {
+        Some(_) => Some(sim::simulate_noise_free(&pm, false, progress)?),
+        None => None,
+    };
     let mut tasks = Vec::new();
     let sim_outputs = match (ob.as_ref(), om) {
         (Some(ob), Some(om)) => Some((ob, om)),
@@ -464,7 +537,8 @@ fn compare_one(
     let held: Vec<Option<HeldOut>> = match &baseline.held {
         Some(bh) => {
             let ts = &bh.sets;
-            let chip = crate::held_out::simulate(&mut pm, &ts.batch.requests, progress)?;
+            let chip =
+                crate::held_out::simulate(&mut pm, &ts.batch.requests, chips.seed, progress)?;
             let ours_scores = ts.score(&ours.spec, &chip);
             (0..n)
                 .map(|t| {
@@ -500,15 +574,41 @@ fn compare_one(
                     // The task's own model on the same chip is the baseline's
                     // simulated outputs: the budget on the chip.
                     let chip = share::measure(b, &task.head, &om[t], &ob[t], &labels);
+                    let noisy = match (&baseline.noisy, &om_clean) {
+                        (Some((obs, ob_clean)), Some(om_clean)) => Some(noisy_budget(
+                            b,
+                            &task.head,
+                            t,
+                            &last_oms,
+                            obs,
+                            (om_clean, ob_clean),
+                            &labels,
+                            chips,
+                        )),
+                        _ => None,
+                    };
+                    let holds = match &baseline.noisy {
+                        Some((obs, _)) => holds_on_chips(
+                            b,
+                            &task.head,
+                            t,
+                            &last_oms,
+                            obs,
+                            &labels,
+                            chips.quantile,
+                        ),
+                        None => chip.holds,
+                    };
                     Budget {
                         baseline_simulated: Some(b_sim.value),
                         bound: m_sim.bound,
                         budget: m_sim.budget,
                         float_holds: Some(m_float.holds),
-                        holds: chip.holds,
+                        holds,
                         metric: m_sim.metric,
                         mgen_float: Some(m_float.value),
-                        on_chip: Some(chip.value),
+                        on_chip: Some(noisy.as_ref().map_or(chip.value, |x| x.quantile)),
+                        noisy,
                         source: "mgen simulated outputs vs the task's own model simulated on the same chip (on_chip, holds) and vs its own float model (value), workload requests",
                         value: m_sim.value,
                     }
@@ -524,6 +624,7 @@ fn compare_one(
                         metric: g.metric,
                         mgen_float: None,
                         on_chip: None,
+                        noisy: None,
                         source: "generator: float outputs vs the task's own float model, calibration inputs",
                         value: g.value,
                     }
@@ -569,6 +670,12 @@ fn compare_one(
         } else {
             sim::Mode::Functional
         },
+        noise: baseline.noisy.as_ref().map(|(all, _)| NoiseRun {
+            chips: all.len(),
+            first_seed: chips.seed,
+            model: pm.hw.noise.describe(),
+            quantile: chips.quantile,
+        }),
         notes,
         regenerate: "as written",
         requests: r,
@@ -579,6 +686,58 @@ fn compare_one(
         tasks,
         sharing,
     })
+}
+
+/// Whether budget `b` of task `t` holds on the chips: mgen on chip `k`
+/// (`oms[k]`) against the task's own model on chip `k` (`obs[k]`), the
+/// margin over the bound at the lower `quantile` over chips (a NaN on any
+/// chip fails it).
+fn holds_on_chips(
+    b: &crate::spec::Budget,
+    head: &Head,
+    t: usize,
+    oms: &[Vec<ndarray::Array2<f32>>],
+    obs: &[Vec<ndarray::Array2<f32>>],
+    labels: &[Option<Label>],
+    quantile: f64,
+) -> bool {
+    let margins: Vec<f64> = oms
+        .iter()
+        .zip(obs)
+        .map(|(om, ob)| {
+            let m = share::measure(b, head, &om[t], &ob[t], labels);
+            m.value - m.bound
+        })
+        .collect();
+    let q = mgen_util::stats::low_quantile(&margins, quantile);
+    q.is_finite() && q >= -1e-12
+}
+
+/// [`NoisyBudget`] of budget `b` of task `t`; `clean` is (mgen, baseline)
+/// on a noise-free chip.
+#[allow(clippy::too_many_arguments)]
+fn noisy_budget(
+    b: &crate::spec::Budget,
+    head: &Head,
+    t: usize,
+    oms: &[Vec<ndarray::Array2<f32>>],
+    obs: &[Vec<ndarray::Array2<f32>>],
+    clean: (&[ndarray::Array2<f32>], &[ndarray::Array2<f32>]),
+    labels: &[Option<Label>],
+    chips: &sim::chips::Chips,
+) -> NoisyBudget {
+    let per_chip: Vec<f64> = oms
+        .iter()
+        .zip(obs)
+        .map(|(om, ob)| share::measure(b, head, &om[t], &ob[t], labels).value)
+        .collect();
+    NoisyBudget {
+        mean: per_chip.iter().sum::<f64>() / per_chip.len().max(1) as f64,
+        noise_free: share::measure(b, head, &clean.0[t], &clean.1[t], labels).value,
+        quantile: mgen_util::stats::low_quantile(&per_chip, chips.quantile),
+        worst: mgen_util::stats::low_quantile(&per_chip, 0.0),
+        per_chip,
+    }
 }
 
 /// How a report names its mode in its title line.
@@ -736,6 +895,9 @@ impl Comparison {
         );
         o.push('\n');
         o.push_str(&self.task_table());
+        if let Some(n) = &self.noise {
+            o.push_str(&self.noise_table(n));
+        }
         if self.chip_rounds.len() > 1 {
             let _ = writeln!(
                 o,
@@ -857,6 +1019,50 @@ impl Comparison {
             }
         }
         tb.render()
+    }
+
+    /// The noise table of [`Comparison::text`]: each budget's on-chip
+    /// figure noise-free and over the chip instances.
+    fn noise_table(&self, n: &NoiseRun) -> String {
+        use crate::table::{Align, Table};
+        let (l, r) = (Align::Left, Align::Right);
+        let q = format!("q{}", n.quantile);
+        let mut tb = Table::new(&[
+            ("task", l),
+            ("budget", l),
+            ("noise-free", r),
+            ("mean", r),
+            ("worst", r),
+            (q.as_str(), r),
+            ("holds", r),
+        ])
+        .indent(2)
+        .gap(2);
+        for t in &self.tasks {
+            for bd in &t.budgets {
+                let Some(x) = &bd.noisy else { continue };
+                tb.row(vec![
+                    t.name.clone(),
+                    bd.budget
+                        .trim_start_matches("keep ")
+                        .trim_end_matches(';')
+                        .to_string(),
+                    format!("{:.4}", x.noise_free),
+                    format!("{:.4}", x.mean),
+                    format!("{:.4}", x.worst),
+                    format!("{:.4}", x.quantile),
+                    if bd.holds { "yes" } else { "NO" }.to_string(),
+                ]);
+            }
+        }
+        format!(
+            "\nunder noise ({}) on {} chip(s), seeds {}..{}: on chip, mgen vs the task's own model on the same chip;\n{}  ({q} decides `holds`; the table above shows the first chip, on chip = {q}; energy, latency, area and wear are unchanged by noise)\n",
+            n.model,
+            n.chips,
+            n.first_seed,
+            n.first_seed + n.chips.max(1) as u64 - 1,
+            tb.render()
+        )
     }
 
     /// The held-out table of [`Comparison::text`]: one row per task with a

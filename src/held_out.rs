@@ -132,21 +132,23 @@ pub fn score(head: &Head, out: ArrayView2<f32>, labels: &[Option<Label>]) -> f64
 /// Runs `requests` through `pkg`'s program on the simulator, in runs of at
 /// most the workload's request count (a schedule's request groups are laid
 /// out for it), and gives the per-task outputs `[requests, width]`.
-/// `pkg`'s own requests are restored afterwards.
+/// `pkg`'s own requests are restored afterwards. `chip` is the chip
+/// instance (the seed of its device errors).
 pub fn simulate(
     pkg: &mut Package,
     requests: &[Request],
+    chip: u64,
     progress: crate::progress::Mode,
 ) -> Result<Vec<Array2<f32>>, Diags> {
     crate::sim::validate_package(pkg)?;
-    let images = crate::sim::prepare_images(pkg, false);
+    let images = crate::sim::prepare_images(pkg, false, chip);
     let per = pkg.requests.len().max(1);
     let own = std::mem::take(&mut pkg.requests);
     let mut parts: Vec<Vec<Array2<f32>>> = Vec::new();
     let mut result = Ok(());
-    for chunk in requests.chunks(per) {
+    for (k, chunk) in requests.chunks(per).enumerate() {
         pkg.requests = chunk.to_vec();
-        match crate::sim::simulate_prepared(pkg, &images, false, progress) {
+        match crate::sim::simulate_prepared(pkg, &images, false, k * per, progress) {
             Ok(o) => parts.push(o),
             Err(d) => {
                 result = Err(d);

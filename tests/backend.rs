@@ -340,6 +340,7 @@ fn ideal_adc_mvm_is_within_the_quantisation_bound() {
             mgen::backend::quant::InputQuant::symmetric(sx, hw.input_bits),
             &hw,
             true,
+            0,
         );
         let y = mgen::sim::exec::mvm(&img, &x.clone().into_dyn(), &hw, true);
         let y = y.into_dimensionality::<ndarray::Ix2>().unwrap();
@@ -376,6 +377,7 @@ fn the_adc_saturates_when_column_sums_exceed_its_range() {
             mgen::backend::quant::InputQuant::symmetric(1.0 / 127.0, 8),
             &hw,
             true,
+            0,
         ),
         &x.clone().into_dyn(),
         &hw,
@@ -386,6 +388,7 @@ fn the_adc_saturates_when_column_sums_exceed_its_range() {
         mgen::backend::quant::InputQuant::symmetric(1.0 / 127.0, 8),
         &hw,
         false,
+        0,
     );
     assert!(real_img.fast_fraction < 1.0);
     let real = mgen::sim::exec::mvm(&real_img, &x.into_dyn(), &hw, false);

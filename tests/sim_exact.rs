@@ -131,7 +131,7 @@ proptest! {
         let x = matrix(seed + 7, tokens, inp, 1.0);
         let q = quantize_weights(w.view(), hw.weight_bits);
         let xq = InputQuant::symmetric(1.0 / 127.0, hw.input_bits);
-        let img = mgen::sim::exec::prepare(&q, xq, &hw, ideal);
+        let img = mgen::sim::exec::prepare(&q, xq, &hw, ideal, 0);
         let got = mgen::sim::exec::mvm(&img, &x.clone().into_dyn(), &hw, ideal);
         let want = oracle(&q, xq, &x, &hw, ideal);
         for (g, w) in got.iter().zip(want.iter()) {
@@ -147,7 +147,7 @@ fn a_vector_input_is_one_token() {
     let x = matrix(2, 1, 40, 1.0);
     let q = quantize_weights(w.view(), hw.weight_bits);
     let xq = InputQuant::symmetric(1.0 / 127.0, hw.input_bits);
-    let img = mgen::sim::exec::prepare(&q, xq, &hw, false);
+    let img = mgen::sim::exec::prepare(&q, xq, &hw, false, 0);
     let v: Array1<f32> = x.row(0).to_owned();
     let got = mgen::sim::exec::mvm(&img, &v.into_dyn(), &hw, false);
     let want = oracle(&q, xq, &x, &hw, false);

@@ -24,6 +24,11 @@ pub(super) struct Args {
     /// (e.g. `none,head,branch`), against one baseline.
     #[arg(long, value_enum, value_delimiter = ',')]
     regenerate: Vec<Level>,
+    /// On a noisy chip, `holds` is decided over `--chips` instances at the
+    /// `--quantile` (0: every chip), and the chip rounds regenerate the
+    /// tree when noise breaks a budget.
+    #[command(flatten)]
+    noise: super::noise::NoiseArgs,
 }
 
 pub(super) fn run(
@@ -32,6 +37,11 @@ pub(super) fn run(
     sources: &mut Sources,
     g: &super::Global,
 ) -> Result<i32, Diags> {
+    let set = |hw: &mut crate::hw::Hardware| a.noise.apply(hw);
+    let chips = crate::compare::OnChips {
+        chips: a.noise.chips(),
+        set_noise: &set,
+    };
     let (json, text, written) = if a.regenerate.is_empty() {
         let c = crate::compare::compare(
             &a.file,
@@ -39,6 +49,7 @@ pub(super) fn run(
             a.counts_only,
             io.progress,
             &g.share_cache(),
+            &chips,
         )?;
         if let Some(dir) = &a.report {
             c.write_report(dir)?;
@@ -53,6 +64,7 @@ pub(super) fn run(
             io.progress,
             &levels,
             &g.share_cache(),
+            &chips,
         )?;
         let l = Levels::new(&a.file, all);
         if let Some(dir) = &a.report {

@@ -11,6 +11,7 @@ mod check;
 mod compare;
 mod compile;
 mod finetune;
+mod noise;
 mod passes;
 mod run;
 mod sim;

@@ -34,6 +34,8 @@ pub(super) struct Args {
     /// Write report.json and SVG charts into DIR.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
+    #[command(flatten)]
+    noise: super::noise::NoiseArgs,
 }
 
 pub(super) fn run(
@@ -60,6 +62,7 @@ pub(super) fn run(
     let batch = crate::data::load(&m.spec, sources)?;
     if !a.reference {
         let mut pkg = crate::backend::program::package(&m, &arts, &store, &batch, a.counts_only)?;
+        a.noise.apply(&mut pkg.hw);
         // Accuracy is against each task's own model: when the generator
         // changed what a task computes, its reference is the unshared
         // model's float outputs.
@@ -72,6 +75,7 @@ pub(super) fn run(
             json: a.json,
             dump: a.dump_outputs.as_deref(),
             report: a.report.as_deref(),
+            chips: a.noise.chips(),
         };
         return simulate_and_report(io, &pkg, a.counts_only, a.ideal_adc, out, &store.notes);
     }

@@ -25,15 +25,19 @@ pub(super) struct Args {
     /// An ADC that never saturates (isolates quantisation from saturation).
     #[arg(long = "ideal-adc")]
     ideal_adc: bool,
+    #[command(flatten)]
+    noise: super::noise::NoiseArgs,
 }
 
 pub(super) fn run(a: Args, io: &mut Io, sources: &mut Sources) -> Result<i32, Diags> {
-    let pkg = crate::backend::program::read_dir(&a.dir, sources)?;
+    let mut pkg = crate::backend::program::read_dir(&a.dir, sources)?;
+    a.noise.apply(&mut pkg.hw);
     let functional = !pkg.images.is_empty() || pkg.prog.images.is_empty();
     let out = Output {
         json: a.json,
         dump: a.dump_outputs.as_deref(),
         report: a.report.as_deref(),
+        chips: a.noise.chips(),
     };
     simulate_and_report(
         io,
@@ -53,6 +57,8 @@ pub(super) struct Output<'a> {
     pub dump: Option<&'a Path>,
     /// `--report DIR`.
     pub report: Option<&'a Path>,
+    /// `--chips`, `--chip-seed`, `--quantile`.
+    pub chips: crate::sim::chips::Chips,
 }
 
 /// Counts (and, unless `counts_only`, simulates) `pkg` and writes its
@@ -77,11 +83,12 @@ pub(super) fn simulate_and_report(
     } else {
         Mode::Functional
     };
+    let mut noise = None;
     if !counts_only {
-        let outs = crate::sim::simulate(pkg, ideal_adc, io.progress)?;
-        if let Some(r) = &pkg.reference {
-            metrics = crate::sim::metrics(&pkg.tasks, &outs, r);
-        }
+        let run = crate::sim::chips::run(pkg, ideal_adc, &out.chips, io.progress)?;
+        let outs = run.outputs;
+        metrics = run.metrics;
+        noise = run.noise;
         if let Some(dir) = out.dump {
             let named: Vec<crate::reference::TaskOutput> = pkg
                 .tasks
@@ -95,7 +102,8 @@ pub(super) fn simulate_and_report(
             crate::run::dump_outputs(dir, &named)?;
         }
     }
-    let report = crate::sim::Report::new(&totals, metrics, mode, notes);
+    let mut report = crate::sim::Report::new(&totals, metrics, mode, notes);
+    report.noise = noise;
     if let Some(dir) = out.report {
         crate::report::write(dir, &report, pkg)?;
     }

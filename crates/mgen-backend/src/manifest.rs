@@ -220,6 +220,9 @@ pub fn check_hardware(hw: &Hardware) -> Result<(), String> {
     if !sane {
         return Err("the hardware in manifest.json is out of range (bits 1..16, crossbar sides powers of two 2..4096, chips 1..4096, tiles 1..10^6, cores and crossbars 1..1024, buffers 1 B..1 TiB, endurance 1..1e18)".into());
     }
+    hw.noise
+        .check()
+        .map_err(|e| format!("the hardware in manifest.json: {e}"))?;
     for (k, v) in &hw.overrides {
         if crate::hw::energy::entry(k).is_none() {
             return Err(format!(

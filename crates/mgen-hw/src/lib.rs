@@ -5,6 +5,9 @@
 //! total crossbar count fits in a `u64` — so later stages never re-check.
 
 pub mod energy;
+pub mod noise;
+
+pub use noise::Noise;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -59,6 +62,9 @@ pub struct Hardware {
     pub endurance: f64,
     /// Overrides of [`energy::TABLE`], by entry name, in pJ or ns.
     pub overrides: BTreeMap<String, f64>,
+    /// Device non-idealities (`noise` block); off by default.
+    #[serde(default, skip_serializing_if = "Noise::is_off")]
+    pub noise: Noise,
 }
 
 impl Default for Hardware {
@@ -82,6 +88,7 @@ impl Default for Hardware {
             core_buffer: 2 * 1024,
             endurance: 1e8,
             overrides: BTreeMap::new(),
+            noise: Noise::default(),
         }
     }
 }

@@ -43,6 +43,8 @@ struct Block {
     bound: f64,
     /// Slices that may clip: (weight `2^(k·cell_bits)`, slice `[rows, out]`).
     slow: Vec<(f64, Array2<f32>)>,
+    /// This crossbar's ADCs on a noisy chip.
+    adc: Option<Adc>,
 }
 
 /// Consecutive row blocks whose clip-free parts are one product: their
@@ -89,6 +91,31 @@ struct Part {
     groups: Vec<Group>,
     /// Σ_r of the stored (unsigned) weights, per column.
     colsum: Array1<f64>,
+    /// The clip-free conversions' noise on a noisy chip.
+    nz: Option<PartNoise>,
+}
+
+/// What the clip-free (fast) conversions of one part add on a noisy chip,
+/// in closed form (docs/simulator.md §9): the sum of independent Gaussian
+/// read noise over every conversion is one Gaussian per output.
+struct PartNoise {
+    /// `Σ_k w_k² (gain · g)²` per cell over fast slices, `[in, out]`
+    /// (`None` without read noise): times the inputs' digit energy, the
+    /// read-noise variance per output.
+    var_w: Option<Array2<f32>>,
+    /// Per column: Σ over fast conversions of their weight × ADC offset.
+    off: Array1<f64>,
+    /// Per column: Σ over fast conversions of weight² / 12 (an ADC's
+    /// rounding of a non-integer current), 0 when currents are whole.
+    rvar: Array1<f64>,
+}
+
+/// A chip instance's noise as one image sees it.
+struct ImageNoise {
+    /// σ of a cell's read current per conversion, relative to its conductance.
+    read: f64,
+    /// Key of this image's per-conversion read-noise streams.
+    key: u64,
 }
 
 /// A crossbar image prepared for simulation.
@@ -102,19 +129,58 @@ pub struct PImage {
     parts: Vec<Part>,
     /// The weight offset (offset encoding), 0 for differential pairs.
     ow: f64,
+    /// Noise of this chip instance (`None`: ideal devices).
+    noise: Option<ImageNoise>,
     /// Fraction of (block, slice) pairs on the fast path (for reports).
     pub fast_fraction: f64,
 }
 
-/// Prepares a quantised matrix for the hardware.
-pub fn prepare(q: &QMatrix, xquant: InputQuant, hw: &Hardware, ideal_adc: bool) -> PImage {
+/// Converter limits shared by a preparation.
+struct Limits {
+    cb: u32,
+    slices: u32,
+    cell_max: f64,
+    dac_max: f64,
+    adc_max: f64,
+    xmax: f64,
+    /// Σ_j 2^(j·dac_bits) and Σ_j 4^(j·dac_bits) over an input's digits.
+    s1: f64,
+    s2: f64,
+}
+
+impl Limits {
+    fn new(bits: u32, hw: &Hardware) -> Limits {
+        let cycles = hw.input_bits.div_ceil(hw.dac_bits);
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for j in 0..cycles {
+            let w = (1u64 << (j * hw.dac_bits)) as f64;
+            s1 += w;
+            s2 += w * w;
+        }
+        Limits {
+            cb: hw.cell_bits,
+            slices: bits.div_ceil(hw.cell_bits),
+            cell_max: ((1u32 << hw.cell_bits) - 1) as f64,
+            dac_max: ((1u32 << hw.dac_bits) - 1) as f64,
+            adc_max: ((1u64 << hw.adc_bits) - 1) as f64,
+            xmax: ((1u64 << hw.input_bits) - 1) as f64,
+            s1,
+            s2,
+        }
+    }
+}
+
+/// Prepares a quantised matrix for the hardware, on the chip instance
+/// `chip_key` (which only matters when `hw.noise` adds noise).
+pub fn prepare(
+    q: &QMatrix,
+    xquant: InputQuant,
+    hw: &Hardware,
+    ideal_adc: bool,
+    chip_key: u64,
+) -> PImage {
     let (out, inp) = q.q.dim();
-    let cb = hw.cell_bits;
-    let slices = q.bits.div_ceil(cb);
-    let cell_max = ((1u32 << cb) - 1) as f64;
-    let dac_max = ((1u32 << hw.dac_bits) - 1) as f64;
-    let adc_max = ((1u64 << hw.adc_bits) - 1) as f64;
-    let xmax = ((1u64 << hw.input_bits) - 1) as f64;
+    let lim = Limits::new(q.bits, hw);
     let ow = match hw.signs {
         Signs::Offset => (1i64 << (q.bits - 1)) as f64,
         Signs::Differential => 0.0,
@@ -127,51 +193,31 @@ pub fn prepare(q: &QMatrix, xquant: InputQuant, hw: &Hardware, ideal_adc: bool) 
             (-1.0, q.q.t().mapv(|w| (-(w as i64)).max(0))),
         ],
     };
-    let rows = hw.rows as usize;
+    let noisy = (!hw.noise.is_off()).then_some(&hw.noise);
     let (mut fast_n, mut total_n) = (0usize, 0usize);
     let parts = stored
         .into_iter()
-        .map(|(sign, wu)| {
+        .enumerate()
+        .map(|(p, (sign, wu))| {
             let colsum = wu.sum_axis(Axis(0)).mapv(|v| v as f64);
-            let mut blocks = Vec::new();
-            let mut r0 = 0;
-            while r0 < inp {
-                let r1 = (r0 + rows).min(inp);
-                let mut fast = Array2::<f32>::zeros((r1 - r0, out));
-                let mut fast_max = 0.0f64;
-                let mut slow = Vec::new();
-                for k in 0..slices {
-                    let shift = k * cb;
-                    let slice = wu
-                        .slice(s![r0..r1, ..])
-                        .mapv(|w| ((w >> shift) & ((1i64 << cb) - 1)) as f32);
-                    let col_max =
-                        slice.sum_axis(Axis(0)).fold(0.0f32, |a, &b| a.max(b)) as f64 * dac_max;
-                    total_n += 1;
-                    let weight = (1u64 << shift) as f64;
-                    if ideal_adc || col_max <= adc_max {
-                        fast_n += 1;
-                        fast.scaled_add(weight as f32, &slice);
-                        fast_max += weight * cell_max;
-                    } else {
-                        slow.push((weight, slice));
-                    }
-                }
-                blocks.push(Block {
-                    r0,
-                    r1,
-                    fast,
-                    bound: (r1 - r0) as f64 * xmax * fast_max,
-                    slow,
-                });
-                r0 = r1;
-            }
+            let cx = PartCx {
+                lim: &lim,
+                hw,
+                noise: noisy,
+                ideal_adc,
+                key: chip_key,
+                part: p,
+            };
+            let (mut blocks, nz, fast, total) = cx.blocks(&wu);
+            fast_n += fast;
+            total_n += total;
             let groups = group(&mut blocks);
             Part {
                 sign,
                 blocks,
                 groups,
                 colsum,
+                nz,
             }
         })
         .collect();
@@ -183,11 +229,210 @@ pub fn prepare(q: &QMatrix, xquant: InputQuant, hw: &Hardware, ideal_adc: bool) 
         smooth: q.smooth.clone(),
         parts,
         ow,
+        noise: noisy.map(|n| ImageNoise {
+            read: n.read,
+            key: chip_key,
+        }),
         fast_fraction: if total_n == 0 {
             1.0
         } else {
             fast_n as f64 / total_n as f64
         },
+    }
+}
+
+/// One part's preparation context.
+struct PartCx<'a> {
+    lim: &'a Limits,
+    hw: &'a Hardware,
+    noise: Option<&'a mgen_hw::Noise>,
+    ideal_adc: bool,
+    key: u64,
+    part: usize,
+}
+
+/// One crossbar's ADCs on a noisy chip, per output column.
+struct Adc {
+    /// The physical gain `1 + ε` of each column's conversions.
+    gain: Array1<f64>,
+    /// The physical offset of each conversion, LSB.
+    off: Array1<f64>,
+    /// The digital correction of each column's codes after calibration
+    /// (1 without): ideal over measured column sum.
+    cal: Array1<f64>,
+    /// What calibration subtracts from each column's codes: the mean code
+    /// error it measured with a known input (`round(o)` when currents are
+    /// whole, `o` when they are not; 0 without calibration).
+    sub: Array1<f64>,
+}
+
+impl PartCx<'_> {
+    /// The row blocks of one part's stored weights `wu` (`[in, out]`),
+    /// with their noise if any; and (fast, all) (block, slice) counts.
+    fn blocks(&self, wu: &Array2<i64>) -> (Vec<Block>, Option<PartNoise>, usize, usize) {
+        let (inp, out) = wu.dim();
+        let rows = self.hw.rows as usize;
+        let mut nz = self.noise.map(|n| PartNoise {
+            var_w: (n.read > 0.0).then(|| Array2::zeros((inp, out))),
+            off: Array1::zeros(out),
+            rvar: Array1::zeros(out),
+        });
+        let (mut fast_n, mut total_n) = (0, 0);
+        let mut blocks = Vec::new();
+        let mut r0 = 0;
+        while r0 < inp {
+            let r1 = (r0 + rows).min(inp);
+            let (b, f) = self.block(wu, r0, r1, nz.as_mut());
+            fast_n += f;
+            total_n += self.lim.slices as usize;
+            blocks.push(b);
+            r0 = r1;
+        }
+        (blocks, nz, fast_n, total_n)
+    }
+
+    /// The slices of rows `r0..r1` as programmed (with static errors on a
+    /// noisy chip), and the block's ADCs.
+    fn cells(&self, wu: &Array2<i64>, r0: usize, r1: usize) -> (Vec<Array2<f32>>, Option<Adc>) {
+        let lim = self.lim;
+        let what = format!(
+            "part {} block {}",
+            self.part,
+            r0 / (self.hw.rows as usize).max(1)
+        );
+        let ideal: Vec<Array2<f32>> = (0..lim.slices)
+            .map(|k| {
+                let shift = k * lim.cb;
+                wu.slice(s![r0..r1, ..])
+                    .mapv(|w| ((w >> shift) & ((1i64 << lim.cb) - 1)) as f32)
+            })
+            .collect();
+        let Some(n) = self.noise else {
+            return (ideal, None);
+        };
+        let mut noisy = ideal.clone();
+        for (k, slice) in noisy.iter_mut().enumerate() {
+            let mut rng = crate::noise::static_stream(self.key, &format!("{what} slice {k}"));
+            crate::noise::cells(slice, n, lim.cell_max, &mut rng);
+            let flat = slice.as_slice_mut().expect("a fresh array is contiguous");
+            crate::noise::stick(
+                flat,
+                n.stuck_low,
+                n.stuck_high,
+                lim.cell_max as f32,
+                &mut rng,
+            );
+        }
+        let out = wu.ncols();
+        let (gain, off) =
+            crate::noise::adc(n, out, &mut crate::noise::static_stream(self.key, &what));
+        // Calibration: each column read once with a known input; the
+        // digital unit rescales its codes to the intended column sum.
+        let cal = Array1::from_iter((0..out).map(|c| {
+            if !n.calibrate {
+                return 1.0;
+            }
+            let (mut want, mut got) = (0.0f64, 0.0f64);
+            for (k, (i, g)) in ideal.iter().zip(&noisy).enumerate() {
+                let w = (1u64 << (k as u32 * lim.cb)) as f64;
+                want += w * i.column(c).iter().map(|&v| v as f64).sum::<f64>();
+                got += w * gain[c] * g.column(c).iter().map(|&v| v as f64).sum::<f64>();
+            }
+            if want > 0.0 && got > 0.0 {
+                want / got
+            } else {
+                1.0
+            }
+        }));
+        let frac = n.fractional();
+        let sub = off.mapv(|o| match (n.calibrate, frac) {
+            (false, _) => 0.0,
+            (true, true) => o,
+            (true, false) => o.round(),
+        });
+        let adc = Adc {
+            gain,
+            off,
+            cal,
+            sub,
+        };
+        (noisy, Some(adc))
+    }
+
+    /// One row block; and how many of its slices take the fast path.
+    fn block(
+        &self,
+        wu: &Array2<i64>,
+        r0: usize,
+        r1: usize,
+        mut nz: Option<&mut PartNoise>,
+    ) -> (Block, usize) {
+        let lim = self.lim;
+        let out = wu.ncols();
+        let (slices, adc) = self.cells(wu, r0, r1);
+        // The margin noise needs below the ADC's top code to stay clip-free.
+        let (gmax, margin) = match (self.noise, &adc) {
+            (Some(n), Some(a)) => {
+                let gmax = a.gain.fold(1.0f64, |x, &g| x.max(g));
+                let omax = a.off.fold(0.0f64, |x, &o| x.max(o.abs()));
+                let read = 6.0 * n.read * lim.cell_max * lim.dac_max * ((r1 - r0) as f64).sqrt();
+                (gmax, omax + read + 0.5)
+            }
+            _ => (1.0, 0.0),
+        };
+        // Physical gain times digital correction, per column.
+        let scale = adc.as_ref().map(|a| (&a.gain * &a.cal).mapv(|v| v as f32));
+        let mut fast = Array2::<f32>::zeros((r1 - r0, out));
+        let (mut fast_max, mut fast_n) = (0.0f64, 0);
+        let mut slow = Vec::new();
+        for (k, slice) in slices.into_iter().enumerate() {
+            let col_max =
+                slice.sum_axis(Axis(0)).fold(0.0f32, |a, &b| a.max(b)) as f64 * lim.dac_max;
+            let weight = (1u64 << (k as u32 * lim.cb)) as f64;
+            if !(self.ideal_adc || col_max * gmax + margin <= lim.adc_max) {
+                slow.push((weight, slice));
+                continue;
+            }
+            fast_n += 1;
+            fast_max += weight * lim.cell_max * gmax;
+            let (Some(scale), Some(a), Some(pn)) = (&scale, &adc, nz.as_deref_mut()) else {
+                fast.scaled_add(weight as f32, &slice);
+                continue;
+            };
+            let scaled = &slice * scale;
+            fast.scaled_add(weight as f32, &scaled);
+            if let Some(vw) = &mut pn.var_w {
+                vw.slice_mut(s![r0..r1, ..])
+                    .scaled_add((weight * weight) as f32, &scaled.mapv(|v| v * v));
+            }
+            let fractional = self.noise.is_some_and(|n| n.fractional());
+            // Each conversion's code is round(i + o): with whole currents
+            // `i` that is `i + round(o)`, a fixed error per ADC; with
+            // fractional ones the rounding error is spread evenly over an
+            // LSB (variance 1/12) and the offset stays as it is.
+            Zip::from(&mut pn.off)
+                .and(&a.off)
+                .and(&a.sub)
+                .and(&a.cal)
+                .for_each(|v, &o, &sub, &f| {
+                    let code = if fractional { o } else { o.round() };
+                    *v += weight * lim.s1 * (code - sub) * f;
+                });
+            if fractional {
+                Zip::from(&mut pn.rvar)
+                    .and(&a.cal)
+                    .for_each(|v, &f| *v += weight * weight * f * f * lim.s2 / 12.0);
+            }
+        }
+        let block = Block {
+            r0,
+            r1,
+            fast,
+            bound: (r1 - r0) as f64 * lim.xmax * fast_max,
+            slow,
+            adc,
+        };
+        (block, fast_n)
     }
 }
 
@@ -209,8 +454,21 @@ fn add_product(
     }
 }
 
-/// The crossbar MVM of `x` (`[tokens, in]` or `[in]`), without the bias.
+/// The crossbar MVM of `x` (`[tokens, in]` or `[in]`), without the bias,
+/// as request 0's first instruction (see [`mvm_at`]).
 pub fn mvm(img: &PImage, x: &ArrayD<f32>, hw: &Hardware, ideal_adc: bool) -> ArrayD<f32> {
+    mvm_at(img, x, hw, ideal_adc, (0, 0))
+}
+
+/// The crossbar MVM of `x` by instruction `at.1` of request `at.0`: on a
+/// noisy chip the pair keys this MVM's read-noise stream.
+pub fn mvm_at(
+    img: &PImage,
+    x: &ArrayD<f32>,
+    hw: &Hardware,
+    ideal_adc: bool,
+    at: (u64, u64),
+) -> ArrayD<f32> {
     let two_d = x.ndim() == 2;
     // A matrix stays as it is; anything else is one token (a vector).
     let x2: Array2<f32> = match x.view().into_dimensionality::<Ix2>() {
@@ -235,9 +493,15 @@ pub fn mvm(img: &PImage, x: &ArrayD<f32>, hw: &Hardware, ideal_adc: bool) -> Arr
     let tokens = xu.nrows();
     // Summed in f64: with 16-bit inputs an f32 sum of a long row is inexact.
     let xsum: Array1<f64> = xu.map_axis(Axis(1), |row| row.iter().map(|&v| v as f64).sum());
-    let dac = hw.dac_bits;
-    let cycles = ib.div_ceil(dac);
-    let adc_max = ((1u64 << hw.adc_bits) - 1) as f32;
+    let mut rng = img
+        .noise
+        .as_ref()
+        .map(|n| crate::noise::stream(n.key, at.0, at.1));
+    // Per token and input: Σ_j 4^(j·dac) d_j², the digits' read-noise weight.
+    let energy = match &img.noise {
+        Some(n) if n.read > 0.0 => Some(digit_energy(&xu, hw)),
+        _ => None,
+    };
     let mut y = Array2::<f64>::zeros((tokens, img.out));
     let mut buf = Array2::<f32>::zeros((tokens, img.out));
     for part in &img.parts {
@@ -246,19 +510,20 @@ pub fn mvm(img: &PImage, x: &ArrayD<f32>, hw: &Hardware, ideal_adc: bool) -> Arr
             let xg = xu.slice(s![.., g.r0..g.r1]);
             add_product(&mut acc, xg, &g.w, g.f64, &mut buf);
         }
+        if let (Some(nz), Some(noise), Some(rng)) = (&part.nz, &img.noise, rng.as_mut()) {
+            fast_noise(&mut acc, nz, noise.read, energy.as_ref(), rng);
+        }
         for b in &part.blocks {
             let xb = xu.slice(s![.., b.r0..b.r1]);
-            for (weight, slice) in &b.slow {
-                for j in 0..cycles {
-                    let shift = j * dac;
-                    let digits = xb.mapv(|v| (((v as u64) >> shift) & ((1u64 << dac) - 1)) as f32);
-                    let mut col = matmul(digits.view(), slice.view());
-                    if !ideal_adc {
-                        col.mapv_inplace(|v| v.clamp(0.0, adc_max));
-                    }
-                    acc.scaled_add(weight * (1u64 << shift) as f64, &col.mapv(|v| v as f64));
-                }
-            }
+            slow_block(
+                &mut acc,
+                xb,
+                b,
+                hw,
+                ideal_adc,
+                img.noise.as_ref(),
+                rng.as_mut(),
+            );
         }
         // Remove the input offset: Σ_r W_u (x_u − ox) = acc − ox·colsum.
         for mut row in acc.rows_mut() {
@@ -293,6 +558,104 @@ pub fn mvm(img: &PImage, x: &ArrayD<f32>, hw: &Hardware, ideal_adc: bool) -> Arr
     }
 }
 
+/// `Σ_j 4^(j·dac_bits) · d_j²` per token and input, over the DAC digits
+/// `d_j` of the input codes `xu`.
+fn digit_energy(xu: &Array2<f32>, hw: &Hardware) -> Array2<f32> {
+    let dac = hw.dac_bits;
+    let cycles = hw.input_bits.div_ceil(dac);
+    xu.mapv(|v| {
+        let mut e = 0.0f64;
+        for j in 0..cycles {
+            let d = (((v as u64) >> (j * dac)) & ((1u64 << dac) - 1)) as f64;
+            e += (1u64 << (2 * j * dac)) as f64 * d * d;
+        }
+        e as f32
+    })
+}
+
+/// Adds the clip-free conversions' noise to one part's sums: per output,
+/// the ADC offsets (fixed), and one Gaussian whose variance is the read
+/// noise of every conversion plus the ADCs' rounding — the exact
+/// distribution of the sum of independent per-conversion Gaussians.
+fn fast_noise(
+    acc: &mut Array2<f64>,
+    nz: &PartNoise,
+    read: f64,
+    energy: Option<&Array2<f32>>,
+    rng: &mut mgen_util::rng::Rng,
+) {
+    let var = match (energy, &nz.var_w) {
+        (Some(e), Some(vw)) => Some(matmul(e.view(), vw.view())),
+        _ => None,
+    };
+    for (t, mut row) in acc.rows_mut().into_iter().enumerate() {
+        for (c, a) in row.iter_mut().enumerate() {
+            let v = var
+                .as_ref()
+                .map_or(0.0, |m| read * read * m[(t, c)].max(0.0) as f64);
+            let sd = (v + nz.rvar[c]).sqrt();
+            *a += nz.off[c];
+            if sd > 0.0 {
+                *a += sd * crate::noise::gauss(rng);
+            }
+        }
+    }
+}
+
+/// Adds one block's slices that may clip, digit by digit, each
+/// conversion through the ADC: on a noisy chip with read noise, gain,
+/// offset and rounding first, then the clip to `[0, 2^adc_bits − 1]`.
+fn slow_block(
+    acc: &mut Array2<f64>,
+    xb: ArrayView2<f32>,
+    b: &Block,
+    hw: &Hardware,
+    ideal_adc: bool,
+    noise: Option<&ImageNoise>,
+    mut rng: Option<&mut mgen_util::rng::Rng>,
+) {
+    let dac = hw.dac_bits;
+    let cycles = hw.input_bits.div_ceil(dac);
+    let adc_max = ((1u64 << hw.adc_bits) - 1) as f32;
+    for (weight, slice) in &b.slow {
+        let sq = noise
+            .filter(|n| n.read > 0.0)
+            .map(|_| slice.mapv(|v| v * v));
+        for j in 0..cycles {
+            let shift = j * dac;
+            let digits = xb.mapv(|v| (((v as u64) >> shift) & ((1u64 << dac) - 1)) as f32);
+            let mut col = matmul(digits.view(), slice.view());
+            if let (Some(n), Some(a), Some(rng)) = (noise, &b.adc, rng.as_deref_mut()) {
+                let var = sq
+                    .as_ref()
+                    .map(|sq| matmul(digits.mapv(|d| d * d).view(), sq.view()));
+                for (t, mut row) in col.rows_mut().into_iter().enumerate() {
+                    for (c, v) in row.iter_mut().enumerate() {
+                        let mut i = *v as f64;
+                        if let Some(var) = &var {
+                            i += n.read
+                                * (var[(t, c)].max(0.0) as f64).sqrt()
+                                * crate::noise::gauss(rng);
+                        }
+                        let code = i * a.gain[c] + a.off[c];
+                        let code = code.round();
+                        let code = if ideal_adc {
+                            code
+                        } else {
+                            code.clamp(0.0, adc_max as f64)
+                        };
+                        // Digital: the calibrated offset out, the column rescaled.
+                        *v = ((code - a.sub[c]) * a.cal[c]) as f32;
+                    }
+                }
+            } else if !ideal_adc {
+                col.mapv_inplace(|v| v.clamp(0.0, adc_max));
+            }
+            acc.scaled_add(weight * (1u64 << shift) as f64, &col.mapv(|v| v as f64));
+        }
+    }
+}
+
 /// One request's execution state.
 pub struct Machine<'a> {
     pub prog: &'a Program,
@@ -309,11 +672,14 @@ fn v2(a: &ArrayD<f32>) -> Result<ArrayView2<'_, f32>, String> {
 }
 
 impl Machine<'_> {
-    /// Executes one instruction of a request's body. `bufs` are this
-    /// request's buffers, `spilled` its off-chip copies, `outs` its outputs.
+    /// Executes one instruction of a request's body: `at` is (request,
+    /// instruction index), `bufs` this request's buffers, `spilled` its
+    /// off-chip copies, `outs` its outputs.
+    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &self,
         inst: &Inst,
+        at: (u64, u64),
         ids: &[u32],
         mask: &[f32],
         bufs: &mut [Option<ArrayD<f32>>],
@@ -419,7 +785,7 @@ impl Machine<'_> {
                         img.inp
                     ));
                 }
-                let mut y = mvm(img, &x, self.hw, self.ideal_adc);
+                let mut y = mvm_at(img, &x, self.hw, self.ideal_adc, at);
                 let b = konst(*bias)?
                     .view()
                     .into_dimensionality::<Ix1>()

@@ -15,7 +15,9 @@ pub(crate) use mgen_hw as hw;
 pub(crate) use mgen_util::{diag, progress, table};
 
 pub use mgen_isa::cost;
+pub mod chips;
 pub mod exec;
+pub mod noise;
 pub mod shapes;
 
 use crate::diag::{Code, Diagnostic, Diags};
@@ -580,33 +582,75 @@ pub fn simulate(
     ideal_adc: bool,
     progress: crate::progress::Mode,
 ) -> Result<Vec<Array2<f32>>, Diags> {
+    simulate_chip(pkg, ideal_adc, 0, progress)
+}
+
+/// [`simulate`] on the chip instance `chip` (the seed of its device
+/// errors; no effect on a chip without noise).
+pub fn simulate_chip(
+    pkg: &Package,
+    ideal_adc: bool,
+    chip: u64,
+    progress: crate::progress::Mode,
+) -> Result<Vec<Array2<f32>>, Diags> {
     validate_package(pkg)?;
-    let images = prepare_images(pkg, ideal_adc);
-    simulate_prepared(pkg, &images, ideal_adc, progress)
+    let images = prepare_images(pkg, ideal_adc, chip);
+    simulate_prepared(pkg, &images, ideal_adc, 0, progress)
 }
 
 /// Slices every crossbar image for simulation (the simulator's analogue of
-/// programming the crossbars: done once, reused by every request).
-pub fn prepare_images(pkg: &Package, ideal_adc: bool) -> Vec<exec::PImage> {
+/// programming the crossbars: done once, reused by every request), on the
+/// chip instance `chip` (see [`noise`]).
+pub fn prepare_images(pkg: &Package, ideal_adc: bool, chip: u64) -> Vec<exec::PImage> {
+    prepare_images_on(pkg, &pkg.hw, ideal_adc, chip)
+}
+
+/// [`simulate`] on a noise-free chip, whatever `pkg`'s hardware declares
+/// (the noise-free figures a noisy report shows beside the noisy ones).
+pub fn simulate_noise_free(
+    pkg: &Package,
+    ideal_adc: bool,
+    progress: crate::progress::Mode,
+) -> Result<Vec<Array2<f32>>, Diags> {
+    validate_package(pkg)?;
+    let mut hw = pkg.hw.clone();
+    hw.noise = crate::hw::Noise::default();
+    let images = prepare_images_on(pkg, &hw, ideal_adc, 0);
+    simulate_prepared(pkg, &images, ideal_adc, 0, progress)
+}
+
+/// [`prepare_images`] for the hardware `hw` (`pkg`'s, or a variant of it
+/// with other noise).
+fn prepare_images_on(
+    pkg: &Package,
+    hw: &Hardware,
+    ideal_adc: bool,
+    chip: u64,
+) -> Vec<exec::PImage> {
     pkg.images
         .par_iter()
         .zip(pkg.prog.images.par_iter())
-        .map(|(q, img)| {
+        .enumerate()
+        .map(|(k, (q, img))| {
             let xq = mgen_isa::quant::InputQuant {
                 scale: img.xscale,
                 zero: img.xzero,
             };
-            exec::prepare(q, xq, &pkg.hw, ideal_adc)
+            let key = mgen_util::rng::Rng::keyed(chip, &format!("image {k}")).next_u64();
+            exec::prepare(q, xq, hw, ideal_adc, key)
         })
         .collect()
 }
 
 /// [`simulate`] with images prepared by [`prepare_images`] (with the same
-/// `ideal_adc`). The program must have passed [`validate`].
+/// `ideal_adc`); `first` is the index of the package's first request in
+/// the whole run (it keys read noise). The program must have passed
+/// [`validate`].
 pub fn simulate_prepared(
     pkg: &Package,
     images: &[exec::PImage],
     ideal_adc: bool,
+    first: usize,
     progress: crate::progress::Mode,
 ) -> Result<Vec<Array2<f32>>, Diags> {
     let machine = exec::Machine {
@@ -655,13 +699,16 @@ pub fn simulate_prepared(
         states[range.clone()]
             .par_iter_mut()
             .zip(pkg.requests[range.clone()].par_iter())
-            .try_for_each(|(st, r)| -> Result<(), Diags> {
+            .enumerate()
+            .try_for_each(|(k, (st, r))| -> Result<(), Diags> {
+                let req = (first + range.start + k) as u64;
                 let mask = r.mask();
                 let mut bufs: Vec<Option<ArrayD<f32>>> = vec![None; nb];
                 for (i, line) in pkg.prog.code[*s..*e].iter().enumerate() {
                     machine
                         .step(
                             &line.inst,
+                            (req, (s + i) as u64),
                             &r.ids,
                             &mask,
                             &mut bufs,
@@ -754,6 +801,11 @@ pub struct Report {
     pub latency_ns: f64,
     pub lifetime_inferences: Option<f64>,
     pub mode: Mode,
+    /// Each task's metric over noisy chip instances (a hardware with a
+    /// `noise` model, simulated with a reference); `tasks` are then the
+    /// first instance's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise: Option<chips::NoiseSummary>,
     pub notes: Vec<String>,
     pub phases: u32,
     pub requests: usize,
@@ -780,6 +832,7 @@ impl Report {
             latency_ns: t.latency_ns,
             lifetime_inferences: t.lifetime_inferences,
             mode,
+            noise: None,
             notes: notes.to_vec(),
             phases: t.phases,
             requests: t.requests,
@@ -816,6 +869,9 @@ impl Report {
             }
             s.push_str(&tb.render());
             s.push('\n');
+        }
+        if let Some(n) = &self.noise {
+            s.push_str(&noise_text(n));
         }
         let share = |v: f64| 100.0 * v / self.energy_pj.max(1e-30);
         s.push_str(&format!(
@@ -865,6 +921,52 @@ impl Report {
         }
         s
     }
+}
+
+/// The noise lines of a report: each task's metric noise-free and over
+/// the chip instances.
+pub fn noise_text(n: &chips::NoiseSummary) -> String {
+    use crate::table::{Align, Table};
+    let mut s = format!(
+        "under noise ({}) on {} chip(s), seeds {}..{}:\n",
+        n.model,
+        n.chips,
+        n.first_seed,
+        n.first_seed + n.chips.max(1) as u64 - 1
+    );
+    let q = format!("q{}", fmt_q(n.quantile));
+    let mut tb = Table::new(&[
+        ("task", Align::Left),
+        ("metric", Align::Left),
+        ("noise-free", Align::Right),
+        ("mean", Align::Right),
+        ("worst", Align::Right),
+        (q.as_str(), Align::Right),
+    ])
+    .indent(2)
+    .gap(2);
+    for t in &n.tasks {
+        tb.row(vec![
+            t.name.clone(),
+            t.metric.to_string(),
+            format!("{:.4}", t.noise_free),
+            format!("{:.4}", t.mean),
+            format!("{:.4}", t.worst),
+            format!("{:.4}", t.quantile),
+        ]);
+    }
+    s.push_str(&tb.render());
+    s.push_str(&format!(
+        "  ({q}: the {} quantile from the bad end over chips; energy, latency, area and wear are unchanged by noise)\n\n",
+        fmt_q(n.quantile)
+    ));
+    s
+}
+
+/// A quantile as written (`0.1`, `0`).
+fn fmt_q(q: f64) -> String {
+    let t = format!("{q:.3}");
+    t.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// The timing lines of a report.

@@ -35,6 +35,24 @@ pub fn worst(values: impl IntoIterator<Item = f64>) -> f64 {
     worst
 }
 
+/// The lower `q`-quantile of `values` (`q` in [0, 1]): the value at
+/// position `floor(q·(n−1))` in ascending order, so `q = 0` is the smallest
+/// and `q = 1` the largest. NaN if any value is NaN or there are none (as
+/// [`worst`]).
+pub fn low_quantile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() || values.iter().any(|v| v.is_nan()) {
+        return f64::NAN;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let q = if q.is_finite() {
+        q.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    v[(q * (v.len() - 1) as f64).floor() as usize]
+}
+
 /// Cosine of two vectors; 1 for two zero vectors (identical), NaN when an
 /// input is NaN.
 pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
@@ -60,4 +78,20 @@ pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
         return f64::NAN;
     }
     cosine(&ca, &cb)
+}
+
+#[cfg(test)]
+mod quantile_tests {
+    use super::low_quantile;
+
+    #[test]
+    fn low_quantile_picks_from_the_low_end() {
+        let v = [0.9, 0.5, 0.7, 0.8, 0.6];
+        assert_eq!(low_quantile(&v, 0.0), 0.5);
+        assert_eq!(low_quantile(&v, 0.25), 0.6);
+        assert_eq!(low_quantile(&v, 0.5), 0.7);
+        assert_eq!(low_quantile(&v, 1.0), 0.9);
+        assert!(low_quantile(&[0.1, f64::NAN], 0.5).is_nan());
+        assert!(low_quantile(&[], 0.5).is_nan());
+    }
 }

@@ -1,5 +1,6 @@
 //! The `hardware` item: crossbar geometry, converters, buffers, the
-//! energy block and its overrides (each bounded by the energy table).
+//! energy block and its overrides (each bounded by the energy table), and
+//! the device noise model ([`super::noise`]).
 
 use super::*;
 
@@ -32,8 +33,9 @@ impl Cx {
                 "tile_buffer",
                 "core_buffer",
                 "endurance",
+                "noise",
             ],
-            &["energy", "timing"],
+            &["energy", "timing", "noise"],
             false,
             item.span.end.saturating_sub(1)..item.span.end,
         );
@@ -194,6 +196,7 @@ impl Cx {
         {
             h.endurance = x;
         }
+        h.noise = self.noise(&b);
         for (block, kind, unit) in [
             ("energy", Kind::Energy, UnitKind::Energy),
             ("timing", Kind::Time, UnitKind::Time),

@@ -12,6 +12,7 @@ use crate::syntax::ast::{self, Arg, CmpOp, Ident, ItemKind, Stmt, Value, ValueKi
 
 mod hardware;
 mod model;
+mod noise;
 mod task;
 mod values;
 mod workload;
