@@ -303,8 +303,12 @@ impl PartCx<'_> {
         let ideal: Vec<Array2<f32>> = (0..lim.slices)
             .map(|k| {
                 let shift = k * lim.cb;
-                wu.slice(s![r0..r1, ..])
-                    .mapv(|w| ((w >> shift) & ((1i64 << lim.cb) - 1)) as f32)
+                let cells = wu
+                    .slice(s![r0..r1, ..])
+                    .mapv(|w| ((w >> shift) & ((1i64 << lim.cb) - 1)) as f32);
+                // `mapv` keeps a transposed layout (a one-block image of
+                // `q.t()`); the noise below needs row-major cells.
+                cells.as_standard_layout().into_owned()
             })
             .collect();
         let Some(n) = self.noise else {
