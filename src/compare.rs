@@ -764,7 +764,7 @@ fn list<T: Serialize>(x: &[T]) -> String {
 }
 
 /// Creates `dir` for a report.
-fn report_dir(dir: &Path) -> Result<(), Diags> {
+pub(crate) fn report_dir(dir: &Path) -> Result<(), Diags> {
     std::fs::create_dir_all(dir).map_err(|e| {
         Diags::from(Diagnostic::error(
             crate::diag::Code::E105,

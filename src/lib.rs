@@ -26,6 +26,7 @@ pub use mgen_opt as passes;
 pub use mgen_util::progress;
 pub mod report;
 pub mod run;
+pub mod sweep;
 pub mod timeline;
 pub use mgen_front::spec;
 pub use mgen_front::syntax;

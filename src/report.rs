@@ -16,6 +16,135 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// One line of a [`line_chart`]: its legend and its `(x, y)` points.
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// The range `[lo, hi]` of `v`, widened when it is one value.
+fn span(v: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+        (a.min(x), b.max(x))
+    });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = if hi > lo {
+        (hi - lo) * 0.05
+    } else {
+        lo.abs().max(1.0) * 0.05
+    };
+    (lo - pad, hi + pad)
+}
+
+/// A line chart of `series` (points joined in the order given, each
+/// marked), with five ticks per axis and a legend below.
+pub fn line_chart(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> String {
+    const COLOURS: [&str; 8] = [
+        "#4a78b5", "#d1603d", "#3a9b5c", "#8a5bb5", "#b58a2e", "#2e9fb5", "#b52e6f", "#666666",
+    ];
+    let (w, plot_h, left, top) = (760.0, 300.0, 80.0, 40.0);
+    let plot_w = w - left - 30.0;
+    let h = top + plot_h + 50.0 + 18.0 * series.len() as f64;
+    let all = || series.iter().flat_map(|s| s.points.iter());
+    let (x0, x1) = span(all().map(|p| p.0));
+    let (y0, y1) = span(all().map(|p| p.1));
+    let px = |x: f64| left + plot_w * (x - x0) / (x1 - x0);
+    let py = |y: f64| top + plot_h * (1.0 - (y - y0) / (y1 - y0));
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="20" font-size="15" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
+    let _ = writeln!(
+        s,
+        r##"<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>"##
+    );
+    for i in 0..=4 {
+        let f = i as f64 / 4.0;
+        let (x, y) = (x0 + (x1 - x0) * f, y0 + (y1 - y0) * f);
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            px(x),
+            top + plot_h + 16.0,
+            tick(x)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+            left - 6.0,
+            py(y) + 4.0,
+            tick(y)
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+        left + plot_w / 2.0,
+        top + plot_h + 34.0,
+        escape(xlabel)
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="14" y="{:.1}" text-anchor="middle" transform="rotate(-90 14 {:.1})">{}</text>"#,
+        top + plot_h / 2.0,
+        top + plot_h / 2.0,
+        escape(ylabel)
+    );
+    for (i, sr) in series.iter().enumerate() {
+        let c = COLOURS[i % COLOURS.len()];
+        let pts: Vec<String> = sr
+            .points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{c}" stroke-width="2"/>"#,
+            pts.join(" ")
+        );
+        for &(x, y) in &sr.points {
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"><title>{}: {x} -> {y:.4}</title></circle>"#,
+                px(x),
+                py(y),
+                escape(&sr.name)
+            );
+        }
+        let ly = top + plot_h + 52.0 + 18.0 * i as f64;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{left}" y="{:.1}" width="14" height="4" fill="{c}"/><text x="{}" y="{:.1}">{}</text>"#,
+            ly - 4.0,
+            left + 20.0,
+            ly,
+            escape(&sr.name)
+        );
+    }
+    let _ = writeln!(s, "</svg>");
+    s
+}
+
+/// An axis tick: short, as many decimals as its size needs.
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
 /// A horizontal bar chart of `(label, value)` with `unit` on the axis.
 pub fn bar_chart(title: &str, unit: &str, bars: &[(String, f64)]) -> String {
     let (w, left, row) = (760.0, 190.0, 22.0);

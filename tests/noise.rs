@@ -129,7 +129,9 @@ fn bad_noise_flags_are_usage_errors() {
 }
 
 #[test]
-fn compare_decides_holds_over_noisy_chips() {
+fn compare_decides_holds_over_noisy_chips_and_sweeps_noise_levels() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("sweep");
     let j = json_of(&[
         "compare",
         "examples/quickstart.mgen",
@@ -137,10 +139,31 @@ fn compare_decides_holds_over_noisy_chips() {
         "typical_reram",
         "--chips",
         "2",
+        "--noise-sweep",
+        "0,1",
+        "--report",
+        report.to_str().unwrap(),
         "--json",
     ]);
-    assert_eq!(j["noise"]["chips"], 2);
-    for t in j["tasks"].as_array().unwrap() {
+    let points = j["points"].as_array().unwrap();
+    let scales: Vec<f64> = points
+        .iter()
+        .map(|p| p["scale"].as_f64().unwrap())
+        .collect();
+    assert_eq!(scales, [0.0, 1.0]);
+    let (clean, noisy) = (&j["comparisons"][0], &j["comparisons"][1]);
+    // Scale 0 is noise-free; each point is its comparison in brief.
+    assert!(clean.get("noise").is_none(), "{clean}");
+    assert_eq!(points[0]["model"], "none");
+    for (p, c) in points.iter().zip([clean, noisy]) {
+        assert_eq!(p["energy_ratio"], c["energy_ratio"]);
+        assert_eq!(
+            p["chip_rounds"].as_u64().unwrap() as usize,
+            c["chip_rounds"].as_array().unwrap().len()
+        );
+    }
+    assert_eq!(noisy["noise"]["chips"], 2);
+    for t in noisy["tasks"].as_array().unwrap() {
         for b in t["budgets"].as_array().unwrap() {
             let x = &b["noisy"];
             let per: Vec<f64> = x["per_chip"]
@@ -159,17 +182,55 @@ fn compare_decides_holds_over_noisy_chips() {
             assert_eq!(b["on_chip"].as_f64().unwrap(), worst);
         }
     }
-    let text = mgen(&[
+    for f in ["noise-energy.svg", "noise-tasks.svg"] {
+        let svg = std::fs::read_to_string(report.join(f)).unwrap();
+        assert!(svg.contains("<polyline"), "{f}");
+    }
+    assert!(report.join("scale-1").join("compare.json").exists());
+}
+
+#[test]
+fn a_noise_sweep_conflicts_with_other_lists() {
+    for (extra, says) in [
+        (
+            ["--regenerate", "head,branch"],
+            "at most one `--regenerate` level",
+        ),
+        (["--noise-scale", "2"], "cannot be used with"),
+    ] {
+        let mut a = vec![
+            "compare",
+            "examples/quickstart.mgen",
+            "--noise-sweep",
+            "0,1",
+        ];
+        a.extend(extra);
+        let (code, _, err) = mgen(&a);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+    let (code, _, err) = mgen(&[
         "compare",
         "examples/quickstart.mgen",
-        "--noise",
-        "typical_reram",
-        "--noise-scale",
-        "0",
-    ])
-    .1;
-    assert!(
-        !text.contains("under noise"),
-        "scale 0 is noise-free:\n{text}"
-    );
+        "--noise-sweep",
+        "0,-1",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a number from 0 to 100"), "{err}");
+}
+
+#[test]
+fn a_drift_exponent_is_a_number_or_a_percentage() {
+    let d = tempfile::tempdir().unwrap();
+    let noise_of = |entry: &str| {
+        let f = quickstart_with(d.path(), &format!("noise {{ drift = 1 day; {entry} }}"));
+        let mut sources = mgen::diag::Sources::new();
+        let front = mgen::driver::front(&mut sources, &f).unwrap();
+        front.spec.hardware.noise.clone()
+    };
+    let plain = noise_of("drift_nu = 0.005; drift_nu_std = 0.002;");
+    let percent = noise_of("drift_nu = 0.5%; drift_nu_std = 0.2%;");
+    assert_eq!(plain.drift_nu, 0.005);
+    assert_eq!(plain.drift_nu_std, 0.002);
+    assert_eq!((percent.drift_nu, percent.drift_nu_std), (0.005, 0.002));
 }

@@ -29,6 +29,14 @@ pub(super) struct Args {
     /// tree when noise breaks a budget.
     #[command(flatten)]
     noise: super::noise::NoiseArgs,
+    /// Compare once per noise scale (e.g. `0,0.5,1,2`: the hardware's
+    /// noise model, or `--noise`'s, times each), every point against its
+    /// own baseline on `--chips` instances; a summary table, and with
+    /// `--report` two SVG line charts (energy ratio, each task's figures).
+    /// With one `--regenerate` level, every point uses it.
+    #[arg(long = "noise-sweep", value_name = "K,K,...", value_delimiter = ',',
+          value_parser = super::noise::parse_scale, conflicts_with = "noise_scale")]
+    noise_sweep: Vec<f64>,
 }
 
 pub(super) fn run(
@@ -42,7 +50,24 @@ pub(super) fn run(
         chips: a.noise.chips(),
         set_noise: &set,
     };
-    let (json, text, written) = if a.regenerate.is_empty() {
+    if !a.noise_sweep.is_empty() && a.regenerate.len() > 1 {
+        let _ = writeln!(
+            io.err,
+            "error: `--noise-sweep` takes at most one `--regenerate` level (sweep levels or noise, not both)"
+        );
+        return Ok(2);
+    }
+    let (json, text, written) = if !a.noise_sweep.is_empty() {
+        let s = sweep(&a, io, sources, g)?;
+        if let Some(dir) = &a.report {
+            s.write_report(dir)?;
+        }
+        (
+            to_json(&s),
+            s.text(),
+            "compare.json, noise-energy.svg, noise-tasks.svg and one directory per scale",
+        )
+    } else if a.regenerate.is_empty() {
         let c = crate::compare::compare(
             &a.file,
             sources,
@@ -85,4 +110,40 @@ pub(super) fn run(
         }
     }
     Ok(0)
+}
+
+/// `--noise-sweep`: one comparison per scale, in the order given.
+fn sweep(
+    a: &Args,
+    io: &mut Io,
+    sources: &mut Sources,
+    g: &super::Global,
+) -> Result<crate::sweep::NoiseSweep, Diags> {
+    let cache = g.share_cache();
+    let mut runs = Vec::new();
+    for &k in &a.noise_sweep {
+        let set = |hw: &mut crate::hw::Hardware| a.noise.apply_scaled(hw, Some(k));
+        let chips = crate::compare::OnChips {
+            chips: a.noise.chips(),
+            set_noise: &set,
+        };
+        let level = [a.regenerate.first().copied()];
+        let mut c = crate::compare::compare_levels(
+            &a.file,
+            sources,
+            a.counts_only,
+            io.progress,
+            &level,
+            &cache,
+            &chips,
+        )?;
+        runs.push((k, c.remove(0)));
+    }
+    let ch = a.noise.chips();
+    Ok(crate::sweep::NoiseSweep::new(
+        &a.file,
+        ch.n,
+        ch.quantile,
+        runs,
+    ))
 }

@@ -36,10 +36,16 @@ pub(super) struct NoiseArgs {
 impl NoiseArgs {
     /// Sets `hw`'s noise model as the flags say.
     pub(super) fn apply(&self, hw: &mut Hardware) {
+        self.apply_scaled(hw, self.noise_scale);
+    }
+
+    /// Sets `hw`'s noise model as the flags say, scaled by `k` instead of
+    /// `--noise-scale` (a sweep's point).
+    pub(super) fn apply_scaled(&self, hw: &mut Hardware, k: Option<f64>) {
         if let Some(n) = &self.noise {
             hw.noise = n.clone();
         }
-        if let Some(k) = self.noise_scale {
+        if let Some(k) = k {
             hw.noise = hw.noise.scaled(k);
         }
     }
@@ -67,7 +73,7 @@ fn parse_preset(s: &str) -> Result<Noise, String> {
     })
 }
 
-fn parse_scale(s: &str) -> Result<f64, String> {
+pub(super) fn parse_scale(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(k) if k.is_finite() && (0.0..=100.0).contains(&k) => Ok(k),
         _ => Err(format!("`{s}` is not a number from 0 to 100")),

@@ -65,8 +65,16 @@ impl Cx {
         frac(self, "program", &mut n.program);
         frac(self, "read", &mut n.read);
         frac(self, "adc_gain", &mut n.adc_gain);
-        frac(self, "drift_nu", &mut n.drift_nu);
-        frac(self, "drift_nu_std", &mut n.drift_nu_std);
+        for (k, dst) in [
+            ("drift_nu", &mut n.drift_nu),
+            ("drift_nu_std", &mut n.drift_nu_std),
+        ] {
+            if let Some(v) = inner.attrs.get(k)
+                && let Some(x) = self.exponent(v, k)
+            {
+                *dst = x;
+            }
+        }
         self.stuck(&inner, &mut n);
         if let Some(v) = inner.attrs.get("drift")
             && let Some(x) = self.age(v)
@@ -168,6 +176,28 @@ impl Cx {
                 );
                 None
             }
+        }
+    }
+
+    /// A drift exponent: a plain number from 0 to 1 (`0.005`) or a
+    /// percentage (`0.5%`, the same ν).
+    fn exponent(&mut self, v: &Value, what: &str) -> Option<f64> {
+        match &v.kind {
+            ValueKind::Number { value, .. } if value.is_finite() && (0.0..=1.0).contains(value) => {
+                Some(*value)
+            }
+            ValueKind::Number { text, .. } => {
+                self.err(
+                    Diagnostic::error(
+                        Code::E017,
+                        format!("`{what}` must be from 0 to 1, not {text}"),
+                    )
+                    .at(self.file, v.span.clone(), "out of range")
+                    .help("a drift exponent is never negative; ReRAM's are about 0.005"),
+                );
+                None
+            }
+            _ => self.fraction(v, what),
         }
     }
 
