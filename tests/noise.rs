@@ -21,6 +21,11 @@ fn quickstart_with(dir: &Path, noise: &str) -> PathBuf {
     p
 }
 
+/// A noise model whose currents stay whole (stuck cells, ADC offsets):
+/// the simulator's fast path, so the end-to-end tests stay quick; the
+/// per-conversion path is tested by `tests/noise_stats.rs` and once below.
+const WHOLE: &str = "noise { stuck_at = 0.5%; adc_offset = 0.5 lsb; }";
+
 /// Every task's outputs of `mgen run FILE ARGS`, as raw bytes.
 fn outputs(file: &Path, args: &[&str], dir: &Path) -> Vec<Vec<u8>> {
     let out = dir.join("out");
@@ -54,13 +59,17 @@ fn an_empty_noise_block_is_no_noise_and_seeds_decide_the_chip() {
         "scale 0 changed outputs"
     );
 
-    let noisy = quickstart_with(d.path(), "noise = typical_reram;");
+    // The flag and the file's preset are the same chip.
+    let preset = quickstart_with(d.path(), "noise = typical_reram;");
+    let p0 = outputs(&preset, &[], d.path());
+    assert_ne!(p0, none, "typical_reram added no error");
+    assert_eq!(outputs(&plain, &["--noise", "typical_reram"], d.path()), p0);
+
+    let noisy = quickstart_with(d.path(), WHOLE);
     let s0 = outputs(&noisy, &["--chip-seed", "0"], d.path());
-    assert_ne!(s0, none, "typical_reram added no error");
+    assert_ne!(s0, none, "stuck cells added no error");
     assert_eq!(outputs(&noisy, &["--chip-seed", "0"], d.path()), s0);
     assert_ne!(outputs(&noisy, &["--chip-seed", "1"], d.path()), s0);
-    // The flag and the file's preset are the same chip.
-    assert_eq!(outputs(&plain, &["--noise", "typical_reram"], d.path()), s0);
     // Chip 1 alone is chip 1 of a run of chips 0..3 (its first output).
     let run3 = outputs(&noisy, &["--chip-seed", "1", "--chips", "3"], d.path());
     assert_eq!(run3, outputs(&noisy, &["--chip-seed", "1"], d.path()));
@@ -68,11 +77,11 @@ fn an_empty_noise_block_is_no_noise_and_seeds_decide_the_chip() {
 
 #[test]
 fn chips_report_each_task_over_every_instance() {
+    let d = tempfile::tempdir().unwrap();
+    let f = quickstart_with(d.path(), WHOLE);
     let j = json_of(&[
         "run",
-        "examples/quickstart.mgen",
-        "--noise",
-        "typical_reram",
+        f.to_str().unwrap(),
         "--chips",
         "3",
         "--quantile",
@@ -81,7 +90,7 @@ fn chips_report_each_task_over_every_instance() {
     ]);
     let n = &j["noise"];
     assert_eq!(n["chips"], 3);
-    assert!(n["model"].as_str().unwrap().starts_with("typical_reram"));
+    assert!(n["model"].as_str().unwrap().contains("stuck"), "{n}");
     for t in n["tasks"].as_array().unwrap() {
         let per: Vec<f64> = t["per_chip"]
             .as_array()
@@ -132,11 +141,10 @@ fn bad_noise_flags_are_usage_errors() {
 fn compare_decides_holds_over_noisy_chips_and_sweeps_noise_levels() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("sweep");
+    let f = quickstart_with(dir.path(), WHOLE);
     let j = json_of(&[
         "compare",
-        "examples/quickstart.mgen",
-        "--noise",
-        "typical_reram",
+        f.to_str().unwrap(),
         "--chips",
         "2",
         "--noise-sweep",

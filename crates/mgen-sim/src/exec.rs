@@ -95,19 +95,14 @@ struct Part {
     nz: Option<PartNoise>,
 }
 
-/// What the clip-free (fast) conversions of one part add on a noisy chip,
-/// in closed form (docs/simulator.md §9): the sum of independent Gaussian
-/// read noise over every conversion is one Gaussian per output.
+/// What the clip-free (fast) conversions of one part add on a noisy chip
+/// whose currents stay whole (stuck cells and ADC offsets only, docs/
+/// simulator.md §9): each conversion's code is `i + round(o)`, so the
+/// offsets add a fixed amount per output.
 struct PartNoise {
-    /// `Σ_k w_k² (gain · g)²` per cell over fast slices, `[in, out]`
-    /// (`None` without read noise): times the inputs' digit energy, the
-    /// read-noise variance per output.
-    var_w: Option<Array2<f32>>,
-    /// Per column: Σ over fast conversions of their weight × ADC offset.
+    /// Per column: Σ over fast conversions of their weight × rounded ADC
+    /// offset, less what calibration subtracts.
     off: Array1<f64>,
-    /// Per column: Σ over fast conversions of weight² / 12 (an ADC's
-    /// rounding of a non-integer current), 0 when currents are whole.
-    rvar: Array1<f64>,
 }
 
 /// A chip instance's noise as one image sees it.
@@ -143,20 +138,16 @@ struct Limits {
     dac_max: f64,
     adc_max: f64,
     xmax: f64,
-    /// Σ_j 2^(j·dac_bits) and Σ_j 4^(j·dac_bits) over an input's digits.
+    /// Σ_j 2^(j·dac_bits) over an input's digits.
     s1: f64,
-    s2: f64,
 }
 
 impl Limits {
     fn new(bits: u32, hw: &Hardware) -> Limits {
         let cycles = hw.input_bits.div_ceil(hw.dac_bits);
-        let (mut s1, mut s2) = (0.0, 0.0);
-        for j in 0..cycles {
-            let w = (1u64 << (j * hw.dac_bits)) as f64;
-            s1 += w;
-            s2 += w * w;
-        }
+        let s1: f64 = (0..cycles)
+            .map(|j| (1u64 << (j * hw.dac_bits)) as f64)
+            .sum();
         Limits {
             cb: hw.cell_bits,
             slices: bits.div_ceil(hw.cell_bits),
@@ -165,7 +156,6 @@ impl Limits {
             adc_max: ((1u64 << hw.adc_bits) - 1) as f64,
             xmax: ((1u64 << hw.input_bits) - 1) as f64,
             s1,
-            s2,
         }
     }
 }
@@ -272,10 +262,8 @@ impl PartCx<'_> {
     fn blocks(&self, wu: &Array2<i64>) -> (Vec<Block>, Option<PartNoise>, usize, usize) {
         let (inp, out) = wu.dim();
         let rows = self.hw.rows as usize;
-        let mut nz = self.noise.map(|n| PartNoise {
-            var_w: (n.read > 0.0).then(|| Array2::zeros((inp, out))),
+        let mut nz = self.noise.map(|_| PartNoise {
             off: Array1::zeros(out),
-            rvar: Array1::zeros(out),
         });
         let (mut fast_n, mut total_n) = (0, 0);
         let mut blocks = Vec::new();
@@ -389,11 +377,16 @@ impl PartCx<'_> {
         let mut fast = Array2::<f32>::zeros((r1 - r0, out));
         let (mut fast_max, mut fast_n) = (0.0f64, 0);
         let mut slow = Vec::new();
+        // Currents that are not whole LSBs (programming error, read noise,
+        // drift, gain) make every conversion's rounding matter: the ADC
+        // rounds a small error away and a large one to a whole LSB, so
+        // those slices are converted one by one (exact).
+        let fractional = self.noise.is_some_and(|n| n.fractional());
         for (k, slice) in slices.into_iter().enumerate() {
             let col_max =
                 slice.sum_axis(Axis(0)).fold(0.0f32, |a, &b| a.max(b)) as f64 * lim.dac_max;
             let weight = (1u64 << (k as u32 * lim.cb)) as f64;
-            if !(self.ideal_adc || col_max * gmax + margin <= lim.adc_max) {
+            if fractional || !(self.ideal_adc || col_max * gmax + margin <= lim.adc_max) {
                 slow.push((weight, slice));
                 continue;
             }
@@ -405,28 +398,15 @@ impl PartCx<'_> {
             };
             let scaled = &slice * scale;
             fast.scaled_add(weight as f32, &scaled);
-            if let Some(vw) = &mut pn.var_w {
-                vw.slice_mut(s![r0..r1, ..])
-                    .scaled_add((weight * weight) as f32, &scaled.mapv(|v| v * v));
-            }
-            let fractional = self.noise.is_some_and(|n| n.fractional());
-            // Each conversion's code is round(i + o): with whole currents
-            // `i` that is `i + round(o)`, a fixed error per ADC; with
-            // fractional ones the rounding error is spread evenly over an
-            // LSB (variance 1/12) and the offset stays as it is.
+            // Each conversion's code is round(i + o) = i + round(o) for a
+            // whole current `i`: a fixed error per ADC.
             Zip::from(&mut pn.off)
                 .and(&a.off)
                 .and(&a.sub)
                 .and(&a.cal)
                 .for_each(|v, &o, &sub, &f| {
-                    let code = if fractional { o } else { o.round() };
-                    *v += weight * lim.s1 * (code - sub) * f;
+                    *v += weight * lim.s1 * (o.round() - sub) * f;
                 });
-            if fractional {
-                Zip::from(&mut pn.rvar)
-                    .and(&a.cal)
-                    .for_each(|v, &f| *v += weight * weight * f * f * lim.s2 / 12.0);
-            }
         }
         let block = Block {
             r0,
@@ -501,11 +481,6 @@ pub fn mvm_at(
         .noise
         .as_ref()
         .map(|n| crate::noise::stream(n.key, at.0, at.1));
-    // Per token and input: Σ_j 4^(j·dac) d_j², the digits' read-noise weight.
-    let energy = match &img.noise {
-        Some(n) if n.read > 0.0 => Some(digit_energy(&xu, hw)),
-        _ => None,
-    };
     let mut y = Array2::<f64>::zeros((tokens, img.out));
     let mut buf = Array2::<f32>::zeros((tokens, img.out));
     for part in &img.parts {
@@ -514,8 +489,10 @@ pub fn mvm_at(
             let xg = xu.slice(s![.., g.r0..g.r1]);
             add_product(&mut acc, xg, &g.w, g.f64, &mut buf);
         }
-        if let (Some(nz), Some(noise), Some(rng)) = (&part.nz, &img.noise, rng.as_mut()) {
-            fast_noise(&mut acc, nz, noise.read, energy.as_ref(), rng);
+        if let Some(nz) = &part.nz {
+            for mut row in acc.rows_mut() {
+                row += &nz.off;
+            }
         }
         for b in &part.blocks {
             let xb = xu.slice(s![.., b.r0..b.r1]);
@@ -562,53 +539,10 @@ pub fn mvm_at(
     }
 }
 
-/// `Σ_j 4^(j·dac_bits) · d_j²` per token and input, over the DAC digits
-/// `d_j` of the input codes `xu`.
-fn digit_energy(xu: &Array2<f32>, hw: &Hardware) -> Array2<f32> {
-    let dac = hw.dac_bits;
-    let cycles = hw.input_bits.div_ceil(dac);
-    xu.mapv(|v| {
-        let mut e = 0.0f64;
-        for j in 0..cycles {
-            let d = (((v as u64) >> (j * dac)) & ((1u64 << dac) - 1)) as f64;
-            e += (1u64 << (2 * j * dac)) as f64 * d * d;
-        }
-        e as f32
-    })
-}
-
-/// Adds the clip-free conversions' noise to one part's sums: per output,
-/// the ADC offsets (fixed), and one Gaussian whose variance is the read
-/// noise of every conversion plus the ADCs' rounding — the exact
-/// distribution of the sum of independent per-conversion Gaussians.
-fn fast_noise(
-    acc: &mut Array2<f64>,
-    nz: &PartNoise,
-    read: f64,
-    energy: Option<&Array2<f32>>,
-    rng: &mut mgen_util::rng::Rng,
-) {
-    let var = match (energy, &nz.var_w) {
-        (Some(e), Some(vw)) => Some(matmul(e.view(), vw.view())),
-        _ => None,
-    };
-    for (t, mut row) in acc.rows_mut().into_iter().enumerate() {
-        for (c, a) in row.iter_mut().enumerate() {
-            let v = var
-                .as_ref()
-                .map_or(0.0, |m| read * read * m[(t, c)].max(0.0) as f64);
-            let sd = (v + nz.rvar[c]).sqrt();
-            *a += nz.off[c];
-            if sd > 0.0 {
-                *a += sd * crate::noise::gauss(rng);
-            }
-        }
-    }
-}
-
-/// Adds one block's slices that may clip, digit by digit, each
-/// conversion through the ADC: on a noisy chip with read noise, gain,
-/// offset and rounding first, then the clip to `[0, 2^adc_bits − 1]`.
+/// Adds one block's slices that may clip, or whose currents are not whole
+/// LSBs, digit by digit, each conversion through the ADC: on a noisy chip
+/// with read noise, gain, offset and rounding first, then the clip to
+/// `[0, 2^adc_bits − 1]`.
 fn slow_block(
     acc: &mut Array2<f64>,
     xb: ArrayView2<f32>,

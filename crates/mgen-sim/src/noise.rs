@@ -17,19 +17,14 @@ use mgen_hw::noise::{DRIFT_T0_S, Noise};
 use mgen_util::rng::Rng;
 use ndarray::{Array1, Array2};
 
-/// A standard normal draw: the Irwin–Hall sum of twelve 16-bit uniforms
-/// (three 64-bit words) minus 6. Its variance is 1 (to 2⁻³²), its tails
-/// end at ±6σ, and it uses integer arithmetic only, so it is the same on
-/// every machine (no platform `libm`).
+/// A standard normal draw by the Box–Muller transform of two 53-bit
+/// uniforms, with the `libm` crate's `log` and `cos` (pure Rust, the same
+/// bits on every machine, unlike the platform's). Its tails are a normal's
+/// out to about 8.6σ: the ADC's rounding of small errors depends on them.
 pub fn gauss(rng: &mut Rng) -> f64 {
-    let mut sum = 0.0;
-    for _ in 0..3 {
-        let r = rng.next_u64();
-        for k in 0..4 {
-            sum += (((r >> (16 * k)) & 0xffff) as f64 + 0.5) / 65536.0;
-        }
-    }
-    sum - 6.0
+    let u1 = ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    (-2.0 * libm::log(u1)).sqrt() * libm::cos(std::f64::consts::TAU * u2)
 }
 
 /// The stream of one chip instance's static errors for one purpose
