@@ -750,7 +750,7 @@ fn mode_text(mode: Option<sim::Mode>) -> &'static str {
 }
 
 /// A figure with four decimals, or `-` when it is not finite.
-fn fig(x: f64) -> String {
+pub(crate) fn fig(x: f64) -> String {
     if x.is_finite() {
         format!("{x:.4}")
     } else {

@@ -10,6 +10,21 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
+/// An SVG document's opening tag and its title line.
+fn svg_open(w: f64, h: f64, title: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="20" font-size="15" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
+    s
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -52,16 +67,7 @@ pub fn line_chart(title: &str, xlabel: &str, ylabel: &str, series: &[Series]) ->
     let (y0, y1) = span(all().map(|p| p.1));
     let px = |x: f64| left + plot_w * (x - x0) / (x1 - x0);
     let py = |y: f64| top + plot_h * (1.0 - (y - y0) / (y1 - y0));
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="10" y="20" font-size="15" font-weight="bold">{}</text>"#,
-        escape(title)
-    );
+    let mut s = svg_open(w, h, title);
     let _ = writeln!(
         s,
         r##"<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>"##
@@ -150,16 +156,7 @@ pub fn bar_chart(title: &str, unit: &str, bars: &[(String, f64)]) -> String {
     let (w, left, row) = (760.0, 190.0, 22.0);
     let h = 60.0 + row * bars.len() as f64;
     let max = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1e-300);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="10" y="20" font-size="15" font-weight="bold">{}</text>"#,
-        escape(title)
-    );
+    let mut s = svg_open(w, h, title);
     for (i, (label, v)) in bars.iter().enumerate() {
         let y = 36.0 + row * i as f64;
         // A negative or undefined value draws no bar (its label says it).

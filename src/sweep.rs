@@ -8,7 +8,7 @@
 //! points keep the order the scales were given in; a task's figures are its
 //! first budget's.
 
-use crate::compare::{Comparison, NoisyBudget};
+use crate::compare::{Comparison, NoisyBudget, fig};
 use crate::diag::Diags;
 use crate::held_out::HeldOut;
 use serde::Serialize;
@@ -294,13 +294,5 @@ impl NoiseSweep {
             }
         }
         out
-    }
-}
-
-fn fig(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.4}")
-    } else {
-        "null".into()
     }
 }

@@ -362,17 +362,13 @@ impl PartCx<'_> {
         let lim = self.lim;
         let out = wu.ncols();
         let (slices, adc) = self.cells(wu, r0, r1);
-        // The margin noise needs below the ADC's top code to stay clip-free.
-        let (gmax, margin) = match (self.noise, &adc) {
-            (Some(n), Some(a)) => {
-                let gmax = a.gain.fold(1.0f64, |x, &g| x.max(g));
-                let omax = a.off.fold(0.0f64, |x, &o| x.max(o.abs()));
-                let read = 6.0 * n.read * lim.cell_max * lim.dac_max * ((r1 - r0) as f64).sqrt();
-                (gmax, omax + read + 0.5)
-            }
-            _ => (1.0, 0.0),
-        };
-        // Physical gain times digital correction, per column.
+        // The margin ADC offsets need below the top code to stay clip-free
+        // (gain error, read noise and other fractional currents never take
+        // the fast path).
+        let margin = adc
+            .as_ref()
+            .map_or(0.0, |a| a.off.fold(0.0f64, |x, &o| x.max(o.abs())) + 0.5);
+        // Physical gain (1 on the fast path) times digital correction, per column.
         let scale = adc.as_ref().map(|a| (&a.gain * &a.cal).mapv(|v| v as f32));
         let mut fast = Array2::<f32>::zeros((r1 - r0, out));
         let (mut fast_max, mut fast_n) = (0.0f64, 0);
@@ -386,12 +382,12 @@ impl PartCx<'_> {
             let col_max =
                 slice.sum_axis(Axis(0)).fold(0.0f32, |a, &b| a.max(b)) as f64 * lim.dac_max;
             let weight = (1u64 << (k as u32 * lim.cb)) as f64;
-            if fractional || !(self.ideal_adc || col_max * gmax + margin <= lim.adc_max) {
+            if fractional || !(self.ideal_adc || col_max + margin <= lim.adc_max) {
                 slow.push((weight, slice));
                 continue;
             }
             fast_n += 1;
-            fast_max += weight * lim.cell_max * gmax;
+            fast_max += weight * lim.cell_max;
             let (Some(scale), Some(a), Some(pn)) = (&scale, &adc, nz.as_deref_mut()) else {
                 fast.scaled_add(weight as f32, &slice);
                 continue;
