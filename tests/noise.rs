@@ -242,3 +242,16 @@ fn a_drift_exponent_is_a_number_or_a_percentage() {
     assert_eq!(plain.drift_nu_std, 0.002);
     assert_eq!((percent.drift_nu, percent.drift_nu_std), (0.005, 0.002));
 }
+
+#[test]
+fn a_sweep_without_a_noise_model_says_so() {
+    let (code, out, err) = mgen(&[
+        "compare",
+        "examples/quickstart.mgen",
+        "--noise-sweep",
+        "0,1",
+        "--counts-only",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("every scale is noise-free"), "{out}");
+}
