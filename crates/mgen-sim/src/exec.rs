@@ -26,10 +26,12 @@
 //! f32 with the reference executor's functions.
 
 use crate::hw::{Hardware, Signs};
+use crate::noise::{gauss, round_code};
 use mgen_isa::isa::{DmmKind, Inst, Program, VecOp};
 use mgen_isa::quant::{InputQuant, QMatrix};
 use mgen_model::gemm::{matmul, matmul_into};
 use mgen_model::reference::{av, embed, gelu_all, layernorm, mask_scores, mean_pool, qk, softmax};
+use mgen_util::rng::Rng;
 use ndarray::{Array1, Array2, ArrayD, ArrayView2, Axis, Ix1, Ix2, Ix3, Zip, s};
 use std::sync::Arc;
 
@@ -41,10 +43,49 @@ struct Block {
     fast: Array2<f32>,
     /// The largest column sum `fast` can give: rows × max input × max weight.
     bound: f64,
-    /// Slices that may clip: (weight `2^(k·cell_bits)`, slice `[rows, out]`).
-    slow: Vec<(f64, Array2<f32>)>,
+    /// The slices converted one by one (`None`: every slice is clip-free
+    /// with whole currents).
+    slow: Option<Slow>,
     /// This crossbar's ADCs on a noisy chip.
     adc: Option<Adc>,
+}
+
+/// One block's slices that are converted one by one: they may clip, or
+/// their currents are not whole LSBs. Side by side, so each input digit
+/// plane is one product for all of them.
+struct Slow {
+    /// Each slice's weight `2^(k·cell_bits)`.
+    weights: Vec<f64>,
+    /// `[rows, n·out]`: slice `i`'s cells in columns `i·out..(i+1)·out`;
+    /// with read noise and one-bit digits (a digit's square is itself),
+    /// the squared cells follow in columns `(n+i)·out..`, so the same
+    /// product gives each conversion's current and its read-noise variance.
+    w: Array2<f32>,
+    /// The squared cells `[rows, n·out]`, when read noise meets digits of
+    /// several bits (their squares are a product of their own).
+    sq: Option<Array2<f32>>,
+}
+
+impl Slow {
+    /// Puts `slices` side by side; `squares`: also each cell's square
+    /// (next to them when `binary` digits, else apart).
+    fn new(slices: Vec<(f64, Array2<f32>)>, squares: bool, binary: bool) -> Option<Slow> {
+        if slices.is_empty() {
+            return None;
+        }
+        let weights = slices.iter().map(|(w, _)| *w).collect();
+        let views: Vec<_> = slices.iter().map(|(_, s)| s.view()).collect();
+        let w = ndarray::concatenate(Axis(1), &views).expect("slices of one block");
+        let sq = squares.then(|| w.mapv(|v| v * v));
+        let (w, sq) = match sq {
+            Some(sq) if binary => (
+                ndarray::concatenate(Axis(1), &[w.view(), sq.view()]).expect("same rows"),
+                None,
+            ),
+            sq => (w, sq),
+        };
+        Some(Slow { weights, w, sq })
+    }
 }
 
 /// Consecutive row blocks whose clip-free parts are one product: their
@@ -55,6 +96,9 @@ struct Group {
     r1: usize,
     w: Array2<f32>,
     f64: bool,
+    /// No clip-free slice in any of its blocks: `w` is zero, its product
+    /// is skipped.
+    empty: bool,
 }
 
 /// 2^24: below it every integer is exact in f32.
@@ -77,12 +121,19 @@ fn group(blocks: &mut [Block]) -> Vec<Group> {
                     r1: b.r1,
                     w: fast,
                     f64: b.bound >= F32_EXACT,
+                    empty: false,
                 },
                 b.bound,
             )),
         }
     }
-    groups.into_iter().map(|(g, _)| g).collect()
+    groups
+        .into_iter()
+        .map(|(g, bound)| Group {
+            empty: bound == 0.0,
+            ..g
+        })
+        .collect()
 }
 
 struct Part {
@@ -340,7 +391,7 @@ impl PartCx<'_> {
         let sub = off.mapv(|o| match (n.calibrate, frac) {
             (false, _) => 0.0,
             (true, true) => o,
-            (true, false) => o.round(),
+            (true, false) => round_code(o),
         });
         let adc = Adc {
             gain,
@@ -373,6 +424,7 @@ impl PartCx<'_> {
         let mut fast = Array2::<f32>::zeros((r1 - r0, out));
         let (mut fast_max, mut fast_n) = (0.0f64, 0);
         let mut slow = Vec::new();
+        let read = self.noise.is_some_and(|n| n.read > 0.0);
         // Currents that are not whole LSBs (programming error, read noise,
         // drift, gain) make every conversion's rounding matter: the ADC
         // rounds a small error away and a large one to a whole LSB, so
@@ -401,7 +453,7 @@ impl PartCx<'_> {
                 .and(&a.sub)
                 .and(&a.cal)
                 .for_each(|v, &o, &sub, &f| {
-                    *v += weight * lim.s1 * (o.round() - sub) * f;
+                    *v += weight * lim.s1 * (round_code(o) - sub) * f;
                 });
         }
         let block = Block {
@@ -409,7 +461,7 @@ impl PartCx<'_> {
             r1,
             fast,
             bound: (r1 - r0) as f64 * lim.xmax * fast_max,
-            slow,
+            slow: Slow::new(slow, read, self.hw.dac_bits == 1),
             adc,
         };
         (block, fast_n)
@@ -481,7 +533,7 @@ pub fn mvm_at(
     let mut buf = Array2::<f32>::zeros((tokens, img.out));
     for part in &img.parts {
         let mut acc = Array2::<f64>::zeros((tokens, img.out));
-        for g in &part.groups {
+        for g in part.groups.iter().filter(|g| !g.empty) {
             let xg = xu.slice(s![.., g.r0..g.r1]);
             add_product(&mut acc, xg, &g.w, g.f64, &mut buf);
         }
@@ -492,15 +544,8 @@ pub fn mvm_at(
         }
         for b in &part.blocks {
             let xb = xu.slice(s![.., b.r0..b.r1]);
-            slow_block(
-                &mut acc,
-                xb,
-                b,
-                hw,
-                ideal_adc,
-                img.noise.as_ref(),
-                rng.as_mut(),
-            );
+            let nz = img.noise.as_ref().zip(rng.as_mut());
+            slow_block(&mut acc, xb, b, hw, ideal_adc, nz);
         }
         // Remove the input offset: Σ_r W_u (x_u − ox) = acc − ox·colsum.
         for mut row in acc.rows_mut() {
@@ -538,54 +583,152 @@ pub fn mvm_at(
 /// Adds one block's slices that may clip, or whose currents are not whole
 /// LSBs, digit by digit, each conversion through the ADC: on a noisy chip
 /// with read noise, gain, offset and rounding first, then the clip to
-/// `[0, 2^adc_bits − 1]`.
+/// `[0, 2^adc_bits − 1]`. One product per input digit plane serves every
+/// slow slice (and, with one-bit digits, their read-noise variances).
 fn slow_block(
     acc: &mut Array2<f64>,
     xb: ArrayView2<f32>,
     b: &Block,
     hw: &Hardware,
     ideal_adc: bool,
-    noise: Option<&ImageNoise>,
-    mut rng: Option<&mut mgen_util::rng::Rng>,
+    noise: Option<(&ImageNoise, &mut Rng)>,
 ) {
+    let Some(sl) = &b.slow else {
+        return;
+    };
     let dac = hw.dac_bits;
     let cycles = hw.input_bits.div_ceil(dac);
-    let adc_max = ((1u64 << hw.adc_bits) - 1) as f32;
-    for (weight, slice) in &b.slow {
-        let sq = noise
-            .filter(|n| n.read > 0.0)
-            .map(|_| slice.mapv(|v| v * v));
-        for j in 0..cycles {
-            let shift = j * dac;
-            let digits = xb.mapv(|v| (((v as u64) >> shift) & ((1u64 << dac) - 1)) as f32);
-            let mut col = matmul(digits.view(), slice.view());
-            if let (Some(n), Some(a), Some(rng)) = (noise, &b.adc, rng.as_deref_mut()) {
-                let var = sq
-                    .as_ref()
-                    .map(|sq| matmul(digits.mapv(|d| d * d).view(), sq.view()));
-                for (t, mut row) in col.rows_mut().into_iter().enumerate() {
-                    for (c, v) in row.iter_mut().enumerate() {
-                        let mut i = *v as f64;
-                        if let Some(var) = &var {
-                            i += n.read
-                                * (var[(t, c)].max(0.0) as f64).sqrt()
-                                * crate::noise::gauss(rng);
+    let mask = (1u64 << dac) - 1;
+    let conv = Conv {
+        out: acc.ncols(),
+        adc_max: ((1u64 << hw.adc_bits) - 1) as f64,
+        ideal_adc,
+    };
+    let n = sl.weights.len();
+    let mut p = Array2::<f32>::zeros((xb.nrows(), sl.w.ncols()));
+    let mut v = sl
+        .sq
+        .as_ref()
+        .map(|sq| Array2::<f32>::zeros((xb.nrows(), sq.ncols())));
+    let mut digits = Array2::<f32>::zeros(xb.dim());
+    let mut noise = noise;
+    for j in 0..cycles {
+        let shift = j * dac;
+        Zip::from(&mut digits)
+            .and(xb)
+            .for_each(|d, &x| *d = (((x as u64) >> shift) & mask) as f32);
+        matmul_into(digits.view(), sl.w.view(), p.view_mut(), false);
+        if let (Some(sq), Some(v)) = (&sl.sq, v.as_mut()) {
+            let d2 = digits.mapv(|d| d * d);
+            matmul_into(d2.view(), sq.view(), v.view_mut(), false);
+        }
+        let place = (1u64 << shift) as f64;
+        let factors: Vec<f64> = sl.weights.iter().map(|w| w * place).collect();
+        match (noise.as_mut(), &b.adc) {
+            (Some((nz, rng)), Some(adc)) => {
+                // The variances: beside the currents, or their own product.
+                let (var, at) = match &v {
+                    Some(v) => (v.view(), 0),
+                    None => (p.view(), n * conv.out),
+                };
+                let read = (nz.read > 0.0).then_some((var, at, nz.read));
+                conv.noisy(acc, p.view(), &factors, adc, read, rng);
+            }
+            _ => conv.exact(acc, p.view(), &factors),
+        }
+    }
+}
+
+/// One digit plane's conversions: `p` holds each token's column currents,
+/// slice `k`'s in columns `k·out..(k+1)·out`, weighted `factors[k]`.
+struct Conv {
+    out: usize,
+    adc_max: f64,
+    ideal_adc: bool,
+}
+
+impl Conv {
+    /// Whole currents on ideal devices: only the clip.
+    fn exact(&self, acc: &mut Array2<f64>, p: ArrayView2<f32>, factors: &[f64]) {
+        for (mut a, pr) in acc.rows_mut().into_iter().zip(p.rows()) {
+            for (k, &f) in factors.iter().enumerate() {
+                let cols = pr.slice(s![k * self.out..(k + 1) * self.out]);
+                Zip::from(&mut a).and(&cols).for_each(|a, &i| {
+                    let code = if self.ideal_adc {
+                        i as f64
+                    } else {
+                        (i as f64).clamp(0.0, self.adc_max)
+                    };
+                    *a += f * code;
+                });
+            }
+        }
+    }
+
+    /// On a noisy chip: per conversion, read noise (`read`: the variances
+    /// `Σ d²·g²` with their column offset, and σ), gain, offset, rounding,
+    /// clip; then the digital calibration.
+    fn noisy(
+        &self,
+        acc: &mut Array2<f64>,
+        p: ArrayView2<f32>,
+        factors: &[f64],
+        adc: &Adc,
+        read: Option<(ArrayView2<f32>, usize, f64)>,
+        rng: &mut Rng,
+    ) {
+        let out = self.out;
+        let cols = |a: &Array1<f64>| a.as_slice().expect("a fresh array").to_vec();
+        let (gain, off, sub, cal) = (
+            cols(&adc.gain),
+            cols(&adc.off),
+            cols(&adc.sub),
+            cols(&adc.cal),
+        );
+        let top = if self.ideal_adc {
+            f64::INFINITY
+        } else {
+            self.adc_max
+        };
+        let bottom = if self.ideal_adc {
+            f64::NEG_INFINITY
+        } else {
+            0.0
+        };
+        for (t, mut a) in acc.rows_mut().into_iter().enumerate() {
+            let a = a.as_slice_mut().expect("a fresh array");
+            let pr = p.row(t);
+            let pr = pr.as_slice().expect("a fresh array");
+            for (k, &f) in factors.iter().enumerate() {
+                let cur = &pr[k * out..(k + 1) * out];
+                // Each conversion: read noise (no current, no noise and
+                // no draw), gain, offset, rounding, clip; then the
+                // digital unit takes the calibrated offset out and
+                // rescales the column.
+                let noisy = |c: usize, i: f32, var: f32, rng: &mut Rng| {
+                    let mut i = i as f64;
+                    if var > 0.0 {
+                        i += read.as_ref().map_or(0.0, |r| r.2) * (var as f64).sqrt() * gauss(rng);
+                    }
+                    let code = round_code(i * gain[c] + off[c]).clamp(bottom, top);
+                    f * (code - sub[c]) * cal[c]
+                };
+                match &read {
+                    Some((var, at, _)) => {
+                        let vr = var.row(t);
+                        let vr = &vr.as_slice().expect("a fresh array")
+                            [at + k * out..at + (k + 1) * out];
+                        for (c, ((a, &i), &v)) in a.iter_mut().zip(cur).zip(vr).enumerate() {
+                            *a += noisy(c, i, v, rng);
                         }
-                        let code = i * a.gain[c] + a.off[c];
-                        let code = code.round();
-                        let code = if ideal_adc {
-                            code
-                        } else {
-                            code.clamp(0.0, adc_max as f64)
-                        };
-                        // Digital: the calibrated offset out, the column rescaled.
-                        *v = ((code - a.sub[c]) * a.cal[c]) as f32;
+                    }
+                    None => {
+                        for (c, (a, &i)) in a.iter_mut().zip(cur).enumerate() {
+                            *a += noisy(c, i, 0.0, rng);
+                        }
                     }
                 }
-            } else if !ideal_adc {
-                col.mapv_inplace(|v| v.clamp(0.0, adc_max));
             }
-            acc.scaled_add(weight * (1u64 << shift) as f64, &col.mapv(|v| v as f64));
         }
     }
 }

@@ -16,15 +16,43 @@
 use mgen_hw::noise::{DRIFT_T0_S, Noise};
 use mgen_util::rng::Rng;
 use ndarray::{Array1, Array2};
+use rand_distr::{Distribution, StandardNormal};
 
-/// A standard normal draw by the Box–Muller transform of two 53-bit
-/// uniforms, with the `libm` crate's `log` and `cos` (pure Rust, the same
-/// bits on every machine, unlike the platform's). Its tails are a normal's
-/// out to about 8.6σ: the ADC's rounding of small errors depends on them.
+/// A standard normal draw: `rand_distr`'s ziggurat (Marsaglia and
+/// Tsang, with the exact tail), over our stream: one table lookup and one
+/// multiply for most draws, where Box–Muller needs a `log`, a `sqrt` and a
+/// `cos`; and a normal's tails, which the ADC's rounding of small errors
+/// depends on. Its bits are fixed on one machine;
+/// the wedge test (1% of draws) calls the platform's `exp`.
 pub fn gauss(rng: &mut Rng) -> f64 {
-    let u1 = ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    (-2.0 * libm::log(u1)).sqrt() * libm::cos(std::f64::consts::TAU * u2)
+    StandardNormal.sample(&mut Bits(rng))
+}
+
+/// An ADC's rounding of a noisy current to a code: to the nearest
+/// integer, ties to even (`(x + 1.5·2^52) − 1.5·2^52`, exact for
+/// |x| < 2^51; two additions where `f64::round` is a library call on
+/// baseline x86-64).
+#[inline]
+pub fn round_code(x: f64) -> f64 {
+    const SHIFT: f64 = 6_755_399_441_055_744.0;
+    (x + SHIFT) - SHIFT
+}
+
+/// Our stream as a `rand` generator.
+struct Bits<'a>(&'a mut Rng);
+
+impl rand::RngCore for Bits<'_> {
+    fn next_u32(&mut self) -> u32 {
+        (self.0.next_u64() >> 32) as u32
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        rand::rand_core::impls::fill_bytes_via_next(self, dst)
+    }
 }
 
 /// The stream of one chip instance's static errors for one purpose
@@ -110,6 +138,17 @@ mod tests {
         // Standard errors: 1/sqrt(n) ≈ 0.0022 for the mean, ≈ 0.0032 for the variance.
         assert!(m.abs() < 0.01, "mean {m}");
         assert!((v - 1.0).abs() < 0.015, "variance {v}");
+    }
+
+    #[test]
+    fn round_code_is_nearest_with_ties_to_even() {
+        let cases = [(0.4, 0.0), (0.5, 0.0), (0.6, 1.0), (1.5, 2.0), (2.5, 2.0)];
+        for (x, want) in cases {
+            assert_eq!(round_code(x), want, "{x}");
+        }
+        assert_eq!(round_code(-0.6), -1.0);
+        assert_eq!(round_code(-1.5), -2.0);
+        assert_eq!(round_code(1023.49), 1023.0);
     }
 
     #[test]
