@@ -482,3 +482,120 @@ fn a_huge_inputs_file_is_read_only_as_far_as_the_workload_needs() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("error[E207]"), "{err}");
 }
+
+/// `ts` as a safetensors file whose `__metadata__` links `links` under
+/// `mgen.shared`.
+fn serialize_linking(ts: &[T], links: &str) -> Vec<u8> {
+    let views: Vec<(String, TensorView)> = ts
+        .iter()
+        .map(|t| {
+            let v = TensorView::new(t.dtype, t.shape.clone(), &t.bytes).unwrap();
+            (t.name.clone(), v)
+        })
+        .collect();
+    let meta = std::collections::HashMap::from([("mgen.shared".to_string(), links.to_string())]);
+    safetensors::tensor::serialize(views, Some(meta)).unwrap()
+}
+
+/// A task's query weight and head, the query weight moved off the base's.
+fn task_own_tensors() -> (T, Vec<T>) {
+    let mut q = base_tensors()
+        .into_iter()
+        .find(|t| t.name == "encoder.layer.0.attention.self.query.weight")
+        .unwrap();
+    let moved: Vec<f32> = q
+        .bytes
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()) * 1.5)
+        .collect();
+    q.bytes = f32_bytes(&moved);
+    let head = [
+        ("classifier.weight", vec![2u64, 8]),
+        ("classifier.bias", vec![2]),
+    ]
+    .map(|(name, shape)| T {
+        name: name.into(),
+        dtype: Dtype::F32,
+        shape: shape.iter().map(|&d| d as usize).collect(),
+        bytes: f32_bytes(
+            mgen::weights::synthetic(3, name, &shape)
+                .as_slice()
+                .unwrap(),
+        ),
+    });
+    (q, head.into_iter().collect())
+}
+
+/// A task file that holds its head and links a file with its query weight
+/// (`--emit weights` writes a shared trunk so) computes exactly what one
+/// file holding both computes: the same digests, the same outputs.
+#[test]
+fn a_task_file_reads_the_tensors_it_shares_from_the_files_it_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (q, head) = task_own_tensors();
+    let (whole, linked) = (d.join("whole.safetensors"), d.join("linked.safetensors"));
+    let mut both = head;
+    std::fs::write(
+        d.join("trunk.safetensors"),
+        serialize(std::slice::from_ref(&q)),
+    )
+    .unwrap();
+    std::fs::write(&linked, serialize_linking(&both, "trunk.safetensors")).unwrap();
+    both.push(q);
+    std::fs::write(&whole, serialize(&both)).unwrap();
+    let base = format!(
+        "{}/tiny/model.safetensors",
+        std::env::current_dir().unwrap().join(DATA).display()
+    );
+    let (m1, out1, _) = run(&base, &format!("\"{}\"", whole.display()));
+    let (m2, out2, _) = run(&base, &format!("\"{}\"", linked.display()));
+    let digests = |m: &mgen::ir::Module| -> Vec<(String, String, String)> {
+        m.params
+            .iter()
+            .map(|p| (p.name.clone(), p.digest.clone(), p.source.clone()))
+            .collect()
+    };
+    assert_eq!(digests(&m1), digests(&m2));
+    assert!(
+        m2.params
+            .iter()
+            .any(|p| p.source == "t" && p.name.ends_with("query.weight"))
+    );
+    assert_eq!(out1[0].values, out2[0].values);
+}
+
+/// A link that is not a plain file name beside the checkpoint is E202; a
+/// linked file that is missing is E201 with a note naming the task file.
+#[test]
+fn bad_links_are_diagnostics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_, head) = task_own_tensors();
+    let base = std::env::current_dir()
+        .unwrap()
+        .join(DATA)
+        .join("tiny/model.safetensors");
+    for (links, code, says) in [
+        ("../trunk.safetensors", "E202", "plain file name"),
+        ("sub/trunk.safetensors", "E202", "plain file name"),
+        ("", "E202", "plain file name"),
+        (
+            "absent.safetensors",
+            "E201",
+            "links it for the tensors it shares",
+        ),
+    ] {
+        let task = d.join("task.safetensors");
+        std::fs::write(&task, serialize_linking(&head, links)).unwrap();
+        let spec = SPEC
+            .replace("BASE", &base.display().to_string())
+            .replace("TASK", &format!("\"{}\"", task.display()));
+        let (code_got, err) = check_in(d, &spec);
+        assert_eq!(code_got, 1, "{links}: {err}");
+        assert!(
+            err.contains(&format!("error[{code}]")) && err.contains(says),
+            "{links}: {err}"
+        );
+    }
+}

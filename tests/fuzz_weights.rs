@@ -135,3 +135,55 @@ fn fuzz_weights_door() {
         start.elapsed().as_secs_f64()
     );
 }
+
+/// A task checkpoint's `mgen.shared` links under mutation (folders, `..`,
+/// empty names, bytes that are not names, files that are not there): the
+/// task file holds its head and links the model's file, and `mgen check`
+/// must end with a result or a coded diagnostic.
+#[test]
+fn fuzz_task_file_links() {
+    let (cases, seed) = (fuzzkit::cases(200), fuzzkit::seed());
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("f.mgen");
+    let task_spec = SPEC.replace("finetuned(seed = 2, drift = 0.01)", "\"task.safetensors\"");
+    std::fs::write(&spec, task_spec).unwrap();
+    let spec = spec.to_str().unwrap().to_string();
+    std::fs::write(dir.path().join("model.safetensors"), checkpoint()).unwrap();
+    std::fs::write(dir.path().join("config.json"), CONFIG).unwrap();
+    let head: Vec<(String, Vec<usize>, Vec<u8>)> = [
+        ("classifier.weight", vec![2, 16]),
+        ("classifier.bias", vec![2]),
+    ]
+    .into_iter()
+    .map(|(n, s): (&str, Vec<usize>)| {
+        (
+            n.to_string(),
+            s.clone(),
+            vec![0u8; 4 * s.iter().product::<usize>()],
+        )
+    })
+    .collect();
+    let mut rng = fuzzkit::Rng::new(seed);
+    let mut failures = 0;
+    for i in 0..cases {
+        let link = fuzzkit::mutate(b"model.safetensors,model.safetensors", &mut rng);
+        let link = String::from_utf8_lossy(&link).into_owned();
+        let views: Vec<(String, TensorView)> = head
+            .iter()
+            .map(|(n, s, b)| {
+                (
+                    n.clone(),
+                    TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
+        let meta = std::collections::HashMap::from([("mgen.shared".to_string(), link.clone())]);
+        let file = safetensors::tensor::serialize(views, Some(meta)).unwrap();
+        std::fs::write(dir.path().join("task.safetensors"), &file).unwrap();
+        fuzzkit::run_case("task links", i, seed, link.as_bytes(), |_| {
+            let runs = [vec!["check", &spec]];
+            failures += fuzzkit::rejected("task links", &runs, |a| common::mgen(a)) as usize;
+        });
+    }
+    eprintln!("task links: {cases} cases ({failures} rejected)");
+}

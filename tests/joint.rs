@@ -315,3 +315,88 @@ fn an_unwritable_cache_folder_is_a_diagnostic() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("E105"), "{err}");
 }
+
+/// `--emit weights` writes a jointly trained trunk once, in a file both
+/// task files link, and the models read back from the written files
+/// compute the generated models' float outputs bit for bit.
+#[test]
+fn a_joint_trunk_is_written_once_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    symmetric_tasks(dir.path());
+    let p = write(dir.path(), "joint.mgen", JOINT);
+    let (r, c) = (p.to_str().unwrap(), dir.path().join("cache"));
+    let w = dir.path().join("w");
+    let (code, _, err) = mgen(&[
+        "compile",
+        r,
+        "--emit",
+        "weights",
+        "-o",
+        w.to_str().unwrap(),
+        "--cache",
+        c.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let summary = json_of(&[
+        "compile",
+        r,
+        "--emit",
+        "sharing",
+        "--json",
+        "--cache",
+        c.to_str().unwrap(),
+    ]);
+    assert!(
+        summary["joint"][0]["adopted"].as_bool().unwrap(),
+        "{}",
+        summary["joint"]
+    );
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(w.join("weights.json")).unwrap()).unwrap();
+    let shared = written["shared"].as_object().unwrap();
+    assert_eq!(shared.len(), 1, "{shared:?}");
+    let (file, entry) = shared.iter().next().unwrap();
+    assert_eq!(entry["tasks"], serde_json::json!(["a", "b"]));
+    let trunk = "encoder.layer.0.attention.self.query.weight";
+    assert!(read(&w.join(file)).contains_key(trunk));
+    for t in ["a", "b"] {
+        assert_eq!(written["tasks"][t]["links"], serde_json::json!([file]));
+        let own = read(&w.join(format!("{t}.safetensors")));
+        assert!(!own.contains_key(trunk), "{t} holds the trunk again");
+        assert!(
+            own.contains_key("encoder.layer.5.output.dense.weight"),
+            "{t}: its branch"
+        );
+    }
+    let task = |t: &str| {
+        format!(
+            "task {t} {{ base = m; head = classify(4, pool = mean); weights = \"w/{t}.safetensors\"; }}\n"
+        )
+    };
+    let back = dir.path().join("back.mgen");
+    let spec = format!(
+        "{HW}model m {{ {MODEL} weights = \"w/m.safetensors\"; }}\n{}{}\
+         workload w {{ requests = 96; seq = 12; inputs = synthetic(seed = 5); tasks = [a, b]; }}\n",
+        task("a"),
+        task("b")
+    );
+    std::fs::write(&back, spec).unwrap();
+    let outputs = |args: &[&str], out: &Path| {
+        let mut all = vec![
+            "run",
+            "--reference",
+            "--dump-outputs",
+            out.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        let (code, _, err) = mgen(&all);
+        assert_eq!(code, 0, "{err}");
+        ["a", "b"].map(|t| std::fs::read(out.join(format!("{t}.npy"))).unwrap())
+    };
+    let generated = outputs(&[r, "--cache", c.to_str().unwrap()], &dir.path().join("o1"));
+    let read_back = outputs(
+        &[back.to_str().unwrap(), "--baseline"],
+        &dir.path().join("o2"),
+    );
+    assert!(generated == read_back, "the read-back models differ");
+}

@@ -22,6 +22,12 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+/// The `__metadata__` key through which a task checkpoint names the files
+/// of tensors it shares with other tasks (`--emit weights` writes a shared
+/// trunk once): a comma-separated list of file names beside it, searched
+/// in order for any tensor the checkpoint itself does not hold.
+pub const SHARED_KEY: &str = "mgen.shared";
+
 /// Checkpoints larger than this are refused.
 pub const MAX_CHECKPOINT_BYTES: u64 = 8 << 30;
 /// A safetensors header longer than this is refused (the crate's own limit).
@@ -51,6 +57,9 @@ pub struct Checkpoint {
     pub entries: BTreeMap<String, Entry>,
     /// `config.json` beside the file, when present and valid JSON.
     pub config: Option<serde_json::Value>,
+    /// The header's `__metadata__` (string to string; bounded by the
+    /// header's size limit).
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// Why a checkpoint could not be used.
@@ -232,12 +241,43 @@ impl Checkpoint {
         let (header, start) = read_header(&mut file, meta.len())?;
         let entries = entries_of(&header, start)?;
         let config = read_config(path)?;
+        let metadata = header
+            .metadata()
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         Ok(Checkpoint {
             path: path.to_path_buf(),
             file: Mutex::new(file),
             entries,
             config,
+            metadata,
         })
+    }
+
+    /// The files this checkpoint links under [`SHARED_KEY`], in order:
+    /// plain file names (no folder, not `.` or `..`), resolved beside it.
+    /// Links are one level deep: a linked file's own links are not read.
+    pub fn links(&self) -> Result<Vec<PathBuf>, Error> {
+        let Some(v) = self.metadata.get(SHARED_KEY) else {
+            return Ok(Vec::new());
+        };
+        let dir = self.path.parent().unwrap_or(Path::new(""));
+        v.split(',')
+            .map(|name| {
+                let plain = !name.is_empty()
+                    && name != "."
+                    && name != ".."
+                    && !name.contains(['/', '\\', '\0']);
+                match plain {
+                    true => Ok(dir.join(name)),
+                    false => Err(Error::Format(format!(
+                        "its `{SHARED_KEY}` metadata names `{name}`; mgen follows links only to files beside the checkpoint, by plain file name"
+                    ))),
+                }
+            })
+            .collect()
     }
 
     /// The bytes of a tensor, read from the file (checked for NaN and

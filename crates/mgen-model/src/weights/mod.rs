@@ -361,6 +361,43 @@ impl Store {
         Ok(c)
     }
 
+    /// The files a task checkpoint links for the tensors it shares with
+    /// other tasks ([`checkpoint::SHARED_KEY`]), opened.
+    fn linked(
+        &mut self,
+        spec: &Spec,
+        c: &Checkpoint,
+        key: &str,
+    ) -> Result<Vec<Arc<Checkpoint>>, Diags> {
+        let paths = c.links().map_err(|e| {
+            let d = Diagnostic::error(
+                code_of(&e),
+                format!("checkpoint `{}`: {e}", c.path.display()),
+            );
+            Diags::from(Self::at(spec, key, d, "these weights"))
+        })?;
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            if let Some(f) = self.files.get(&p) {
+                out.push(f.clone());
+                continue;
+            }
+            let f = Checkpoint::open(&p).map_err(|e| {
+                let msg = format!("checkpoint `{}`: {e}", p.display());
+                let d = Self::at(spec, key, Diagnostic::error(code_of(&e), msg), "these weights")
+                    .note(format!(
+                        "`{}` links it for the tensors it shares with other tasks (`--emit weights` writes such files side by side)",
+                        c.path.display()
+                    ));
+                Diags::from(d)
+            })?;
+            let f = Arc::new(f);
+            self.files.insert(p, f.clone());
+            out.push(f);
+        }
+        Ok(out)
+    }
+
     fn check_config(spec: &Spec, m: &Model, c: &Checkpoint) -> Result<(), Diags> {
         let Some(cfg) = &c.config else { return Ok(()) };
         let mut diags = Diags::default();
@@ -519,6 +556,10 @@ impl Store {
             WeightSource::File { path } => Some(self.file(spec, root, path, &tkey)?),
             _ => None,
         };
+        let linked = match &task_file {
+            Some(c) => self.linked(spec, c, &tkey)?,
+            None => Vec::new(),
+        };
         let task_seed = match task.weights {
             WeightSource::Finetuned { seed, .. } | WeightSource::Synthetic { seed } => seed,
             WeightSource::File { .. } => seed_of_name(&task.name),
@@ -527,10 +568,13 @@ impl Store {
         let mut synthesized_pooler = false;
         let mut pending_heads: Vec<TensorSpec> = Vec::new();
         for ts in layout(&model, &task.head) {
-            let in_task_file = match &task_file {
-                Some(c) => self.file_tensor(spec, &tkey, c, &ts)?,
-                None => None,
-            };
+            let mut in_task_file = None;
+            for c in task_file.iter().chain(&linked) {
+                in_task_file = self.file_tensor(spec, &tkey, c, &ts)?;
+                if in_task_file.is_some() {
+                    break;
+                }
+            }
             let (digest, source) = if ts.part == Part::Classifier {
                 match in_task_file {
                     Some(d) => (d, task.name.clone()),
