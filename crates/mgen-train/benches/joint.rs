@@ -6,7 +6,12 @@
 //! compare runs at different thread counts).
 //!
 //! `cargo bench -p mgen-train` (set `RAYON_NUM_THREADS` to fix the threads;
-//! `MGEN_BENCH_REQUESTS` to shorten the epoch).
+//! `MGEN_BENCH_REQUESTS` to shorten the epoch). By default request `i` has
+//! `i % 16` padded positions (nearly every mini-batch holds a full-length
+//! request); `MGEN_BENCH_LENGTHS=short` draws each request's length
+//! uniformly from 8..=48 instead (mean 28, about the real training files'
+//! 14–29 tokens), where the trainer cuts positions padded in the whole
+//! mini-batch.
 
 use mgen_front::spec::{Head, Model, Pool, WeightSource};
 use mgen_model::weights::layout;
@@ -61,8 +66,15 @@ fn requests(m: &Model, heads: &[Head], n: usize, seq: usize) -> Requests {
     let xs = (0..n)
         .map(|_| Array2::from_shape_fn((seq, h), |_| rng.normal() as f32))
         .collect();
+    let short = std::env::var("MGEN_BENCH_LENGTHS").is_ok_and(|v| v == "short");
     let masks = (0..n)
-        .map(|i| (0..seq).map(|s| (s < seq - i % 16) as u8 as f32).collect())
+        .map(|i| {
+            let len = match short {
+                true => 8 + rng.below(0, 41) as usize,
+                false => seq - i % 16,
+            };
+            (0..seq).map(|s| (s < len) as u8 as f32).collect()
+        })
         .collect();
     let targets = heads
         .iter()
@@ -140,9 +152,10 @@ fn main() {
             (h ^ x.to_bits() as u64).wrapping_mul(0x0100_0000_01b3)
         });
     println!(
-        "joint epoch, MiniLM-sized (2 tasks, depth 4, {n} x {seq} tokens, batch 16, {} threads): \
+        "joint epoch, MiniLM-sized (2 tasks, depth 4, {n} x {seq} tokens ({} lengths), batch 16, {} threads): \
          {steps} steps, {per_step:.3} s/step, epoch ≈ {:.1} s; whole call {total:.1} s \
          (incl. loss before/after); trunk bits hash {hash:016x}",
+        std::env::var("MGEN_BENCH_LENGTHS").unwrap_or_else(|_| "full".into()),
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into()),
         per_step * steps as f64
     );

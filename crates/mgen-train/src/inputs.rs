@@ -4,6 +4,14 @@
 //! model's hidden width: block 0's outputs `[n, seq, hidden]` and the masks
 //! `[n, seq]`, in request order; a batch that does not fit is an error
 //! naming the request.
+//!
+//! A selection of rows ([`Inputs::rows`]) drops the trailing token
+//! positions that are padding in every selected request: the mask sends
+//! them no attention (their scores are `−10000` below the row's, `exp`
+//! of which is 0 in f32), mean pooling weighs them 0 and CLS pooling reads
+//! position 0, so what the kept positions compute is unchanged — only the
+//! order of float sums over fewer terms — and a mini-batch of short
+//! sentences costs what they need, not the workload's `seq`.
 
 use crate::Batch;
 use crate::graph::{CPU, R, cerr};
@@ -22,6 +30,8 @@ pub(crate) struct Inputs {
     /// The masks, `[n, seq]`.
     pub mask: Tensor,
     pub n: usize,
+    /// Per request, one past its last unmasked position (0 if none).
+    len: Vec<usize>,
 }
 
 impl Inputs {
@@ -34,6 +44,7 @@ impl Inputs {
         let seq = b.x.first().map_or(0, |x| x.nrows());
         let mut xs: Vec<f32> = Vec::with_capacity(n * seq * hidden);
         let mut ms = Vec::with_capacity(n * seq);
+        let mut len = Vec::with_capacity(n);
         for (i, (x, m)) in b.x.iter().zip(&b.masks).enumerate() {
             if x.dim() != (seq, hidden) || m.len() != seq {
                 return Err(format!(
@@ -44,18 +55,36 @@ impl Inputs {
             }
             xs.extend(x.iter());
             ms.extend_from_slice(m);
+            len.push(m.iter().rposition(|&v| v != 0.0).map_or(0, |p| p + 1));
         }
         Ok(Inputs {
             x: Tensor::from_vec(xs, (n, seq, hidden), &CPU).map_err(cerr)?,
             mask: Tensor::from_vec(ms, (n, seq), &CPU).map_err(cerr)?,
             n,
+            len,
         })
     }
 
-    /// The rows `idx` (a `u32` index tensor): `(x, mask)`.
-    pub fn rows(&self, idx: &Tensor) -> R<(Tensor, Tensor)> {
-        let x = self.x.index_select(idx, 0).map_err(cerr)?;
-        Ok((x, self.mask.index_select(idx, 0).map_err(cerr)?))
+    /// The rows `ix` (`idx`: the same as a `u32` index tensor): `(x,
+    /// mask)`, cut after the last position any of them does not mask
+    /// (see the module docs; at least one position).
+    pub fn rows(&self, ix: &[usize], idx: &Tensor) -> R<(Tensor, Tensor)> {
+        let keep = ix
+            .iter()
+            .map(|&i| self.len.get(i).copied().unwrap_or(0))
+            .max();
+        let keep = keep.unwrap_or(0).max(1);
+        let cut = |t: Tensor| -> R<Tensor> {
+            match t.dim(1).map_err(cerr)? > keep {
+                true => t
+                    .narrow(1, 0, keep)
+                    .and_then(|t| t.contiguous())
+                    .map_err(cerr),
+                false => Ok(t),
+            }
+        };
+        let x = cut(self.x.index_select(idx, 0).map_err(cerr)?)?;
+        Ok((x, cut(self.mask.index_select(idx, 0).map_err(cerr)?)?))
     }
 }
 

@@ -186,7 +186,7 @@ impl Joint {
     fn losses(&self, j: usize, ix: &[usize], track: bool) -> R<Vec<Option<Tensor>>> {
         let inp = self.inputs[j].as_ref().ok_or("an unused batch")?;
         let idx = index(ix)?;
-        let (x, mask) = inp.rows(&idx)?;
+        let (x, mask) = inp.rows(ix, &idx)?;
         let h = self.trunk.run(&x, &mask, track)?;
         (0..self.of.len())
             .map(|i| {

@@ -235,7 +235,7 @@ pub fn forward(
     let all: Vec<usize> = (0..inp.n).collect();
     for ix in all.chunks(EVAL_CHUNK) {
         let idx = index(ix)?;
-        let (x, mask) = inp.rows(&idx)?;
+        let (x, mask) = inp.rows(ix, &idx)?;
         let h = trunk.run(&x, &mask, false)?;
         let y = array(&branch.run(&h, &mask, false)?)?;
         let y = y.into_dimensionality::<Ix2>().map_err(|e| e.to_string())?;

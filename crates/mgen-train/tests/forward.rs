@@ -95,3 +95,28 @@ fn the_trunk_and_the_branch_read_their_own_tensors() {
     let got = forward(&m, 2, head, &getter(&a), &getter(&b), &d.batch()).unwrap();
     assert!(max_diff(&got.into_dyn(), &unmixed.into_dyn()) > 1e-2);
 }
+
+/// Positions that are padding in every request of a batch are cut before
+/// the forward pass (`Inputs::rows`): with 3 to 5 padded positions per
+/// request, every head still matches the reference executor, which runs
+/// the full sequence, at every depth.
+#[test]
+fn positions_padded_in_every_request_are_cut_without_changing_outputs() {
+    let m = tiny(2);
+    let mut d = data(5, 8, 32, 14);
+    for (i, mask) in d.masks.iter_mut().enumerate() {
+        for (s, v) in mask.iter_mut().enumerate() {
+            *v = (s + 3 + i % 3 < 8) as u8 as f32;
+        }
+    }
+    for (hi, head) in heads().iter().enumerate() {
+        let store = weights(&m, head, 70 + hi as u64);
+        let get = getter(&store);
+        let want = reference(&m, head, &store, &d).into_dyn();
+        for depth in 1..=bert::blocks(&m) {
+            let got = forward(&m, depth, head, &get, &get, &d.batch()).unwrap();
+            let diff = max_diff(&got.into_dyn(), &want);
+            assert!(diff <= TOL, "{head:?} depth {depth}: {diff}");
+        }
+    }
+}

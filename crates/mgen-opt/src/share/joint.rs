@@ -691,7 +691,7 @@ fn joint_key(
     let store = w.store;
     let model = &w.spec.models[g];
     let mut parts: Vec<String> = vec![
-        "joint-memo-v4".into(),
+        "joint-memo-v5".into(),
         format!("{d}:{seed}:{opts:?}:{model:?}"),
     ];
     for &t in tasks {
