@@ -25,6 +25,7 @@ use crate::data::Label;
 use crate::diag::{Diagnostic, Diags, Sources};
 use crate::held_out::{HeldOut, TestSets};
 use crate::ir::Module;
+use crate::label_check::LabelSets;
 use crate::passes::{self, share};
 use crate::sim::{self, Totals};
 use crate::spec::Head;
@@ -335,6 +336,9 @@ struct Baseline {
     noisy: Option<(Vec<Outputs>, Outputs)>,
     /// Simulated comparisons with test sets only.
     held: Option<BaselineHeldOut>,
+    /// Label budgets checked on labelled calibration inputs (simulated
+    /// comparisons whose workload requests carry no labels).
+    labels: Option<LabelSets>,
 }
 
 /// The test sets, and the held-out figures that do not depend on mgen.
@@ -404,11 +408,23 @@ pub fn compare_levels(
         }
         _ => None,
     };
+    let labels = match counts_only {
+        true => None,
+        false => LabelSets::build(
+            &lowered.spec,
+            &batch.requests,
+            sources,
+            &mut pb,
+            chips.chips.seed,
+            progress,
+        )?,
+    };
     let baseline = Baseline {
         pb,
         ob,
         noisy,
         held,
+        labels,
     };
     let mut out = Vec::new();
     for level in levels {
@@ -457,9 +473,10 @@ fn compare_one(
     let mut caps: Vec<Option<usize>> = vec![None; n];
     let mut rounds = Vec::new();
     let mut last_oms: Vec<Vec<ndarray::Array2<f32>>> = Vec::new();
+    let mut last_cal: Vec<ndarray::Array2<f32>> = Vec::new();
     let (ours, arts, mut pm, om) = loop {
         let (ours, arts) = compiled(lowered, "default", store, sources, progress, &caps, cache)?;
-        let pm = crate::backend::program::package(&ours, &arts, store, batch, counts_only)?;
+        let mut pm = crate::backend::program::package(&ours, &arts, store, batch, counts_only)?;
         let Some(ob) = &ob else {
             break (ours, arts, pm, None);
         };
@@ -471,15 +488,29 @@ fn compare_one(
             Some((all, _)) => all.as_slice(),
             None => std::slice::from_ref(ob),
         };
+        let cal = match &baseline.labels {
+            Some(ls) => ls.run(&mut pm, chips.seed, progress)?,
+            None => Vec::new(),
+        };
         let sharing = arts.sharing.as_ref();
         let failing: Vec<usize> = (0..n)
             .filter(|&t| {
                 let task = &ours.spec.tasks[ours.spec.workload.tasks[t]];
-                task.budgets
-                    .iter()
-                    .any(|b| !holds_on_chips(b, &task.head, t, &oms, obs, &labels, chips.quantile))
+                task.budgets.iter().any(|b| {
+                    match baseline
+                        .labels
+                        .as_ref()
+                        .and_then(|ls| ls.measure(&ours.spec, t, b, &cal))
+                    {
+                        Some(m) => !m.holds,
+                        None => {
+                            !holds_on_chips(b, &task.head, t, &oms, obs, &labels, chips.quantile)
+                        }
+                    }
+                })
             })
             .collect();
+        last_cal = cal;
         let om = oms[0].clone();
         last_oms = oms;
         let depths: Vec<usize> = (0..n)
@@ -556,6 +587,11 @@ fn compare_one(
         None => vec![None; n],
     };
     let mut notes = store.notes.clone();
+    if baseline.labels.is_some() {
+        notes.push(
+            "label budgets (accuracy, pearson) are checked on the chip on each task's labelled calibration inputs (the workload's requests carry no labels); every other budget on the workload's requests".into(),
+        );
+    }
     if counts_only && crate::held_out::any(&ours.spec) {
         notes.push(
             "held-out `test` sets are scored only when simulated (without --counts-only)".into(),
@@ -566,6 +602,14 @@ fn compare_one(
         let st = &sharing.tasks[t];
         let mut budgets = Vec::new();
         for (bi, b) in task.budgets.iter().enumerate() {
+            let on_cal = baseline.labels.as_ref().and_then(|ls| {
+                let m = ls.measure(&ours.spec, t, b, &last_cal)?;
+                Some((m, ls.measure(&ours.spec, t, b, &ls.baseline)?))
+            });
+            if let Some((m, base)) = on_cal {
+                budgets.push(label_budget(m, base, &st.measured[bi]));
+                continue;
+            }
             let entry = match (&sim_outputs, &pb.reference, &pm.reference) {
                 (Some((ob, om)), Some(own), Some(float_m)) => {
                     let m_sim = share::measure(b, &task.head, &om[t], &own[t], &labels);
@@ -686,6 +730,25 @@ fn compare_one(
         tasks,
         sharing,
     })
+}
+
+/// A label budget checked on the task's labelled calibration inputs
+/// ([`LabelSets`]): mgen's `m` and the baseline's `base` on the chip,
+/// the generator's float figure there.
+fn label_budget(m: share::Measured, base: share::Measured, float: &share::Measured) -> Budget {
+    Budget {
+        baseline_simulated: Some(base.value),
+        bound: m.bound,
+        budget: m.budget,
+        float_holds: Some(float.holds),
+        holds: m.holds,
+        metric: m.metric,
+        mgen_float: Some(float.value),
+        on_chip: Some(m.value),
+        noisy: None,
+        source: "the task's labelled calibration requests (the workload's carry no labels): mgen and the baseline simulated on the first chip, scored against the labels (on_chip, holds, value, baseline_simulated); the generator's float figure there (mgen_float)",
+        value: m.value,
+    }
 }
 
 /// Whether budget `b` of task `t` holds on the chips: mgen on chip `k`

@@ -17,6 +17,7 @@ pub mod driver;
 pub use mgen_backend::export;
 pub mod finetune;
 pub mod held_out;
+pub mod label_check;
 pub use mgen_hw as hw;
 pub use mgen_ir as ir;
 pub use mgen_model::forward;

@@ -356,3 +356,70 @@ fn a_test_file_overlapping_calibrate_or_train_is_e017() {
         "{err}"
     );
 }
+
+/// With unlabelled workload requests, a label budget (`accuracy`,
+/// `pearson`) is checked on the chip on the task's labelled calibration
+/// inputs: finite figures there, `holds` decided by them, and a note
+/// that says so (before, accuracy over unlabelled requests was 0 and held,
+/// and Pearson was undefined and failed every chip round).
+#[test]
+fn label_budgets_are_checked_on_the_chip_on_labelled_calibration_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 24;
+    let labelled = |salt: usize, label: &dyn Fn(usize) -> String| -> String {
+        jsonl(
+            &(0..n)
+                .map(|i| (ids(i, salt), Some(label(i))))
+                .collect::<Vec<_>>(),
+        )
+    };
+    std::fs::write(
+        dir.path().join("b-dev.jsonl"),
+        labelled(3, &|i| (i % 3).to_string()),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("c-dev.jsonl"),
+        labelled(4, &|i| format!("{}", (i % 5) as f64 * 0.5)),
+    )
+    .unwrap();
+    let f = dir.path().join("f.mgen");
+    let spec = file(
+        "requests = 8; seq = 8; inputs = synthetic(seed = 3);",
+        "",
+        "keep accuracy >= reference - 5%;",
+        "calibrate = \"c-dev.jsonl\"; keep pearson >= reference - 0.05;",
+    );
+    std::fs::write(&f, spec).unwrap();
+    let c = json_of(&["compare", f.to_str().unwrap(), "--json"]);
+    let notes = c["notes"].to_string();
+    assert!(notes.contains("labelled calibration inputs"), "{notes}");
+    let mut seen = 0;
+    for t in c["tasks"].as_array().unwrap() {
+        for b in t["budgets"].as_array().unwrap() {
+            let metric = b["metric"].as_str().unwrap();
+            if metric != "accuracy" && metric != "pearson" {
+                continue;
+            }
+            seen += 1;
+            let (v, bound) = (b["on_chip"].as_f64().unwrap(), b["bound"].as_f64().unwrap());
+            assert!(
+                b["source"]
+                    .as_str()
+                    .unwrap()
+                    .contains("labelled calibration"),
+                "{b}"
+            );
+            assert!(b["baseline_simulated"].as_f64().unwrap().is_finite(), "{b}");
+            assert_eq!(b["holds"].as_bool().unwrap(), v >= bound - 1e-12, "{b}");
+            if metric == "accuracy" {
+                let k = v * n as f64;
+                assert!(
+                    (k - k.round()).abs() < 1e-9 && k > 0.0,
+                    "accuracy over the {n} labelled requests: {b}"
+                );
+            }
+        }
+    }
+    assert_eq!(seen, 2, "{}", c["tasks"]);
+}

@@ -400,3 +400,26 @@ fn a_joint_trunk_is_written_once_and_reads_back() {
     );
     assert!(generated == read_back, "the read-back models differ");
 }
+
+/// `joint(layers = K)` trains once, at depth K + 1 (the embeddings and K
+/// encoder layers), instead of searching: the report lists that one trial.
+#[test]
+fn a_fixed_trunk_depth_trains_once_at_that_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    symmetric_tasks(dir.path());
+    let p = write(dir.path(), "fixed.mgen", "joint(epochs = 1, layers = 2)");
+    let r = p.to_str().unwrap();
+    let s = json_of(&[
+        "compile", r, "--emit", "sharing", "--json", "--cache", "none",
+    ]);
+    let trials = s["joint"][0]["trials"].as_array().unwrap();
+    let depths: Vec<u64> = trials
+        .iter()
+        .map(|t| t["depth"].as_u64().unwrap())
+        .collect();
+    assert!(
+        !depths.is_empty() && depths.iter().all(|&d| d == 3),
+        "{}",
+        s["joint"]
+    );
+}

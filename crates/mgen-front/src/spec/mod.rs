@@ -276,8 +276,18 @@ impl Regenerate {
     pub fn to_mgen(self) -> String {
         match self {
             Regenerate::Joint(o) if o != JointOpts::default() => format!(
-                "joint(epochs = {}, lr = {}, batch = {}, labels = {}, temperature = {}, trials = {}, max_minutes = {})",
-                o.epochs, o.lr, o.batch, o.labels, o.temperature, o.trials, o.max_minutes
+                "joint(epochs = {}, lr = {}, batch = {}, labels = {}, temperature = {}, trials = {}, max_minutes = {}{})",
+                o.epochs,
+                o.lr,
+                o.batch,
+                o.labels,
+                o.temperature,
+                o.trials,
+                o.max_minutes,
+                match o.layers {
+                    0 => String::new(),
+                    k => format!(", layers = {k}"),
+                }
             ),
             Regenerate::Branch(o) if o != BranchOpts::default() => format!(
                 "branch(epochs = {}, lr = {}, batch = {}, labels = {}, temperature = {}, trials = {})",
@@ -310,7 +320,8 @@ pub struct BranchOpts {
 }
 
 /// Settings of joint regeneration: `regenerate = joint(epochs = E, lr = X,
-/// batch = B, labels = A, temperature = T, trials = N, max_minutes = M);`
+/// batch = B, labels = A, temperature = T, trials = N, max_minutes = M,
+/// layers = K);`
 /// (every argument optional; see docs/sharing.md, "Joint regeneration").
 /// The tasks of one base model that ask for `joint` train together, so
 /// they must agree on these settings (E017 otherwise).
@@ -333,6 +344,9 @@ pub struct JointOpts {
     /// A wall-clock budget per training in minutes (0 = none). When it
     /// binds the report says so, and the result depends on the machine.
     pub max_minutes: f64,
+    /// The trunk's encoder layers, fixed (0 = searched): one training at
+    /// that depth instead of the bisection, for trade-off sweeps.
+    pub layers: u32,
 }
 
 impl Default for JointOpts {
@@ -345,6 +359,7 @@ impl Default for JointOpts {
             temperature: 2.0,
             trials: 4,
             max_minutes: 0.0,
+            layers: 0,
         }
     }
 }

@@ -9,8 +9,9 @@
 //! 1. the trunk depth `d` (blocks `0..d` shared; block 0, the embeddings,
 //!    stays the base's and frozen) is searched by bisection between 1 and
 //!    the model's block count, trying the deeper half first, at most
-//!    `trials` trainings; a depth whose tree would not be cheaper than the
-//!    frozen tree is not trained;
+//!    `trials` trainings (`joint(layers = K)` tries only `d = K + 1`,
+//!    or the chip rounds' cap if lower); a depth whose tree would not be
+//!    cheaper than the frozen tree is not trained;
 //! 2. at each depth the group is trained from the base's trunk and each
 //!    task's own branch, distilling from each task's own model on its
 //!    training inputs (plus its labels), and every task's budgets are
@@ -61,6 +62,10 @@ pub(super) struct Trial {
     pub after: Vec<Vec<Measured>>,
     pub hit: Hit,
     pub seconds: f64,
+    /// The block energy model's weight of the tree with this training.
+    pub weight: f64,
+    /// The training's log (losses before and after, per task).
+    pub log: mgen_train::Log,
 }
 
 /// A group's outcome: what the search tried, and the training it chose
@@ -190,6 +195,13 @@ pub(super) fn tree_weight(
     computed.values().sum()
 }
 
+/// The block energy model's weight of the baseline: every task computes
+/// its own whole model.
+pub(super) fn unshared_weight(w: &Inputs) -> f64 {
+    let n = w.n();
+    tree_weight(w, &vec![Source::Own; n], &vec![0; n], None)
+}
+
 /// The search of one group (see the module docs).
 struct GroupSearch<'e, 'a> {
     ev: &'e mut Evaluator<'a>,
@@ -219,7 +231,13 @@ impl GroupSearch<'_, '_> {
             .iter()
             .filter_map(|&t| self.caps.get(t).copied().flatten())
             .fold(nb, usize::min);
-        let (mut lo, mut hi) = (1usize, cap + 1);
+        // The bisection's open interval; `layers = K` fixes it around the
+        // one depth K + 1 (within the chip rounds' cap), so it tries that.
+        let (mut lo, mut hi) = match opts.layers as usize {
+            0 => (1usize, cap + 1),
+            k if (k + 1).min(cap) < 2 => (1, 1),
+            k => ((k + 1).min(cap) - 1, (k + 1).min(cap) + 1),
+        };
         let mut left = opts.trials;
         let mut best: Option<(f64, usize, Vec<usize>, Attempt)> = None;
         let weight_of =
@@ -238,7 +256,7 @@ impl GroupSearch<'_, '_> {
                 continue;
             }
             left -= 1;
-            let a = self.attempt(d, &tasks, &opts)?;
+            let a = self.attempt(d, &tasks, &opts, weight_of(&tasks, d))?;
             let failed = failing(&tasks, &a.after);
             if failed.is_empty() {
                 lo = d;
@@ -255,7 +273,7 @@ impl GroupSearch<'_, '_> {
                 .collect();
             if rest.len() >= 2 && left > 0 && weight_of(&rest, d) < frozen {
                 left -= 1;
-                let a = self.attempt(d, &rest, &opts)?;
+                let a = self.attempt(d, &rest, &opts, weight_of(&rest, d))?;
                 if failing(&rest, &a.after).is_empty() {
                     consider(&rest, d, a);
                 }
@@ -295,8 +313,15 @@ impl GroupSearch<'_, '_> {
     }
 
     /// Trains (or finds) the group `tasks` at depth `d` and measures every
-    /// task's budgets with the result.
-    fn attempt(&mut self, d: usize, tasks: &[usize], opts: &JointOpts) -> Result<Attempt, Diags> {
+    /// task's budgets with the result; `weight` is that tree's (for the
+    /// report).
+    fn attempt(
+        &mut self,
+        d: usize,
+        tasks: &[usize],
+        opts: &JointOpts,
+        weight: f64,
+    ) -> Result<Attempt, Diags> {
         let started = Instant::now();
         let w = self.w;
         let seed = crate::weights::seed_of_name(&format!(
@@ -336,6 +361,8 @@ impl GroupSearch<'_, '_> {
             after: after.clone(),
             hit,
             seconds,
+            weight,
+            log: trained.log.clone(),
         });
         Ok(Attempt {
             trained,

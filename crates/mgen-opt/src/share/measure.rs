@@ -39,7 +39,8 @@ fn col(a: &Array2<f32>) -> Vec<f64> {
 /// - cosine: for embeddings, the worst row's cosine to `own`'s; for
 ///   classifiers and regressors, the cosine between the flattened outputs
 ///   over all rows (a single value has no direction of its own);
-/// - accuracy / pearson: against the labels, bounded by `own`'s value
+/// - accuracy / pearson: against the labels, over the rows that carry one
+///   (none: undefined, so the budget fails), bounded by `own`'s value
 ///   minus D for `reference - D` budgets.
 ///
 /// A metric that is not finite (NaN or infinite outputs, a correlation
@@ -74,30 +75,46 @@ pub fn measure(
             _ => (cosine(&col(out), &col(own)), 1.0),
         },
         Metric::Accuracy => {
+            // Over the rows that carry a class label (none: undefined).
+            let labelled = labels
+                .iter()
+                .take(out.nrows())
+                .filter(|l| matches!(l, Some(Label::Class(_))))
+                .count() as f64;
             let acc = |a: &Array2<f32>| {
                 a.rows()
                     .into_iter()
                     .zip(labels)
                     .filter(|(r, l)| matches!(l, Some(Label::Class(c)) if *c >= 0 && r.iter().all(|x| x.is_finite()) && argmax(*r) == *c as usize))
                     .count() as f64
-                    / n
+                    / labelled
             };
-            (acc(out), acc(own))
+            match labelled > 0.0 {
+                true => (acc(out), acc(own)),
+                false => (f64::NAN, f64::NAN),
+            }
         }
         Metric::Pearson => {
-            let ys: Vec<f64> = labels
+            // Over the rows that carry a label (a class counts as its number).
+            let rows: Vec<(usize, f64)> = labels
                 .iter()
-                .map(|l| match l {
-                    Some(Label::Value(v)) => *v,
-                    Some(Label::Class(c)) => *c as f64,
-                    None => 0.0,
+                .take(out.nrows())
+                .enumerate()
+                .filter_map(|(i, l)| match l {
+                    Some(Label::Value(v)) => Some((i, *v)),
+                    Some(Label::Class(c)) => Some((i, *c as f64)),
+                    None => None,
                 })
                 .collect();
+            let ys: Vec<f64> = rows.iter().map(|r| r.1).collect();
             // A regressor's value is its first column (none: undefined).
-            let p = |a: &Array2<f32>| match a.ncols() {
-                0 => f64::NAN,
+            let p = |a: &Array2<f32>| match (a.ncols(), rows.len()) {
+                (0, _) | (_, 0) => f64::NAN,
                 _ => pearson(
-                    &a.column(0).iter().map(|&x| x as f64).collect::<Vec<_>>(),
+                    &rows
+                        .iter()
+                        .map(|&(i, _)| a.get((i, 0)).map_or(f64::NAN, |&x| x as f64))
+                        .collect::<Vec<_>>(),
                     &ys,
                 ),
             };

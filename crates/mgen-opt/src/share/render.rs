@@ -108,9 +108,12 @@ fn joint_lines(s: &Sharing) -> String {
                     false => format!("failed: {}", t.failed.join(", ")),
                 };
                 format!(
-                    "d={} {{{}}} {verdict} (worst margin {worst:+.4})",
+                    "d={} {{{}}} {verdict} (worst margin {worst:+.4}; loss {:.4} -> {:.4}; tree ≈ {:.3}x)",
                     t.depth,
-                    t.tasks.join(", ")
+                    t.tasks.join(", "),
+                    t.loss_before,
+                    t.loss_after,
+                    j.unshared_weight / t.weight.max(1e-30)
                 )
             })
             .collect();

@@ -128,6 +128,10 @@ pub struct JointReport {
     /// chosen joint tree's (crossbar reads per request, relative).
     pub frozen_weight: f64,
     pub joint_weight: f64,
+    /// The same model's weight with every task computing its own model
+    /// (the baseline): `unshared_weight / weight` estimates a tree's
+    /// energy ratio.
+    pub unshared_weight: f64,
 }
 
 /// The training a [`JointReport`]'s search chose.
@@ -181,6 +185,15 @@ pub struct JointTrial {
     pub after: Vec<(String, Vec<Measured>)>,
     pub cache: super::cache::Hit,
     pub seconds: f64,
+    /// The block energy model's weight of the tree with this training
+    /// (compare [`JointReport::unshared_weight`]).
+    pub weight: f64,
+    /// The training loss (summed over the tasks) at the initial and the
+    /// final weights, and the same per task.
+    pub loss_before: f64,
+    pub loss_after: f64,
+    pub task_loss_before: Vec<f64>,
+    pub task_loss_after: Vec<f64>,
 }
 
 impl JointReport {
@@ -210,10 +223,16 @@ impl JointReport {
                         .collect(),
                     cache: tr.hit,
                     seconds: tr.seconds,
+                    weight: tr.weight,
+                    loss_before: tr.log.loss_before,
+                    loss_after: tr.log.loss_after,
+                    task_loss_before: tr.log.task_loss_before.clone(),
+                    task_loss_after: tr.log.task_loss_after.clone(),
                 })
                 .collect(),
             frozen_weight: g.weights.0,
             joint_weight: g.weights.1,
+            unshared_weight: super::joint::unshared_weight(w),
         }
     }
 }

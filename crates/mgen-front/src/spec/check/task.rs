@@ -53,14 +53,17 @@ impl Cx {
     }
 
     /// `joint(epochs = E, lr = X, batch = B, labels = A, temperature = T,
-    /// trials = N, max_minutes = M)`: every argument optional, defaults
-    /// from [`crate::spec::JointOpts::default`].
+    /// trials = N, max_minutes = M, layers = K)`: every argument optional,
+    /// defaults from [`crate::spec::JointOpts::default`]; `layers` at most
+    /// `max_layers`, the base model's.
     pub(super) fn joint_opts(
         &mut self,
         func: &Ident,
         args: &[Arg],
+        max_layers: u64,
     ) -> Option<crate::spec::JointOpts> {
-        let a = self.args(func, args, &[TRAINING, &["trials", "max_minutes"]].concat())?;
+        let names = [TRAINING, &["trials", "max_minutes", "layers"]].concat();
+        let a = self.args(func, args, &names)?;
         let mut o = crate::spec::JointOpts::default();
         let mut t = Training {
             epochs: o.epochs,
@@ -82,6 +85,12 @@ impl Cx {
             ok &= self
                 .real(v, "max_minutes", 0.0, 10_000.0)
                 .map(|x| o.max_minutes = x)
+                .is_some();
+        }
+        if let Some(v) = a.get("layers") {
+            ok &= self
+                .int(v, "layers", 1, max_layers.max(1))
+                .map(|x| o.layers = x as u32)
                 .is_some();
         }
         ok.then_some(o)
@@ -583,7 +592,10 @@ impl Cx {
                     Regenerate::Joint(crate::spec::JointOpts::default())
                 }
                 ValueKind::Call { func, args } if func.name == "joint" => {
-                    Regenerate::Joint(self.joint_opts(func, args)?)
+                    let layers = base
+                        .and_then(|bi| model_list.get(bi))
+                        .map_or(0, |m| m.layers);
+                    Regenerate::Joint(self.joint_opts(func, args, layers)?)
                 }
                 _ => {
                     self.err(
