@@ -9,7 +9,9 @@
 # the tree's). Prints one table; the JSON reports are in out/joint-curve/.
 #
 #   scripts/joint-curve.sh [K ...]
+#   JOINT_ARGS="lr = 2e-5, epochs = 4" scripts/joint-curve.sh 1 2 3
 #
+# JOINT_ARGS adds settings to every training (docs/language.md, `joint`).
 # Trainings are memoised in the cache folder (--cache; default .mgen-cache),
 # so a rerun trains nothing. About 6-7 minutes per K on 2 cores.
 # MGEN=path/to/mgen uses that binary instead of building one.
@@ -28,7 +30,8 @@ KS=("$@")
 for K in "${KS[@]}"; do
     f="$OUT/layers-$K.mgen"
     # The variant lives two folders down: its relative paths gain one `../`.
-    sed -e "s/regenerate = joint;/regenerate = joint(layers = $K);/" \
+    args="layers = $K${JOINT_ARGS:+, $JOINT_ARGS}"
+    sed -e "s/regenerate = joint;/regenerate = joint($args);/" \
         -e 's#"\.\./#"../../#g' "$EXAMPLE" > "$f"
     echo "joint-curve: K = $K ($f)" >&2
     "$MGEN" compile "$f" --emit sharing --json > "$OUT/layers-$K.json"

@@ -50,6 +50,14 @@ fn checkpoint() -> Vec<u8> {
         (t.name, t.shape.iter().map(|&d| d as usize).collect(), bytes)
     })
     .collect();
+    serialize(&ts, None)
+}
+
+/// Named f32 tensors (name, shape, bytes) as a safetensors file.
+fn serialize(
+    ts: &[(String, Vec<usize>, Vec<u8>)],
+    meta: Option<std::collections::HashMap<String, String>>,
+) -> Vec<u8> {
     let views: Vec<(String, TensorView)> = ts
         .iter()
         .map(|(n, s, b)| {
@@ -59,7 +67,7 @@ fn checkpoint() -> Vec<u8> {
             )
         })
         .collect();
-    safetensors::tensor::serialize(views, None).unwrap()
+    safetensors::tensor::serialize(views, meta).unwrap()
 }
 
 const CONFIG: &str = r#"{"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "vocab_size": 100, "max_position_embeddings": 8, "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu"}"#;
@@ -168,17 +176,8 @@ fn fuzz_task_file_links() {
     for i in 0..cases {
         let link = fuzzkit::mutate(b"model.safetensors,model.safetensors", &mut rng);
         let link = String::from_utf8_lossy(&link).into_owned();
-        let views: Vec<(String, TensorView)> = head
-            .iter()
-            .map(|(n, s, b)| {
-                (
-                    n.clone(),
-                    TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-                )
-            })
-            .collect();
         let meta = std::collections::HashMap::from([("mgen.shared".to_string(), link.clone())]);
-        let file = safetensors::tensor::serialize(views, Some(meta)).unwrap();
+        let file = serialize(&head, Some(meta));
         std::fs::write(dir.path().join("task.safetensors"), &file).unwrap();
         fuzzkit::run_case("task links", i, seed, link.as_bytes(), |_| {
             let runs = [vec!["check", &spec]];
