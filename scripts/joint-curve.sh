@@ -11,14 +11,17 @@
 #   scripts/joint-curve.sh [K ...]
 #   JOINT_ARGS="lr = 2e-5, epochs = 4" scripts/joint-curve.sh 1 2 3
 #
-# JOINT_ARGS adds settings to every training (docs/language.md, `joint`).
+# JOINT_ARGS adds settings to every training (docs/language.md, `joint`);
+# OUT (default out/joint-curve, two folders below the repository) is
+# where the variants and reports go. A K whose tree could not be cheaper
+# than the frozen search's is not trained, and the table says so.
 # Trainings are memoised in the cache folder (--cache; default .mgen-cache),
 # so a rerun trains nothing. About 6-7 minutes per K on 2 cores.
 # MGEN=path/to/mgen uses that binary instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXAMPLE=examples/minilm-tasks-labelled.mgen
-OUT=out/joint-curve
+OUT=${OUT:-out/joint-curve}
 MGEN=${MGEN:-}
 if [ -z "$MGEN" ]; then
     cargo build --release --quiet
@@ -43,6 +46,8 @@ print("| layers shared | tasks trained | est. ratio | loss before -> after | per
 print("|---|---|---|---|---|")
 for k in ks:
     s = json.load(open(f"{out}/layers-{k}.json"))
+    if not any(g["trials"] for g in s["joint"]):
+        print(f"| {k} | - | - | - | not trained: the frozen tree is already as cheap |")
     for g in s["joint"]:
         for t in g["trials"]:
             ratio = g["unshared_weight"] / t["weight"]
