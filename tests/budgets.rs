@@ -119,3 +119,26 @@ fn worst_propagates_nan_and_has_no_value_when_empty() {
     assert!(worst([0.9, f64::NAN, 0.7]).is_nan());
     assert!(worst(std::iter::empty()).is_nan());
 }
+
+/// Accuracy and Pearson read only the rows that carry a label: unlabelled
+/// rows count neither as wrong nor as a label of 0, and with no labelled
+/// row the figure is undefined and the budget fails (over a workload's
+/// unlabelled requests accuracy once read 0 on both sides and held).
+#[test]
+fn label_metrics_read_only_the_labelled_rows() {
+    let out = array![[1.0f32, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]];
+    let acc = budget(Metric::Accuracy, 1.0, true);
+    let labels = [Some(Label::Class(0)), None, Some(Label::Class(0)), None];
+    let m = measure(&acc, &CLS, &out, &out, &labels);
+    assert!(m.value == 1.0 && m.holds, "two of two labelled rows: {m:?}");
+    let m = measure(&acc, &CLS, &out, &out, &[None; 4]);
+    assert!(m.value.is_nan() && !m.holds, "{m:?}");
+    let reg = array![[1.0f32], [9.0], [2.0], [9.0], [3.0]];
+    let p = budget(Metric::Pearson, 0.01, true);
+    let (a, b, c) = (Label::Value(1.0), Label::Value(2.0), Label::Value(3.0));
+    let ys = [Some(a), None, Some(b), None, Some(c)];
+    let m = measure(&p, &REG, &reg, &reg, &ys);
+    assert!((m.value - 1.0).abs() < 1e-12 && m.holds, "{m:?}");
+    let m = measure(&p, &REG, &reg, &reg, &[None; 5]);
+    assert!(m.value.is_nan() && !m.holds, "{m:?}");
+}
