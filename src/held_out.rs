@@ -44,15 +44,7 @@ impl TestSets {
             return Ok(None);
         }
         let files = crate::data::load_files(spec, sources)?;
-        let mut requests: Vec<Request> = Vec::new();
-        let mut ranges = Vec::new();
-        for t in files.test {
-            ranges.push(t.map(|reqs| {
-                let start = requests.len();
-                requests.extend(reqs);
-                start..requests.len()
-            }));
-        }
+        let (requests, ranges) = stack(files.test);
         Ok(Some(TestSets {
             batch: Batch {
                 seq: spec.workload.seq as usize,
@@ -80,6 +72,25 @@ impl TestSets {
             })
             .collect()
     }
+}
+
+/// Per-task request sets as one list of requests and, per task, its rows
+/// of it (`None` where a task has no set).
+pub fn stack(
+    sets: impl IntoIterator<Item = Option<Vec<Request>>>,
+) -> (Vec<Request>, Vec<Option<Range<usize>>>) {
+    let mut requests: Vec<Request> = Vec::new();
+    let ranges = sets
+        .into_iter()
+        .map(|set| {
+            set.map(|reqs| {
+                let start = requests.len();
+                requests.extend(reqs);
+                start..requests.len()
+            })
+        })
+        .collect();
+    (requests, ranges)
 }
 
 /// The held-out metric a head is scored by: `accuracy` or `pearson`.

@@ -77,17 +77,7 @@ impl LabelSets {
         if sets.iter().all(Option::is_none) {
             return Ok(None);
         }
-        let mut requests = Vec::new();
-        let ranges = sets
-            .into_iter()
-            .map(|s| {
-                s.map(|reqs| {
-                    let start = requests.len();
-                    requests.extend(reqs);
-                    start..requests.len()
-                })
-            })
-            .collect();
+        let (requests, ranges) = crate::held_out::stack(sets);
         let baseline = crate::held_out::simulate(pb, &requests, chip, progress)?;
         Ok(Some(LabelSets {
             requests,
