@@ -378,8 +378,19 @@ pub fn compare_levels(
     let (mut lowered, store) = crate::driver::module_and_store(f, sources)?;
     (chips.set_noise)(&mut lowered.spec.hardware);
     let batch = crate::data::load(&lowered.spec, sources)?;
-    // Checked before anything is compiled (a bad test file fails fast).
-    let tests = TestSets::load(&lowered.spec, sources)?;
+    // Test and calibration sets, read once and checked before anything is
+    // compiled (a bad file fails fast).
+    let wanted = crate::label_check::wanted(&lowered.spec, &batch.requests);
+    let (tests, calibrate) = match crate::held_out::any(&lowered.spec) || wanted.contains(&true) {
+        true => {
+            let files = crate::data::load_files(&lowered.spec, sources)?;
+            (
+                TestSets::from_files(&lowered.spec, files.test),
+                files.calibrate,
+            )
+        }
+        false => (None, Vec::new()),
+    };
     // One cache for every level and chip round: a branch retrained once is
     // not retrained again (joint trainings are kept in its folder too).
     let (base, base_arts) = compiled(&lowered, "baseline", &store, sources, progress, &[], cache)?;
@@ -410,14 +421,7 @@ pub fn compare_levels(
     };
     let labels = match counts_only {
         true => None,
-        false => LabelSets::build(
-            &lowered.spec,
-            &batch.requests,
-            sources,
-            &mut pb,
-            chips.chips.seed,
-            progress,
-        )?,
+        false => LabelSets::build(&wanted, calibrate, &mut pb, chips.chips.seed, progress)?,
     };
     let baseline = Baseline {
         pb,

@@ -13,7 +13,7 @@
 //! generator saw: [`crate::data::check_test`]).
 
 use crate::data::{Batch, Label, Request};
-use crate::diag::{Diags, Sources};
+use crate::diag::Diags;
 use crate::sim::Package;
 use crate::spec::{Head, Spec};
 use mgen_util::stats::{argmax, pearson};
@@ -37,21 +37,21 @@ pub fn any(spec: &Spec) -> bool {
 }
 
 impl TestSets {
-    /// Loads (and checks, with every other inputs file) the workload's
-    /// test sets; `None` when no task has one.
-    pub fn load(spec: &Spec, sources: &mut Sources) -> Result<Option<TestSets>, Diags> {
-        if !any(spec) {
-            return Ok(None);
+    /// The workload's test sets from every task's `test` requests
+    /// ([`crate::data::Files::test`], loaded and checked with every other
+    /// inputs file); `None` when no task has one.
+    pub fn from_files(spec: &Spec, test: Vec<Option<Vec<Request>>>) -> Option<TestSets> {
+        if test.iter().all(Option::is_none) {
+            return None;
         }
-        let files = crate::data::load_files(spec, sources)?;
-        let (requests, ranges) = stack(files.test);
-        Ok(Some(TestSets {
+        let (requests, ranges) = stack(test);
+        Some(TestSets {
             batch: Batch {
                 seq: spec.workload.seq as usize,
                 requests,
             },
             ranges,
-        }))
+        })
     }
 
     /// Per workload task with a test set: its metric's value on its rows of

@@ -16,7 +16,7 @@
 //! never holds ([`share::measure`]).
 
 use crate::data::{Label, Request};
-use crate::diag::{Diags, Sources};
+use crate::diag::Diags;
 use crate::passes::share::{self, Measured};
 use crate::sim::Package;
 use crate::spec::{Budget, Metric, Spec};
@@ -39,41 +39,32 @@ pub struct LabelSets {
     pub baseline: Vec<Array2<f32>>,
 }
 
-/// Per workload task, its labelled calibration requests when its label
-/// budgets are checked on them (see the module docs).
-fn calibration_sets(
-    spec: &Spec,
-    workload: &[Request],
-    sources: &mut Sources,
-) -> Result<Vec<Option<Vec<Request>>>, Diags> {
+/// Per workload task, whether its label budgets are checked on its
+/// calibration inputs: it has one and no workload request carries a label.
+pub fn wanted(spec: &Spec, workload: &[Request]) -> Vec<bool> {
     let unlabelled = workload.iter().all(|r| r.label.is_none());
-    let wanted: Vec<bool> = (spec.workload.tasks.iter())
+    (spec.workload.tasks.iter())
         .map(|&st| unlabelled && spec.tasks[st].budgets.iter().any(needs_labels))
-        .collect();
-    if !wanted.iter().any(|&w| w) {
-        return Ok(vec![None; wanted.len()]);
-    }
-    let files = crate::data::load_files(spec, sources)?;
-    Ok(files
-        .calibrate
-        .into_iter()
-        .zip(wanted)
-        .map(|(c, w)| c.filter(|reqs| w && reqs.iter().any(|r| r.label.is_some())))
-        .collect())
+        .collect()
 }
 
 impl LabelSets {
-    /// The label sets of `spec`'s workload, with the baseline package
-    /// `pb` run on them on chip `chip`; `None` when no task needs one.
+    /// The label sets of the `wanted` tasks from every task's calibration
+    /// requests ([`crate::data::Files::calibrate`]; a task without labelled
+    /// ones keeps the workload's), with the baseline package `pb` run on
+    /// them on chip `chip`; `None` when no task needs one.
     pub fn build(
-        spec: &Spec,
-        workload: &[Request],
-        sources: &mut Sources,
+        wanted: &[bool],
+        calibrate: Vec<Option<Vec<Request>>>,
         pb: &mut Package,
         chip: u64,
         progress: crate::progress::Mode,
     ) -> Result<Option<LabelSets>, Diags> {
-        let sets = calibration_sets(spec, workload, sources)?;
+        let sets: Vec<Option<Vec<Request>>> = calibrate
+            .into_iter()
+            .zip(wanted)
+            .map(|(c, &w)| c.filter(|reqs| w && reqs.iter().any(|r| r.label.is_some())))
+            .collect();
         if sets.iter().all(Option::is_none) {
             return Ok(None);
         }
