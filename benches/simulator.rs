@@ -2,7 +2,9 @@
 //! a ratio to the float32 reference executor on the same request, measured
 //! in the same run, with full bit-sliced ADC modelling and with
 //! `--ideal-adc`. Includes preparing the crossbar images (slicing). Prints
-//! medians. `cargo bench --bench simulator`.
+//! medians. Then the same request on a noisy chip (`typical_reram`, the
+//! exact per-conversion model of docs/simulator.md §9), timed once.
+//! `cargo bench --bench simulator`.
 
 mod common;
 use common::median;
@@ -61,5 +63,27 @@ fn main() {
         "whole simulate() of one request, with preparation: {:.1} ms  ratio {:.2}x",
         w * 1e3,
         w / r
+    );
+    // A noisy chip: every slice is converted one by one, with a read-noise
+    // draw per conversion; one run (it is tens of times the noise-free one).
+    let mut pkg = pkg;
+    pkg.hw.noise = mgen::hw::noise::preset("typical_reram").expect("a preset");
+    let t = Instant::now();
+    let noisy = mgen::sim::prepare_images(&pkg, false, 0);
+    let nprep = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    std::hint::black_box(
+        mgen::sim::simulate_prepared(&pkg, &noisy, false, 0, mgen::progress::Mode::Off).unwrap(),
+    );
+    let n = t.elapsed().as_secs_f64();
+    println!(
+        "preparing a typical_reram chip's images, once:     {:.1} ms",
+        nprep * 1e3
+    );
+    println!(
+        "simulator per request on it (one run):             {:.1} ms  ratio {:.2}x reference, {:.1}x noise-free",
+        n * 1e3,
+        n / r,
+        n / s
     );
 }

@@ -583,8 +583,11 @@ pub fn mvm_at(
 /// Adds one block's slices that may clip, or whose currents are not whole
 /// LSBs, digit by digit, each conversion through the ADC: on a noisy chip
 /// with read noise, gain, offset and rounding first, then the clip to
-/// `[0, 2^adc_bits − 1]`. One product per input digit plane serves every
-/// slow slice (and, with one-bit digits, their read-noise variances).
+/// `[0, 2^adc_bits − 1]`. The input digit planes are stacked into one
+/// product per chunk of planes (the block's cells are read once for all of
+/// them), which serves every slow slice (and, with one-bit digits, their
+/// read-noise variances). Each output element is the same dot product in
+/// any stacking, so the stacking cannot change a bit.
 fn slow_block(
     acc: &mut Array2<f64>,
     xb: ArrayView2<f32>,
@@ -597,46 +600,81 @@ fn slow_block(
         return;
     };
     let dac = hw.dac_bits;
-    let cycles = hw.input_bits.div_ceil(dac);
-    let mask = (1u64 << dac) - 1;
+    let cycles = hw.input_bits.div_ceil(dac) as usize;
     let conv = Conv {
         out: acc.ncols(),
         adc_max: ((1u64 << hw.adc_bits) - 1) as f64,
         ideal_adc,
     };
     let n = sl.weights.len();
-    let mut p = Array2::<f32>::zeros((xb.nrows(), sl.w.ncols()));
-    let mut v = sl
-        .sq
-        .as_ref()
-        .map(|sq| Array2::<f32>::zeros((xb.nrows(), sq.ncols())));
-    let mut digits = Array2::<f32>::zeros(xb.dim());
+    let tokens = xb.nrows();
+    let chunk = planes_per_product(cycles, tokens, sl.w.ncols());
     let mut noise = noise;
-    for j in 0..cycles {
-        let shift = j * dac;
-        Zip::from(&mut digits)
+    let mut j0 = 0;
+    while j0 < cycles {
+        let planes = chunk.min(cycles - j0);
+        let (p, v) = plane_products(xb, sl, dac, j0, planes);
+        for j in j0..j0 + planes {
+            let rows = s![(j - j0) * tokens..(j - j0 + 1) * tokens, ..];
+            let p = p.slice(rows);
+            let place = (1u64 << (j as u32 * dac)) as f64;
+            let factors: Vec<f64> = sl.weights.iter().map(|w| w * place).collect();
+            match (noise.as_mut(), &b.adc) {
+                (Some((nz, rng)), Some(adc)) => {
+                    // The variances: beside the currents, or their own product.
+                    let (var, at) = match &v {
+                        Some(v) => (v.slice(rows), 0),
+                        None => (p, n * conv.out),
+                    };
+                    let read = (nz.read > 0.0).then_some((var, at, nz.read));
+                    conv.noisy(acc, p, &factors, adc, read, rng);
+                }
+                _ => conv.exact(acc, p, &factors),
+            }
+        }
+        j0 += planes;
+    }
+}
+
+/// Elements of one stacked product's result at most (16 MB of f32): as
+/// many digit planes per product as fit, at least one.
+const STACK_ELEMS: usize = 1 << 22;
+
+fn planes_per_product(cycles: usize, tokens: usize, cols: usize) -> usize {
+    (STACK_ELEMS / (tokens * cols).max(1)).clamp(1, cycles.max(1))
+}
+
+/// Input digit planes `j0..j0+planes` of `xb` stacked (`[planes·tokens,
+/// rows]`), times the slow slices: their currents and, when the squares
+/// are apart (digits of several bits), their read-noise variances.
+fn plane_products(
+    xb: ArrayView2<f32>,
+    sl: &Slow,
+    dac: u32,
+    j0: usize,
+    planes: usize,
+) -> (Array2<f32>, Option<Array2<f32>>) {
+    let tokens = xb.nrows();
+    let mask = (1u64 << dac) - 1;
+    let mut digits = Array2::<f32>::zeros((planes * tokens, xb.ncols()));
+    for (i, mut d) in digits
+        .axis_chunks_iter_mut(Axis(0), tokens.max(1))
+        .enumerate()
+    {
+        let shift = (j0 + i) as u32 * dac;
+        Zip::from(&mut d)
             .and(xb)
             .for_each(|d, &x| *d = (((x as u64) >> shift) & mask) as f32);
-        matmul_into(digits.view(), sl.w.view(), p.view_mut(), false);
-        if let (Some(sq), Some(v)) = (&sl.sq, v.as_mut()) {
-            let d2 = digits.mapv(|d| d * d);
-            matmul_into(d2.view(), sq.view(), v.view_mut(), false);
-        }
-        let place = (1u64 << shift) as f64;
-        let factors: Vec<f64> = sl.weights.iter().map(|w| w * place).collect();
-        match (noise.as_mut(), &b.adc) {
-            (Some((nz, rng)), Some(adc)) => {
-                // The variances: beside the currents, or their own product.
-                let (var, at) = match &v {
-                    Some(v) => (v.view(), 0),
-                    None => (p.view(), n * conv.out),
-                };
-                let read = (nz.read > 0.0).then_some((var, at, nz.read));
-                conv.noisy(acc, p.view(), &factors, adc, read, rng);
-            }
-            _ => conv.exact(acc, p.view(), &factors),
-        }
     }
+    let mut p = Array2::<f32>::zeros((planes * tokens, sl.w.ncols()));
+    matmul_into(digits.view(), sl.w.view(), p.view_mut(), false);
+    let v = sl.sq.as_ref().map(|sq| {
+        let d2 = digits.mapv(|d| d * d);
+        let mut v = Array2::<f32>::zeros((planes * tokens, sq.ncols()));
+        matmul_into(d2.view(), sq.view(), v.view_mut(), false);
+        v
+    });
+    (p, v)
 }
 
 /// One digit plane's conversions: `p` holds each token's column currents,
@@ -667,7 +705,11 @@ impl Conv {
 
     /// On a noisy chip: per conversion, read noise (`read`: the variances
     /// `Σ d²·g²` with their column offset, and σ), gain, offset, rounding,
-    /// clip; then the digital calibration.
+    /// clip; then the digital calibration. Three passes per (token,
+    /// slice): each conversion's current and read-noise deviation
+    /// (vectorised), the draws in column order (one stream), then the ADC
+    /// and the digital unit (vectorised) — the same operations on every
+    /// element as one pass would do.
     fn noisy(
         &self,
         acc: &mut Array2<f64>,
@@ -678,55 +720,41 @@ impl Conv {
         rng: &mut Rng,
     ) {
         let out = self.out;
-        let cols = |a: &Array1<f64>| a.as_slice().expect("a fresh array").to_vec();
-        let (gain, off, sub, cal) = (
-            cols(&adc.gain),
-            cols(&adc.off),
-            cols(&adc.sub),
-            cols(&adc.cal),
-        );
-        let top = if self.ideal_adc {
-            f64::INFINITY
+        fn col(a: &Array1<f64>) -> &[f64] {
+            a.as_slice().expect("a fresh array")
+        }
+        let (gain, off, sub, cal) = (col(&adc.gain), col(&adc.off), col(&adc.sub), col(&adc.cal));
+        let (bottom, top) = if self.ideal_adc {
+            (f64::NEG_INFINITY, f64::INFINITY)
         } else {
-            self.adc_max
+            (0.0, self.adc_max)
         };
-        let bottom = if self.ideal_adc {
-            f64::NEG_INFINITY
-        } else {
-            0.0
-        };
+        let mut cur = vec![0f64; out];
+        let mut sd = vec![0f64; out];
         for (t, mut a) in acc.rows_mut().into_iter().enumerate() {
             let a = a.as_slice_mut().expect("a fresh array");
             let pr = p.row(t);
-            let pr = pr.as_slice().expect("a fresh array");
+            let pr = pr.as_slice().expect("a contiguous row");
             for (k, &f) in factors.iter().enumerate() {
-                let cur = &pr[k * out..(k + 1) * out];
-                // Each conversion: read noise (no current, no noise and
-                // no draw), gain, offset, rounding, clip; then the
-                // digital unit takes the calibrated offset out and
-                // rescales the column.
-                let noisy = |c: usize, i: f32, var: f32, rng: &mut Rng| {
-                    let mut i = i as f64;
-                    if var > 0.0 {
-                        i += read.as_ref().map_or(0.0, |r| r.2) * (var as f64).sqrt() * gauss(rng);
+                for (c, &i) in cur.iter_mut().zip(&pr[k * out..(k + 1) * out]) {
+                    *c = i as f64;
+                }
+                if let Some((var, at, sigma)) = &read {
+                    let vr = var.row(t);
+                    let vr = &vr.as_slice().expect("a contiguous row")[at + k * out..][..out];
+                    for (s, &v) in sd.iter_mut().zip(vr) {
+                        *s = sigma * (v as f64).sqrt();
                     }
-                    let code = round_code(i * gain[c] + off[c]).clamp(bottom, top);
-                    f * (code - sub[c]) * cal[c]
-                };
-                match &read {
-                    Some((var, at, _)) => {
-                        let vr = var.row(t);
-                        let vr = &vr.as_slice().expect("a fresh array")
-                            [at + k * out..at + (k + 1) * out];
-                        for (c, ((a, &i), &v)) in a.iter_mut().zip(cur).zip(vr).enumerate() {
-                            *a += noisy(c, i, v, rng);
+                    // No current, no noise and no draw.
+                    for ((c, &s), &v) in cur.iter_mut().zip(&sd).zip(vr) {
+                        if v > 0.0 {
+                            *c += s * gauss(rng);
                         }
                     }
-                    None => {
-                        for (c, (a, &i)) in a.iter_mut().zip(cur).enumerate() {
-                            *a += noisy(c, i, 0.0, rng);
-                        }
-                    }
+                }
+                let adc = gain.iter().zip(off).zip(sub).zip(cal);
+                for ((a, &i), (((&g, &o), &s), &c)) in a.iter_mut().zip(&cur).zip(adc) {
+                    *a += f * (round_code(i * g + o).clamp(bottom, top) - s) * c;
                 }
             }
         }
