@@ -32,7 +32,7 @@ use mgen_isa::quant::{InputQuant, QMatrix};
 use mgen_model::gemm::{matmul, matmul_into};
 use mgen_model::reference::{av, embed, gelu_all, layernorm, mask_scores, mean_pool, qk, softmax};
 use mgen_util::rng::Rng;
-use ndarray::{Array1, Array2, ArrayD, ArrayView2, Axis, Ix1, Ix2, Ix3, Zip, s};
+use ndarray::{Array1, Array2, ArrayD, ArrayView2, ArrayViewMut2, Axis, Ix1, Ix2, Ix3, Zip, s};
 use std::sync::Arc;
 
 struct Block {
@@ -282,6 +282,45 @@ pub fn prepare(
     }
 }
 
+/// Each column's digital correction after calibration: its intended
+/// column sum over what it measures (gain times the programmed cells),
+/// slices weighted `2^(k·cell_bits)`; 1 where either is 0. Column sums
+/// run over rows in order, in f64.
+fn calibration(
+    ideal: &[Array2<f32>],
+    noisy: &[Array2<f32>],
+    gain: &Array1<f64>,
+    cb: u32,
+) -> Array1<f64> {
+    let sums = |a: &Array2<f32>| {
+        let mut s = Array1::<f64>::zeros(a.ncols());
+        for row in a.rows() {
+            Zip::from(&mut s).and(&row).for_each(|s, &v| *s += v as f64);
+        }
+        s
+    };
+    let (mut want, mut got) = (
+        Array1::<f64>::zeros(gain.len()),
+        Array1::<f64>::zeros(gain.len()),
+    );
+    for (k, (i, g)) in ideal.iter().zip(noisy).enumerate() {
+        let w = (1u64 << (k as u32 * cb)) as f64;
+        let (si, sg) = (sums(i), sums(g));
+        Zip::from(&mut want).and(&si).for_each(|a, &v| *a += w * v);
+        Zip::from(&mut got)
+            .and(&sg)
+            .and(gain)
+            .for_each(|a, &v, &gn| *a += w * gn * v);
+    }
+    Zip::from(&want).and(&got).map_collect(|&want, &got| {
+        if want > 0.0 && got > 0.0 {
+            want / got
+        } else {
+            1.0
+        }
+    })
+}
+
 /// One part's preparation context.
 struct PartCx<'a> {
     lim: &'a Limits,
@@ -371,22 +410,11 @@ impl PartCx<'_> {
             crate::noise::adc(n, out, &mut crate::noise::static_stream(self.key, &what));
         // Calibration: each column read once with a known input; the
         // digital unit rescales its codes to the intended column sum.
-        let cal = Array1::from_iter((0..out).map(|c| {
-            if !n.calibrate {
-                return 1.0;
-            }
-            let (mut want, mut got) = (0.0f64, 0.0f64);
-            for (k, (i, g)) in ideal.iter().zip(&noisy).enumerate() {
-                let w = (1u64 << (k as u32 * lim.cb)) as f64;
-                want += w * i.column(c).iter().map(|&v| v as f64).sum::<f64>();
-                got += w * gain[c] * g.column(c).iter().map(|&v| v as f64).sum::<f64>();
-            }
-            if want > 0.0 && got > 0.0 {
-                want / got
-            } else {
-                1.0
-            }
-        }));
+        let cal = if n.calibrate {
+            calibration(&ideal, &noisy, &gain, lim.cb)
+        } else {
+            Array1::from_elem(out, 1.0)
+        };
         let frac = n.fractional();
         let sub = off.mapv(|o| match (n.calibrate, frac) {
             (false, _) => 0.0,
@@ -501,6 +529,19 @@ pub fn mvm_at(
     ideal_adc: bool,
     at: (u64, u64),
 ) -> ArrayD<f32> {
+    mvm_stacked(img, x, hw, ideal_adc, at, STACK_ELEMS)
+}
+
+/// [`mvm_at`], with at most `stack` result elements per stacked product
+/// of digit planes (the stacking cannot change a bit; tested).
+fn mvm_stacked(
+    img: &PImage,
+    x: &ArrayD<f32>,
+    hw: &Hardware,
+    ideal_adc: bool,
+    at: (u64, u64),
+    stack: usize,
+) -> ArrayD<f32> {
     let two_d = x.ndim() == 2;
     // A matrix stays as it is; anything else is one token (a vector).
     let x2: Array2<f32> = match x.view().into_dimensionality::<Ix2>() {
@@ -531,6 +572,10 @@ pub fn mvm_at(
         .map(|n| crate::noise::stream(n.key, at.0, at.1));
     let mut y = Array2::<f64>::zeros((tokens, img.out));
     let mut buf = Array2::<f32>::zeros((tokens, img.out));
+    let mut scratch = Scratch {
+        stack,
+        ..Scratch::default()
+    };
     for part in &img.parts {
         let mut acc = Array2::<f64>::zeros((tokens, img.out));
         for g in part.groups.iter().filter(|g| !g.empty) {
@@ -545,7 +590,7 @@ pub fn mvm_at(
         for b in &part.blocks {
             let xb = xu.slice(s![.., b.r0..b.r1]);
             let nz = img.noise.as_ref().zip(rng.as_mut());
-            slow_block(&mut acc, xb, b, hw, ideal_adc, nz);
+            slow_block(&mut acc, xb, b, hw, ideal_adc, nz, &mut scratch);
         }
         // Remove the input offset: Σ_r W_u (x_u − ox) = acc − ox·colsum.
         for mut row in acc.rows_mut() {
@@ -595,6 +640,7 @@ fn slow_block(
     hw: &Hardware,
     ideal_adc: bool,
     noise: Option<(&ImageNoise, &mut Rng)>,
+    sc: &mut Scratch,
 ) {
     let Some(sl) = &b.slow else {
         return;
@@ -608,12 +654,12 @@ fn slow_block(
     };
     let n = sl.weights.len();
     let tokens = xb.nrows();
-    let chunk = planes_per_product(cycles, tokens, sl.w.ncols());
+    let chunk = planes_per_product(cycles, tokens, sl.w.ncols(), sc.stack);
     let mut noise = noise;
     let mut j0 = 0;
     while j0 < cycles {
         let planes = chunk.min(cycles - j0);
-        let (p, v) = plane_products(xb, sl, dac, j0, planes);
+        let (p, v) = plane_products(xb, sl, dac, (j0, planes), sc);
         for j in j0..j0 + planes {
             let rows = s![(j - j0) * tokens..(j - j0 + 1) * tokens, ..];
             let p = p.slice(rows);
@@ -640,23 +686,44 @@ fn slow_block(
 /// many digit planes per product as fit, at least one.
 const STACK_ELEMS: usize = 1 << 22;
 
-fn planes_per_product(cycles: usize, tokens: usize, cols: usize) -> usize {
-    (STACK_ELEMS / (tokens * cols).max(1)).clamp(1, cycles.max(1))
+fn planes_per_product(cycles: usize, tokens: usize, cols: usize, stack: usize) -> usize {
+    (stack / (tokens * cols).max(1)).clamp(1, cycles.max(1))
+}
+
+/// Buffers one MVM's slow blocks reuse: each product overwrites what it
+/// uses, so they are zeroed only when they grow.
+#[derive(Default)]
+struct Scratch {
+    /// At most this many result elements per stacked product.
+    stack: usize,
+    digits: Vec<f32>,
+    p: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// The first `rows × cols` elements of `buf` as a matrix (grown if short).
+fn view_of(buf: &mut Vec<f32>, rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
+    let n = rows * cols;
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    ArrayViewMut2::from_shape((rows, cols), &mut buf[..n]).expect("a buffer of that size")
 }
 
 /// Input digit planes `j0..j0+planes` of `xb` stacked (`[planes·tokens,
-/// rows]`), times the slow slices: their currents and, when the squares
-/// are apart (digits of several bits), their read-noise variances.
-fn plane_products(
+/// rows]`), times the slow slices: their currents into `sc.p` and, when
+/// the squares are apart (digits of several bits), their read-noise
+/// variances into `sc.v`. Returns (products, variances) views.
+fn plane_products<'s>(
     xb: ArrayView2<f32>,
     sl: &Slow,
     dac: u32,
-    j0: usize,
-    planes: usize,
-) -> (Array2<f32>, Option<Array2<f32>>) {
+    (j0, planes): (usize, usize),
+    sc: &'s mut Scratch,
+) -> (ArrayView2<'s, f32>, Option<ArrayView2<'s, f32>>) {
     let tokens = xb.nrows();
     let mask = (1u64 << dac) - 1;
-    let mut digits = Array2::<f32>::zeros((planes * tokens, xb.ncols()));
+    let mut digits = view_of(&mut sc.digits, planes * tokens, xb.ncols());
     for (i, mut d) in digits
         .axis_chunks_iter_mut(Axis(0), tokens.max(1))
         .enumerate()
@@ -666,15 +733,24 @@ fn plane_products(
             .and(xb)
             .for_each(|d, &x| *d = (((x as u64) >> shift) & mask) as f32);
     }
-    let mut p = Array2::<f32>::zeros((planes * tokens, sl.w.ncols()));
-    matmul_into(digits.view(), sl.w.view(), p.view_mut(), false);
+    let rows = planes * tokens;
+    matmul_into(
+        digits.view(),
+        sl.w.view(),
+        view_of(&mut sc.p, rows, sl.w.ncols()),
+        false,
+    );
+    if let Some(sq) = &sl.sq {
+        digits.mapv_inplace(|d| d * d);
+        let v = view_of(&mut sc.v, rows, sq.ncols());
+        matmul_into(digits.view(), sq.view(), v, false);
+    }
+    let p = ArrayView2::from_shape((rows, sl.w.ncols()), &sc.p[..rows * sl.w.ncols()]);
     let v = sl.sq.as_ref().map(|sq| {
-        let d2 = digits.mapv(|d| d * d);
-        let mut v = Array2::<f32>::zeros((planes * tokens, sq.ncols()));
-        matmul_into(d2.view(), sq.view(), v.view_mut(), false);
-        v
+        ArrayView2::from_shape((rows, sq.ncols()), &sc.v[..rows * sq.ncols()])
+            .expect("the buffer just written")
     });
-    (p, v)
+    (p.expect("the buffer just written"), v)
 }
 
 /// One digit plane's conversions: `p` holds each token's column currents,
@@ -1050,5 +1126,69 @@ impl Machine<'_> {
             bufs[dst as usize] = Some(v);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mgen_hw::Noise;
+
+    /// A `[out, in]` matrix of 8-bit weights (an LCG's) and 3 tokens of
+    /// inputs, on crossbars of 16 rows.
+    fn case(out: usize, inp: usize) -> (QMatrix, ArrayD<f32>) {
+        let mut s = 7u64;
+        let mut next = move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) as i64
+        };
+        let q = Array2::from_shape_fn((out, inp), |_| (next() % 255 - 127) as i16);
+        let x = Array2::from_shape_fn((3, inp), |_| (next() % 200) as f32 / 50.0 - 2.0);
+        let qm = QMatrix {
+            q,
+            scale: Array1::from_elem(out, 0.01),
+            smooth: Array1::ones(inp),
+            bits: 8,
+        };
+        (qm, x.into_dyn())
+    }
+
+    fn hardware(dac_bits: u32, noise: Noise) -> Hardware {
+        Hardware {
+            rows: 16,
+            cell_bits: 2,
+            dac_bits,
+            adc_bits: 5,
+            weight_bits: 8,
+            input_bits: 8,
+            signs: Signs::Offset,
+            noise,
+            ..Hardware::default()
+        }
+    }
+
+    /// Digit planes stacked one per product, a few per product, or all in
+    /// one give the same bits: noise-free with clipping, and on a noisy
+    /// chip with one-bit digits (variances beside the currents) and with
+    /// two-bit digits (variances a product of their own).
+    #[test]
+    fn stacking_digit_planes_changes_no_bit() {
+        let (q, x) = case(24, 40);
+        let noisy = mgen_hw::noise::preset("typical_reram").expect("a preset");
+        for (dac, noise) in [(1, Noise::default()), (1, noisy.clone()), (2, noisy)] {
+            let hw = hardware(dac, noise);
+            let img = prepare(&q, InputQuant::symmetric(0.02, 8), &hw, false, 3);
+            let one = mvm_stacked(&img, &x, &hw, false, (1, 2), 1);
+            for stack in [3 * 24 * 8 * 3, usize::MAX] {
+                let more = mvm_stacked(&img, &x, &hw, false, (1, 2), stack);
+                let same = one
+                    .iter()
+                    .zip(&more)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "dac {dac}, stack {stack}: {one:?} vs {more:?}");
+            }
+        }
     }
 }
