@@ -533,7 +533,7 @@ pub fn mvm_at(
 }
 
 /// [`mvm_at`], with at most `stack` result elements per stacked product
-/// of digit planes (the stacking cannot change a bit; tested).
+/// of digit planes.
 fn mvm_stacked(
     img: &PImage,
     x: &ArrayD<f32>,
@@ -631,8 +631,10 @@ fn mvm_stacked(
 /// `[0, 2^adc_bits − 1]`. The input digit planes are stacked into one
 /// product per chunk of planes (the block's cells are read once for all of
 /// them), which serves every slow slice (and, with one-bit digits, their
-/// read-noise variances). Each output element is the same dot product in
-/// any stacking, so the stacking cannot change a bit.
+/// read-noise variances). On whole currents the stacking cannot change a
+/// bit; fractional currents are f32 sums whose rounding may follow the
+/// kernel's order for the product's shape (deterministic for one build
+/// and thread count).
 fn slow_block(
     acc: &mut Array2<f64>,
     xb: ArrayView2<f32>,
@@ -1170,24 +1172,38 @@ mod tests {
     }
 
     /// Digit planes stacked one per product, a few per product, or all in
-    /// one give the same bits: noise-free with clipping, and on a noisy
-    /// chip with one-bit digits (variances beside the currents) and with
-    /// two-bit digits (variances a product of their own).
+    /// one: on whole currents (noise-free, clipping) the same bits, since
+    /// every partial sum is an exact integer. On a noisy chip the currents
+    /// are fractional f32 sums whose rounding may follow the kernel's
+    /// summation order, which the product's shape can change, so there
+    /// the outputs must agree to a small fraction of their range (a
+    /// misplaced plane is off by a factor of two or more), with one-bit
+    /// digits (variances beside the currents) and two-bit digits
+    /// (variances a product of their own).
     #[test]
-    fn stacking_digit_planes_changes_no_bit() {
+    fn stacking_digit_planes_keeps_every_plane_in_place() {
         let (q, x) = case(24, 40);
         let noisy = mgen_hw::noise::preset("typical_reram").expect("a preset");
         for (dac, noise) in [(1, Noise::default()), (1, noisy.clone()), (2, noisy)] {
+            let exact = noise.is_off();
             let hw = hardware(dac, noise);
             let img = prepare(&q, InputQuant::symmetric(0.02, 8), &hw, false, 3);
             let one = mvm_stacked(&img, &x, &hw, false, (1, 2), 1);
+            let range = one.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             for stack in [3 * 24 * 8 * 3, usize::MAX] {
                 let more = mvm_stacked(&img, &x, &hw, false, (1, 2), stack);
-                let same = one
+                let worst = one
                     .iter()
                     .zip(&more)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "dac {dac}, stack {stack}: {one:?} vs {more:?}");
+                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                let ok = if exact {
+                    one.iter()
+                        .zip(&more)
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+                } else {
+                    worst <= 0.02 * range
+                };
+                assert!(ok, "dac {dac}, stack {stack}: worst {worst} of {range}");
             }
         }
     }
