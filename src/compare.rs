@@ -381,15 +381,12 @@ pub fn compare_levels(
     // Test and calibration sets, read once and checked before anything is
     // compiled (a bad file fails fast).
     let wanted = crate::label_check::wanted(&lowered.spec, &batch.requests);
-    let (tests, calibrate) = match crate::held_out::any(&lowered.spec) || wanted.contains(&true) {
-        true => {
-            let files = crate::data::load_files(&lowered.spec, sources)?;
-            (
-                TestSets::from_files(&lowered.spec, files.test),
-                files.calibrate,
-            )
-        }
-        false => (None, Vec::new()),
+    let (tests, calibrate) = if crate::held_out::any(&lowered.spec) || wanted.contains(&true) {
+        let files = crate::data::load_files(&lowered.spec, sources)?;
+        let tests = TestSets::from_files(&lowered.spec, files.test);
+        (tests, files.calibrate)
+    } else {
+        (None, Vec::new())
     };
     // One cache for every level and chip round: a branch retrained once is
     // not retrained again (joint trainings are kept in its folder too).
